@@ -1,0 +1,46 @@
+"""radynversion: invert solar-flare H-alpha and Ca II 8542 spectra into atmospheres.
+
+An invertible neural network (Osborne, Armstrong & Fletcher 2019, ApJ 873, 128) trained on
+NLTE syntheses, run at the scale of whole telescope scans.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0.dev0"
+
+from .atmosphere import (  # noqa: E402
+    default_height_grid,
+    inverse_velocity_transform,
+    velocity_transform,
+)
+from .errors import (  # noqa: E402
+    CheckpointError,
+    ConfigError,
+    DataFileError,
+    ProfileSchemaError,
+    RadynversionError,
+    StoreError,
+    SynthesisError,
+    UnitsError,
+)
+from .lines import CA8542, HALPHA, LINES, air_to_vacuum, vacuum_to_air  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "default_height_grid",
+    "velocity_transform",
+    "inverse_velocity_transform",
+    "HALPHA",
+    "CA8542",
+    "LINES",
+    "air_to_vacuum",
+    "vacuum_to_air",
+    "RadynversionError",
+    "ConfigError",
+    "ProfileSchemaError",
+    "UnitsError",
+    "DataFileError",
+    "SynthesisError",
+    "StoreError",
+    "CheckpointError",
+]

@@ -1,0 +1,51 @@
+"""Exceptions raised by radynversion.
+
+Every error the package raises on purpose derives from :class:`RadynversionError`,
+so callers (and the CLI) can tell a refusal with a clear message from a bug.
+Messages name the file, the variable and what was expected.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RadynversionError",
+    "ConfigError",
+    "ProfileSchemaError",
+    "UnitsError",
+    "DataFileError",
+    "SynthesisError",
+    "StoreError",
+    "CheckpointError",
+]
+
+
+class RadynversionError(Exception):
+    """Base class of every error radynversion raises on purpose."""
+
+
+class ConfigError(RadynversionError, ValueError):
+    """A configuration file or value is invalid."""
+
+
+class ProfileSchemaError(RadynversionError, ValueError):
+    """A Dataset does not follow the profile schema (see :mod:`radynversion.schema`)."""
+
+
+class UnitsError(ProfileSchemaError):
+    """Units of intensity or wavelength are missing, unparsable or inconsistent."""
+
+
+class DataFileError(RadynversionError, OSError):
+    """A file could not be read as the format it claims to be."""
+
+
+class SynthesisError(RadynversionError, RuntimeError):
+    """The NLTE forward model failed for an atmosphere."""
+
+
+class StoreError(RadynversionError, OSError):
+    """An output store exists but is not ours, or does not match the run."""
+
+
+class CheckpointError(RadynversionError, ValueError):
+    """A model checkpoint is corrupt, unsafe, or does not match this package."""

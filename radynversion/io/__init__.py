@@ -1,0 +1,1 @@
+"""Readers and writers: RADYN output, the original training pickle, observations."""

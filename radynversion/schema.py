@@ -1,0 +1,216 @@
+"""The profile schema shared by synthetic, training and observed data.
+
+A profile Dataset holds, for each line of :data:`radynversion.lines.LINES`, a variable
+``I_<key>`` over the wavelength dim ``wl_<key>`` (e.g. ``I_halpha(..., wl_halpha)``), plus any
+other dims (``sample``, ``case``, ``y``, ``x``, ``time``). Its wavelength coordinate carries
+``units`` (any astropy length unit; stored data use Angstrom) and ``wavelength_medium``
+(``"air"`` or ``"vacuum"``; radynversion writes air). Each intensity variable carries
+``units``, an astropy-parsable spectral radiance per unit frequency or per unit wavelength
+(e.g. ``"W / (m2 Hz sr)"``, ``"erg / (s cm2 sr Angstrom)"``). Per-Hz and per-Angstrom units are
+converted with :func:`astropy.units.spectral_density`, which differs between the two lines by
+(8542/6563)^2 = 1.69, so a joint normalisation always names one unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import astropy.units as u
+import numpy as np
+import xarray as xr
+
+from .errors import ProfileSchemaError, UnitsError
+from .lines import LINES, Line, air_to_vacuum, vacuum_to_air
+
+__all__ = [
+    "RADIANCE_PER_HZ",
+    "RADIANCE_PER_AA",
+    "profile_dataset",
+    "validate_profiles",
+    "wavelengths_air_A",
+    "to_air_angstrom",
+    "intensity_unit",
+    "convert_intensity",
+]
+
+RADIANCE_PER_HZ = u.Unit("W / (m2 Hz sr)")
+RADIANCE_PER_AA = u.Unit("erg / (s cm2 sr Angstrom)")
+_MEDIA = ("air", "vacuum")
+#: how far [Angstrom] a window's line centre may sit from the expected one
+_CENTRE_TOLERANCE_A = 1.0
+
+
+def profile_dataset(
+    wavelengths_A: Mapping[str, np.ndarray],
+    intensities: Mapping[str, np.ndarray],
+    unit: str | u.UnitBase,
+    dims: tuple[str, ...] = (),
+    coords: Mapping[str, object] | None = None,
+    medium: str = "air",
+    attrs: Mapping[str, object] | None = None,
+) -> xr.Dataset:
+    """Build a Dataset in the profile schema.
+
+    Parameters
+    ----------
+    wavelengths_A : mapping line key -> ndarray, shape ``(W,)``
+        Wavelengths [Angstrom] in ``medium``.
+    intensities : mapping line key -> ndarray, shape ``(*dims, W)``
+        Intensities in ``unit``.
+    unit : str or astropy unit
+        Spectral radiance unit of all intensities.
+    dims : tuple of str
+        Names of the leading (non-spectral) dims.
+    coords : mapping, optional
+        Extra coordinates.
+    medium : {"air", "vacuum"}
+        Medium of the wavelengths.
+    """
+    unit_s = u.Unit(unit).to_string()
+    data_vars = {}
+    all_coords: dict[str, object] = dict(coords or {})
+    for ln in LINES:
+        wl = np.asarray(wavelengths_A[ln.key], dtype=float)
+        all_coords[ln.dim] = (ln.dim, wl, {"units": "Angstrom", "wavelength_medium": medium})
+        data_vars[ln.var] = ((*dims, ln.dim), np.asarray(intensities[ln.key]), {"units": unit_s})
+    return xr.Dataset(data_vars, coords=all_coords, attrs=dict(attrs or {}))
+
+
+def _source(ds: xr.Dataset, source: str | None) -> str:
+    return source or str(ds.encoding.get("source") or ds.attrs.get("source_file") or "<dataset>")
+
+
+def wavelengths_air_A(ds: xr.Dataset, line: Line, source: str | None = None) -> np.ndarray:
+    """The wavelengths of ``line`` in ``ds`` as air Angstrom, after checking units and medium.
+
+    Raises
+    ------
+    UnitsError
+        Missing or non-length units, undeclared medium, or values that do not centre on the
+        line in the declared medium (e.g. nm labelled Angstrom, vacuum declared as air).
+    """
+    src = _source(ds, source)
+    if line.dim not in ds.coords:
+        raise ProfileSchemaError(f"{src}: variable {line.var} has no wavelength coordinate {line.dim!r}")
+    coord = ds[line.dim]
+    unit_s = coord.attrs.get("units")
+    if not unit_s:
+        raise UnitsError(f"{src}: coordinate {line.dim} has no 'units' attribute; expected a "
+                         "length unit such as 'Angstrom' or 'nm'")
+    try:
+        unit = u.Unit(unit_s)
+        wl = (np.asarray(coord.values, dtype=float) * unit).to_value(u.AA)
+    except (ValueError, u.UnitConversionError):
+        raise UnitsError(f"{src}: coordinate {line.dim} has units {unit_s!r}; expected a length "
+                         "unit such as 'Angstrom' or 'nm'") from None
+    medium = coord.attrs.get("wavelength_medium")
+    if medium not in _MEDIA:
+        raise UnitsError(f"{src}: coordinate {line.dim} must declare wavelength_medium 'air' or "
+                         f"'vacuum' (got {medium!r})")
+    if wl.ndim != 1 or wl.size < 2 or not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
+        raise ProfileSchemaError(f"{src}: coordinate {line.dim} must be 1D, finite and strictly "
+                                 "increasing")
+    air = wl if medium == "air" else vacuum_to_air(wl)
+    expected = line.center_air_A
+    if not (air[0] - _CENTRE_TOLERANCE_A <= expected <= air[-1] + _CENTRE_TOLERANCE_A):
+        hint = ""
+        if air[0] * 10 <= expected <= air[-1] * 10:
+            hint = "; the values look like nm labelled as Angstrom"
+        elif air[0] / 10 <= expected <= air[-1] / 10:
+            hint = "; the values look like Angstrom labelled as nm"
+        raise UnitsError(
+            f"{src}: coordinate {line.dim} spans {air[0]:.2f}-{air[-1]:.2f} A ({medium}), which "
+            f"does not contain the {line.label} centre {expected:.2f} A air{hint}")
+    # The window should centre on the line in the declared medium; a centre ~1.8 A (H-alpha)
+    # or ~2.4 A (Ca II) off, towards the other medium's line centre, means a mislabelled medium.
+    mid = 0.5 * (air[0] + air[-1])
+    other_centre = line.center_vacuum_A if medium == "air" else float(vacuum_to_air(line.center_air_A))
+    if abs(mid - expected) > _CENTRE_TOLERANCE_A and abs(mid - other_centre) < abs(mid - expected):
+        other = "vacuum" if medium == "air" else "air"
+        raise UnitsError(
+            f"{src}: coordinate {line.dim} is declared {medium} but centres on {0.5 * (wl[0] + wl[-1]):.2f} A, "
+            f"the {line.label} centre in {other} ({line.center_air_A if other == 'air' else line.center_vacuum_A:.2f} A); "
+            f"set wavelength_medium = '{other}' if that is what the data are")
+    return air
+
+
+def intensity_unit(ds: xr.Dataset, line: Line, source: str | None = None) -> u.UnitBase:
+    """Parsed ``units`` attr of ``I_<line>`` (a spectral radiance, DN or dimensionless)."""
+    src = _source(ds, source)
+    unit_s = ds[line.var].attrs.get("units")
+    if unit_s is None:
+        raise UnitsError(f"{src}: variable {line.var} has no 'units' attribute; expected a "
+                         "spectral radiance such as 'W / (m2 Hz sr)', or 'DN' with a calibration")
+    try:
+        return u.Unit(unit_s)
+    except ValueError:
+        raise UnitsError(f"{src}: variable {line.var} has units {unit_s!r}, which astropy cannot "
+                         "parse; expected e.g. 'W / (m2 Hz sr)'") from None
+
+
+def validate_profiles(ds: xr.Dataset, source: str | None = None) -> None:
+    """Check that ``ds`` follows the profile schema; raise a one-line error naming what is wrong."""
+    src = _source(ds, source)
+    if not isinstance(ds, xr.Dataset):
+        raise ProfileSchemaError(f"{src}: expected an xarray.Dataset, got {type(ds).__name__}")
+    for ln in LINES:
+        if ln.var not in ds.data_vars:
+            raise ProfileSchemaError(f"{src}: missing variable {ln.var} ({ln.label}); expected "
+                                     f"{[x.var for x in LINES]}")
+        if ln.dim not in ds[ln.var].dims:
+            raise ProfileSchemaError(f"{src}: variable {ln.var} has dims {ds[ln.var].dims}; "
+                                     f"expected one of them to be {ln.dim!r}")
+        wavelengths_air_A(ds, ln, src)
+        intensity_unit(ds, ln, src)
+    others = [tuple(d for d in ds[ln.var].dims if d != ln.dim) for ln in LINES]
+    if any(set(o) != set(others[0]) for o in others):
+        raise ProfileSchemaError(f"{src}: the lines have different non-spectral dims "
+                                 f"({', '.join(f'{ln.var}: {o}' for ln, o in zip(LINES, others, strict=True))})")
+    for d in others[0]:
+        sizes = {ln.var: ds[ln.var].sizes[d] for ln in LINES}
+        if len(set(sizes.values())) > 1:
+            raise ProfileSchemaError(f"{src}: dim {d!r} differs in size between lines {sizes}")
+
+
+def to_air_angstrom(ds: xr.Dataset, source: str | None = None) -> xr.Dataset:
+    """Return ``ds`` with every line's wavelength coordinate in air Angstrom."""
+    out = ds.copy()
+    for ln in LINES:
+        air = wavelengths_air_A(ds, ln, source)
+        attrs = dict(ds[ln.dim].attrs)
+        attrs.update(units="Angstrom", wavelength_medium="air")
+        out = out.assign_coords({ln.dim: (ln.dim, air, attrs)})
+    return out
+
+
+def convert_intensity(ds: xr.Dataset, unit: str | u.UnitBase, source: str | None = None) -> xr.Dataset:
+    """Convert every line's intensity to ``unit`` (per-Hz <-> per-Angstrom via
+    :func:`astropy.units.spectral_density` at each wavelength).
+
+    Raises
+    ------
+    UnitsError
+        If an intensity unit is not a spectral radiance convertible to ``unit`` (DN and
+        dimensionless data need a calibration first).
+    """
+    src = _source(ds, source)
+    target = u.Unit(unit)
+    out = ds.copy()
+    for ln in LINES:
+        have = intensity_unit(ds, ln, src)
+        wl = wavelengths_air_A(ds, ln, src)
+        # spectral_density needs the wavelength in vacuum for an exact c / lambda^2.
+        eq = u.spectral_density(air_to_vacuum(wl) * u.AA)
+        try:
+            factor = (1.0 * have).to_value(target, equivalencies=eq)
+        except u.UnitConversionError:
+            raise UnitsError(f"{src}: variable {ln.var} has units {have.to_string()!r}, not "
+                             f"convertible to {target.to_string()!r}; DN or unitless data need "
+                             "a calibration") from None
+        factor = np.broadcast_to(np.asarray(factor, dtype=float), wl.shape)
+        var = ds[ln.var]
+        scale = xr.DataArray(factor, dims=(ln.dim,))
+        new = (var * scale).astype(var.dtype if var.dtype.kind == "f" else float)
+        new.attrs = dict(var.attrs, units=target.to_string())
+        out[ln.var] = new
+    return out

@@ -1,0 +1,306 @@
+"""The training-set factory: one atmosphere per Dask task, shards written to Zarr.
+
+Layout of a training-set store (Zarr format 2, one chunk per shard along ``sample``):
+
+* ``I_halpha (sample, wl_halpha)``, ``I_ca8542 (sample, wl_ca8542)``: emergent intensity,
+  units in attrs (W m^-2 Hz^-1 sr^-1), wavelengths in air Angstrom;
+* ``log_ne, log_T, v (sample, height)``: the atmosphere on the node grid (``log_ne`` the
+  converged NLTE value);
+* ``status (sample)`` 0/1/2 = converged/not converged/failed, ``message (sample)`` why,
+  ``iterations (sample)``, ``kind (sample)`` quiet/weak/flare, ``prior_params (sample, param)``;
+* ``shard_done (shard)``: 1 once a shard is completely written. Written last, so a store
+  killed mid-shard simply recomputes that shard on resume.
+
+The store's metadata is written once, at creation, with the full size ``n``; shards are
+region writes of their own chunk files, so the store only ever gains files (git stores each
+byte once) and a resumed run produces byte-identical chunks: every sample is seeded by its
+index (:func:`radynversion.synth.prior.sample_atmosphere`) and Lightweaver runs on one thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..atmosphere import VARIABLE_ATTRS, default_height_grid
+from ..config import from_toml, to_toml
+from ..errors import StoreError
+from ..lines import LINES
+from .nlte import STATUS_NAMES, NLTEConfig, synthesise
+from .prior import KINDS, PARAM_NAMES, PriorConfig, sample_atmosphere
+
+__all__ = ["SynthConfig", "run_synthesis", "shard_status", "STORE_KIND"]
+
+STORE_KIND = "radynversion training set"
+INTENSITY_UNIT = "W / (m2 Hz sr)"
+MESSAGE_WIDTH = 120
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that determines a training set (saved in the store's attrs)."""
+
+    n: int = 1000
+    seed: int = 0
+    shard_size: int = 100
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    nlte: NLTEConfig = field(default_factory=NLTEConfig)
+
+
+def _synth_one(index: int, seed: int, prior: PriorConfig, nlte: NLTEConfig) -> dict:
+    atmos = sample_atmosphere(index, seed, prior)
+    res = synthesise(atmos, nlte)
+    params = np.array([atmos.params.get(k, np.nan) for k in PARAM_NAMES], dtype=np.float32)
+    return {
+        "index": index,
+        "status": res.status,
+        "message": res.message[:MESSAGE_WIDTH],
+        "iterations": res.iterations,
+        "seconds": res.seconds,
+        "kind": KINDS.index(atmos.kind),
+        "params": params,
+        "log_ne": res.log_ne.astype(np.float32),
+        "log_T": res.log_T.astype(np.float32),
+        "v": res.v.astype(np.float32),
+        **{f"I_{k}": v.astype(np.float32) for k, v in res.intensity.items()},
+    }
+
+
+def _template(cfg: SynthConfig) -> xr.Dataset:
+    import dask.array as da
+
+    n, c = cfg.n, cfg.shard_size
+    heights = default_height_grid()
+    n_shards = -(-n // c)
+
+    def empty(shape, dtype, fill):
+        chunks = (c, *shape[1:])
+        return da.full(shape, fill, dtype=dtype, chunks=chunks)
+
+    data_vars = {}
+    coords = {
+        "sample": ("sample", np.arange(n)),
+        "height": ("height", heights, dict(VARIABLE_ATTRS["height"])),
+        "param": ("param", np.array(PARAM_NAMES, dtype="<U32")),
+    }
+    for ln in LINES:
+        wl = ln.synth_wavelengths()
+        coords[ln.dim] = (
+            ln.dim, wl, {"units": "Angstrom", "wavelength_medium": "air", "long_name": f"{ln.label} wavelength (air)"},
+        )
+        data_vars[ln.var] = (
+            ("sample", ln.dim), empty((n, wl.size), np.float32, np.nan),
+            {"units": INTENSITY_UNIT, "long_name": f"{ln.label} emergent intensity"},
+        )
+    for name in ("log_ne", "log_T", "v"):
+        data_vars[name] = (("sample", "height"), empty((n, heights.size), np.float32, np.nan),
+                           dict(VARIABLE_ATTRS[name]))
+    data_vars["status"] = (("sample",), empty((n,), np.int8, -1), {
+        "flag_values": list(STATUS_NAMES), "flag_meanings": " ".join(STATUS_NAMES.values()),
+        "long_name": "NLTE solution status (-1 = not yet computed)"})
+    data_vars["message"] = (("sample",), empty((n,), f"<U{MESSAGE_WIDTH}", ""),
+                            {"long_name": "why a case did not converge or failed"})
+    data_vars["iterations"] = (("sample",), empty((n,), np.int16, -1), {})
+    data_vars["kind"] = (("sample",), empty((n,), np.int8, -1), {
+        "flag_values": list(range(len(KINDS))), "flag_meanings": " ".join(KINDS)})
+    data_vars["prior_params"] = (("sample", "param"), empty((n, len(PARAM_NAMES)), np.float32, np.nan),
+                                 {"long_name": "scalar parameters of the prior draw"})
+    data_vars["shard_done"] = (("shard",), da.zeros(n_shards, dtype=np.int8, chunks=1),
+                               {"long_name": "1 once the shard is completely written"})
+    import lightweaver
+
+    from .. import __version__
+
+    attrs = {
+        "radynversion_store": STORE_KIND,
+        "radynversion_version": __version__,
+        "lightweaver_version": lightweaver.__version__,
+        "synth_config": to_toml(cfg),
+        "conventions": "v positive = downflow = redshift; wavelengths air Angstrom; "
+        "intensity at mu = %g" % cfg.nlte.mu,
+        "shard_size": cfg.shard_size,
+    }
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _encoding(ds: xr.Dataset) -> dict:
+    from numcodecs import Blosc
+
+    comp = Blosc(cname="zstd", clevel=9, shuffle=Blosc.BITSHUFFLE)
+    enc = {}
+    for name, var in ds.data_vars.items():
+        e = {"compressors": (comp,)}
+        if var.dtype.kind == "f":
+            e["_FillValue"] = np.nan
+        enc[name] = e
+    return enc
+
+
+def _open_or_create(out: Path, cfg: SynthConfig) -> xr.Dataset:
+    if out.exists():
+        try:
+            existing = xr.open_zarr(out, consolidated=False)
+        except Exception as err:  # noqa: BLE001
+            raise StoreError(f"{out}: exists and is not a Zarr store ({type(err).__name__}); "
+                             "choose another --out or remove it") from None
+        if existing.attrs.get("radynversion_store") != STORE_KIND:
+            raise StoreError(f"{out}: exists and is not a radynversion training set; "
+                             "choose another --out")
+        stored = from_toml(SynthConfig, existing.attrs["synth_config"], where=f"{out} attrs")
+        if stored != cfg:
+            raise StoreError(
+                f"{out}: was made with a different configuration ({_diff(stored, cfg)}); "
+                "rerun with the same options or choose another --out")
+        return existing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmpl = _template(cfg)
+    tmpl.to_zarr(out, mode="w-", compute=False, encoding=_encoding(tmpl), zarr_format=2,
+                 consolidated=True)
+    return xr.open_zarr(out, consolidated=False)
+
+
+def _diff(a: SynthConfig, b: SynthConfig) -> str:
+    da_, db = to_toml(a).splitlines(), to_toml(b).splitlines()
+    return "; ".join(f"{x!r} vs {y!r}" for x, y in zip(da_, db, strict=False) if x != y)[:300]
+
+
+def shard_status(store: str | Path) -> np.ndarray:
+    """Boolean array, one per shard: True when the shard is completely written."""
+    import zarr
+
+    return np.asarray(zarr.open_array(str(Path(store) / "shard_done"), mode="r")[:]) == 1
+
+
+def _write_shard(out: Path, k: int, cfg: SynthConfig, rows: list[dict]) -> None:
+    import zarr
+
+    rows = sorted(rows, key=lambda r: r["index"])
+    a = k * cfg.shard_size
+    b = a + len(rows)
+    ds = xr.Dataset(
+        {
+            **{ln.var: (("sample", ln.dim), np.stack([r[ln.var] for r in rows])) for ln in LINES},
+            **{v: (("sample", "height"), np.stack([r[v] for r in rows])) for v in ("log_ne", "log_T", "v")},
+            "status": (("sample",), np.array([r["status"] for r in rows], np.int8)),
+            "message": (("sample",), np.array([r["message"] for r in rows], f"<U{MESSAGE_WIDTH}")),
+            "iterations": (("sample",), np.array([r["iterations"] for r in rows], np.int16)),
+            "kind": (("sample",), np.array([r["kind"] for r in rows], np.int8)),
+            "prior_params": (("sample", "param"), np.stack([r["params"] for r in rows])),
+        }
+    )
+    ds.to_zarr(out, region={"sample": slice(a, b)}, zarr_format=2)
+    zarr.open_array(str(out / "shard_done"), mode="r+")[k] = 1
+
+
+@contextlib.contextmanager
+def _client(workers: int | None, scheduler: str | None) -> Iterator:
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    n = workers or max(1, (os.cpu_count() or 1))
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                      env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+                      ) as cluster, Client(cluster) as client:
+        yield client
+
+
+def run_synthesis(
+    out: str | Path,
+    config: SynthConfig | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+    max_shards: int | None = None,
+    log: str | Path | None = None,
+) -> dict:
+    """Make (or resume) a training set at ``out``.
+
+    Parameters
+    ----------
+    out : path
+        Zarr store. Created if absent; if present it must be a training set made with the
+        same ``config`` and the missing shards are computed (resume).
+    config : SynthConfig
+        What to make.
+    workers : int, optional
+        Workers of the LocalCluster started when no ``scheduler`` is given (default: cores).
+    scheduler : str, optional
+        Address of an existing Dask scheduler.
+    progress : bool
+        Show a tqdm progress bar.
+    max_shards : int, optional
+        Stop after writing this many shards (for incremental runs).
+    log : path, optional
+        Append one line per sample (index, status, iterations, seconds) to this file.
+
+    Returns
+    -------
+    dict
+        Counts of converged / not converged / failed samples written in this call, the
+        number of shards written and the summed synthesis seconds.
+    """
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    cfg = SynthConfig() if config is None else config
+    out = Path(out)
+    _open_or_create(out, cfg)
+    done = shard_status(out)
+    todo = [k for k in range(done.size) if not done[k]]
+    if max_shards is not None:
+        todo = todo[:max_shards]
+    stats = {"converged": 0, "not_converged": 0, "failed": 0, "shards": 0, "seconds": 0.0}
+    if not todo:
+        return stats
+    pending: dict[int, list[dict]] = {k: [] for k in todo}
+    sizes = {k: min(cfg.shard_size, cfg.n - k * cfg.shard_size) for k in todo}
+    logf = open(log, "a") if log else None  # noqa: SIM115
+    try:
+        with _client(workers, scheduler) as client:
+            futures = []
+            for k in todo:
+                for i in range(k * cfg.shard_size, k * cfg.shard_size + sizes[k]):
+                    futures.append(client.submit(_synth_one, i, cfg.seed, cfg.prior, cfg.nlte,
+                                                 key=f"synth-{cfg.seed}-{i}", priority=-k))
+            bar = tqdm(total=sum(sizes.values()), desc=f"synth {out.name}", unit="atm",
+                       disable=not progress, smoothing=0.05)
+            for fut in as_completed(futures):
+                r = fut.result()
+                fut.release()
+                k = r["index"] // cfg.shard_size
+                pending[k].append(r)
+                stats[STATUS_NAMES[r["status"]]] += 1
+                stats["seconds"] += r["seconds"]
+                if logf:
+                    logf.write(f"{r['index']} {r['status']} {r['iterations']} {r['seconds']:.2f} {r['message']}\n")
+                    logf.flush()
+                bar.update(1)
+                if len(pending[k]) == sizes[k]:
+                    _write_shard(out, k, cfg, pending.pop(k))
+                    stats["shards"] += 1
+            bar.close()
+    finally:
+        if logf:
+            logf.close()
+    return stats
+
+
+def store_digest(store: str | Path) -> str:
+    """SHA-256 over the (sorted) chunk files of a store: equal digests = identical data."""
+    h = hashlib.sha256()
+    root = Path(store)
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.name.startswith(".z"):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()

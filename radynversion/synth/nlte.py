@@ -1,0 +1,249 @@
+"""NLTE synthesis of H-alpha and Ca II 8542 with Lightweaver (Osborne & Milic 2021).
+
+H (6 levels) and Ca II (5 levels) are solved in statistical equilibrium with charge
+conservation (so the electron density is the NLTE one), ten background elements in LTE,
+complete redistribution, a 5-point angle quadrature, on a depth grid that resolves the
+transition region (points equidistant in an arc length of log column mass, log T, height and
+velocity). The emergent intensity is computed at ``mu`` on fine, air-wavelength grids and
+returned in W m^-2 Hz^-1 sr^-1, with the converged atmosphere sampled onto the node heights.
+
+Sign convention: Lightweaver's ``vlos`` is positive towards the observer; ours (``v``) is
+positive downwards (redshift), so ``vlos = -v``.
+
+Model-atom correction: the RH/Lightweaver ``H_6_atom`` places H-alpha at 6564.69 A vacuum
+(6562.88 A air), 0.08 A (3.7 km/s) red of the laboratory multiplet centroid 6562.80 A air.
+:func:`radiative_set` raises the n = 3 level energy by the 0.19 cm^-1 that moves it to the
+laboratory value, so that a static atmosphere has its H-alpha core where observers expect it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..atmosphere import default_height_grid
+from ..lines import CA8542, HALPHA, LINES, air_to_vacuum
+from .prior import FlareAtmosphere
+
+__all__ = ["NLTEConfig", "SynthesisResult", "synthesise", "depth_grid", "radiative_set"]
+
+STATUS_CONVERGED = 0
+STATUS_NOT_CONVERGED = 1
+STATUS_FAILED = 2
+STATUS_NAMES = {0: "converged", 1: "not_converged", 2: "failed"}
+
+
+@dataclass(frozen=True)
+class NLTEConfig:
+    """Settings of the NLTE forward model (saved with every training set)."""
+
+    #: number of depth points of the radiative-transfer grid
+    depth_points: int = 130
+    #: cosine of the viewing angle of the emergent intensity
+    mu: float = 1.0
+    #: angle quadrature points (Gauss-Legendre, per hemisphere)
+    quadrature: int = 5
+    #: maximum iterations and wall-clock limit [s] of the statistical-equilibrium solve
+    max_iterations: int = 500
+    max_seconds: float = 120.0
+    #: convergence tolerances (relative change of J and of the populations)
+    j_tol: float = 5e-3
+    pops_tol: float = 1e-3
+    #: threads Lightweaver may use (1 per Dask task: parallelism comes from Dask)
+    threads: int = 1
+    #: scales of the depth-grid arc length: log10 column mass, log10 T, height [Mm], v [km/s]
+    grid_scales: tuple[float, float, float, float] = (0.12, 0.08, 0.35, 8.0)
+
+
+@dataclass
+class SynthesisResult:
+    """Result of one NLTE synthesis.
+
+    Attributes
+    ----------
+    status : int
+        0 converged, 1 not converged (iteration or time limit), 2 failed (exception).
+    message : str
+        Why it did not converge or failed ("" when converged).
+    iterations : int
+        Statistical-equilibrium iterations taken.
+    seconds : float
+        Wall-clock time.
+    log_ne, log_T, v : ndarray, shape ``(H,)``
+        Atmosphere on the node heights (log10 cm^-3, log10 K, km/s positive down); NaN if
+        failed.
+    intensity : dict[str, ndarray]
+        ``line.key -> (W,)`` intensity [W m^-2 Hz^-1 sr^-1] on ``line.synth_wavelengths()``.
+    """
+
+    status: int
+    message: str
+    iterations: int
+    seconds: float
+    log_ne: np.ndarray
+    log_T: np.ndarray
+    v: np.ndarray
+    intensity: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+_RADIATIVE_SET = None
+
+
+def radiative_set():
+    """The Lightweaver atomic set (cached per process): H 6-level and Ca II active."""
+    global _RADIATIVE_SET
+    if _RADIATIVE_SET is None:
+        import lightweaver as lw
+        from lightweaver.rh_atoms import (
+            Al_atom,
+            C_atom,
+            CaII_atom,
+            Fe_atom,
+            H_6_atom,
+            He_9_atom,
+            MgII_atom,
+            N_atom,
+            Na_atom,
+            O_atom,
+            S_atom,
+            Si_atom,
+        )
+
+        h = H_6_atom()
+        # Move H-alpha (3 -> 2) to the laboratory centroid (see module docstring).
+        target_vac_nm = HALPHA.center_vacuum_A / 10.0
+        h.levels[2].E = h.levels[1].E + 1e7 / target_vac_nm
+        lw.reconfigure_atom(h)
+        aset = lw.RadiativeSet(
+            [h, C_atom(), O_atom(), Si_atom(), Al_atom(), CaII_atom(), Fe_atom(),
+             He_9_atom(), MgII_atom(), N_atom(), Na_atom(), S_atom()]
+        )
+        aset.set_active("H", "Ca")
+        _RADIATIVE_SET = (aset, aset.compute_wavelength_grid())
+    return _RADIATIVE_SET
+
+
+def depth_grid(atmos: FlareAtmosphere, n_points: int, scales=(0.12, 0.08, 0.35, 8.0)) -> np.ndarray:
+    """Heights [m] (top first) of an ``n_points`` grid that resolves the structure.
+
+    Points are equidistant in the arc length of (log10 column mass, log10 T, z, v), each
+    divided by its scale in ``scales``, so steep transition regions and velocity jumps get
+    points while the isothermal corona gets few.
+    """
+    z = atmos.z_m
+    # column mass from the top, approximate (rho ~ 1.4 m_H nH)
+    rho = 1.4 * 1.6735575e-27 * atmos.nHTot_m3
+    cm = np.concatenate([[rho[0] * 1e5], rho[0] * 1e5 + np.cumsum(-np.diff(z) * 0.5 * (rho[1:] + rho[:-1]))])
+    comps = [np.log10(cm) / scales[0], np.log10(atmos.temperature_K) / scales[1], z / 1e6 / scales[2],
+             atmos.v_km_s / scales[3]]
+    ds = np.sqrt(sum(np.diff(c) ** 2 for c in comps))
+    s = np.concatenate([[0.0], np.cumsum(ds)])
+    targets = np.linspace(0.0, s[-1], n_points)
+    return np.interp(targets, s, z)
+
+
+def _resample(atmos: FlareAtmosphere, z_new: np.ndarray) -> dict[str, np.ndarray]:
+    zr = atmos.z_m[::-1]
+    def lin(a):
+        return np.interp(z_new, zr, a[::-1])
+    def log(a):
+        return 10 ** np.interp(z_new, zr, np.log10(a[::-1]))
+    return {
+        "z": z_new,
+        "T": log(atmos.temperature_K),
+        "nH": log(atmos.nHTot_m3),
+        "vt": lin(atmos.vturb_m_s),
+        "v": lin(atmos.v_km_s),
+    }
+
+
+def _nan_result(status: int, message: str, it: int, t0: float) -> SynthesisResult:
+    nan = np.full(default_height_grid().size, np.nan)
+    return SynthesisResult(
+        status, message, it, time.perf_counter() - t0, nan, nan.copy(), nan.copy(),
+        {ln.key: np.full(ln.synth_wavelengths().size, np.nan) for ln in LINES},
+    )
+
+
+def synthesise(
+    atmos: FlareAtmosphere,
+    config: NLTEConfig | None = None,
+    height_Mm: np.ndarray | None = None,
+) -> SynthesisResult:
+    """Solve the NLTE problem for ``atmos`` and compute H-alpha and Ca II 8542.
+
+    Parameters
+    ----------
+    atmos : FlareAtmosphere
+        The atmosphere (any fine grid, top first).
+    config : NLTEConfig, optional
+        Solver settings.
+    height_Mm : ndarray, shape ``(H,)``, optional
+        Node heights [Mm] onto which the atmosphere is sampled; default the original 50.
+
+    Returns
+    -------
+    SynthesisResult
+        Never raises for a physics failure: non-convergence and exceptions are recorded in
+        ``status``/``message``.
+    """
+    import lightweaver as lw
+
+    cfg = NLTEConfig() if config is None else config
+    nodes = default_height_grid() if height_Mm is None else np.asarray(height_Mm)
+    t0 = time.perf_counter()
+    it = 0
+    try:
+        if cfg.depth_points and cfg.depth_points < atmos.z_m.size:
+            grid = _resample(atmos, depth_grid(atmos, cfg.depth_points, cfg.grid_scales))
+        else:
+            grid = _resample(atmos, atmos.z_m.copy())
+        lw_atmos = lw.Atmosphere.make_1d(
+            scale=lw.ScaleType.Geometric,
+            depthScale=grid["z"],
+            temperature=grid["T"],
+            vlos=-grid["v"] * 1e3,  # ours: + = down; Lightweaver: + = towards observer
+            vturb=grid["vt"],
+            nHTot=grid["nH"],
+            convertScales=False,
+        )
+        lw_atmos.quadrature(cfg.quadrature)
+        aset, spect = radiative_set()
+        eq_pops = aset.compute_eq_pops(lw_atmos)
+        ctx = lw.Context(lw_atmos, spect, eq_pops, Nthreads=cfg.threads, conserveCharge=True)
+        conv = lw.DefaultConvergenceCriteria(ctx, cfg.j_tol, cfg.pops_tol, None)
+        converged = False
+        nscatter = 3
+        for it in range(1, cfg.max_iterations + 1):
+            j_update = ctx.formal_sol_gamma_matrices()
+            if it <= nscatter:
+                continue
+            pops_update = ctx.stat_equil()
+            if conv.is_converged(j_update, pops_update, None):
+                converged = True
+                break
+            if time.perf_counter() - t0 > cfg.max_seconds:
+                break
+        if not converged:
+            why = (f"time limit {cfg.max_seconds:g} s" if it < cfg.max_iterations
+                   else f"iteration limit {cfg.max_iterations}")
+            return _nan_result(STATUS_NOT_CONVERGED, f"not converged after {it} iterations ({why})", it, t0)
+        wl_air = np.concatenate([ln.synth_wavelengths() for ln in LINES])
+        wl_vac_nm = air_to_vacuum(wl_air) / 10.0
+        I = np.asarray(ctx.compute_rays(wl_vac_nm, [cfg.mu]))
+        if not np.all(np.isfinite(I)) or np.any(I <= 0):
+            return _nan_result(STATUS_FAILED, "non-finite or non-positive emergent intensity", it, t0)
+        sizes = np.cumsum([0] + [ln.synth_wavelengths().size for ln in LINES])
+        intensity = {ln.key: I[sizes[i]:sizes[i + 1]] for i, ln in enumerate(LINES)}
+        zr = grid["z"][::-1] / 1e6
+        z_nodes = np.clip(nodes, zr[0], zr[-1])
+        log_ne = np.interp(z_nodes, zr, np.log10(np.asarray(lw_atmos.ne)[::-1] * 1e-6))
+        zf = atmos.z_m[::-1] / 1e6
+        log_T = np.interp(nodes, zf, np.log10(atmos.temperature_K[::-1]))
+        v = np.interp(nodes, zf, atmos.v_km_s[::-1])
+        return SynthesisResult(STATUS_CONVERGED, "", it, time.perf_counter() - t0, log_ne, log_T, v, intensity)
+    except Exception as err:  # noqa: BLE001 - every failure is recorded, never raised
+        msg = f"{type(err).__name__}: {err}".replace("\n", " ")[:200]
+        return _nan_result(STATUS_FAILED, msg, it, t0)
