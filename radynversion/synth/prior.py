@@ -10,7 +10,10 @@ them into training pairs. Ranges and their sources:
   transition region (TR) near 2 Mm and a 1-2 MK corona at 0.2-1 dyn cm^-2.
 * **Flare chromosphere** (Allred et al. 2005, 2015; Kowalski et al. 2017; Carlsson et al.
   2023 F-CHROMA): heating from a depth set by the beam (column mass between the TR and
-  just above the temperature minimum) up to the TR, with a plateau of 8e3-5e4 K.
+  the temperature minimum) up to the TR, with a plateau of 8e3-5e4 K; the heated temperature
+  is capped by column mass (5e4 K only at m < 3e-4 g cm^-2, ~1.1e4 K at 1e-2 g cm^-2, 7e3 K
+  below the temperature minimum), as hydrogen ionisation and radiative losses hold dense
+  layers near 1e4 K: this keeps continuum enhancements at the tens-of-percent level.
 * **TR pushed down** to ~0.8-2.5 Mm by the higher coronal pressure that follows chromospheric
   evaporation: coronal pressure 1-1000 dyn cm^-2 (Fisher, Canfield & McClymont 1985; RADYN
   F-CHROMA), which fixes the column mass above the TR (``m_TR = P_cor / g``).
@@ -64,6 +67,9 @@ _G_SUN = 274.0  # m s^-2
 _MU_H = 1.4  # mass per hydrogen nucleus in units of m_H (H + 10 % He + metals)
 _KM = 1e3
 _MM = 1e6
+# Cap on the heated temperature versus log10 column mass [kg m^-2] (see _build).
+_CAP_LM = np.array([-2.5, -1.0, 0.0, 0.5])
+_CAP_LOGT = np.array([4.7, 4.05, 3.95, 3.85])
 
 
 @dataclass(frozen=True)
@@ -247,7 +253,7 @@ def _build(kind: str, p: dict[str, float], cfg: PriorConfig) -> FlareAtmosphere:
     w_chrom = _smoothstep((1.0 - lm) / 1.5)
     logT = logT + p["chrom_perturbation_dex"] * w_chrom
     if p["heated"]:
-        lm_heat_max = 0.3  # just above the temperature minimum
+        lm_heat_max = 0.0  # the temperature-minimum region (FAL-C z ~ 0.5 Mm)
         lm_heat = lm_tr + 0.3 + p["heat_depth_frac"] * max(lm_heat_max - lm_tr - 0.3, 0.0)
         lm_rise = lm_heat - p["rise_frac"] * (lm_heat - lm_tr)
         logT_heat0 = np.interp(lm_heat, lm, logT)
@@ -258,7 +264,11 @@ def _build(kind: str, p: dict[str, float], cfg: PriorConfig) -> FlareAtmosphere:
             + (np.log10(p["t_plateau_K"]) - logT_heat0) * ramp
             + p["plateau_slope_dex"] * plateau
         )
-        logT = np.maximum(logT, logT_heat)
+        # Dense layers cannot be heated far above 1e4 K (hydrogen ionisation and radiative
+        # losses act as a thermostat, RADYN F-CHROMA): cap the heated temperature by column
+        # mass, from 5e4 K at m < 3e-4 g cm^-2 to 7e3 K below the temperature minimum.
+        logT_cap = np.interp(lm, _CAP_LM, _CAP_LOGT)
+        logT = np.maximum(logT, np.minimum(logT_heat, logT_cap))
     T_low = 10**logT
     vt_low = np.interp(lm, lm_f, vt_f) * np.where(lm < 0.5, p["vturb_scale"], 1.0)
     m = 10**lm
