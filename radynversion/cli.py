@@ -37,7 +37,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_import_radyn(args: argparse.Namespace) -> int:
     from .io.radyn import import_radyn
 
-    ds = import_radyn(args.files, out=args.out)
+    ds = import_radyn(args.files, out=args.out, add_continuum=not args.no_continuum)
     print(json.dumps({"out": str(args.out), "samples": int(ds.sizes["sample"])}))
     return 0
 
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("import-radyn", help="import RADYN CDF files or the original training pickle")
     r.add_argument("files", nargs="+", type=Path, help="RADYN .cdf files and/or .pickle files")
     r.add_argument("--out", type=Path, required=True, help="output Zarr store")
+    r.add_argument("--no-continuum", dest="no_continuum", action="store_true",
+                   help="do not add RADYN's continuum point to the line intensities (the original export added it)")
     r.set_defaults(func=_cmd_import_radyn)
 
     d = sub.add_parser("demo", help="invert the example scan with the default model")

@@ -1,0 +1,80 @@
+"""Cost of the training-set factory: atmospheres per core-second and converged fraction.
+
+Runs ``radynversion synth``'s engine (``run_synthesis``) on a fresh LocalCluster for ``--n``
+prior draws and prints a JSON summary. With ``--log`` it also summarises the per-atmosphere
+log of a production run (``radynversion synth --log``).
+
+    python benchmarks/synth.py --n 8 --workers 2
+    python benchmarks/synth.py --quick
+    python benchmarks/synth.py --log synth_log.txt --n 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from radynversion.synth.factory import SynthConfig, run_synthesis
+from radynversion.synth.nlte import NLTEConfig
+
+
+def summarise_log(path: Path) -> dict:
+    rows = [ln.split(maxsplit=4) for ln in path.read_text().splitlines() if ln.strip()]
+    status = np.array([int(r[1]) for r in rows])
+    iters = np.array([int(r[2]) for r in rows])
+    secs = np.array([float(r[3]) for r in rows])
+    return {
+        "log": str(path),
+        "atmospheres": int(status.size),
+        "converged_fraction": float(np.mean(status == 0)),
+        "not_converged": int(np.sum(status == 1)),
+        "failed": int(np.sum(status == 2)),
+        "seconds_per_atmosphere_median": float(np.median(secs)),
+        "seconds_per_atmosphere_mean": float(np.mean(secs)),
+        "seconds_range": [float(secs.min()), float(secs.max())],
+        "iterations_median": float(np.median(iters)),
+        "note": "per-task wall seconds of a production run (other work may have shared the cores)",
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=8, help="atmospheres to synthesise")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--depth-points", type=int, default=NLTEConfig().depth_points)
+    p.add_argument("--quick", action="store_true", help="4 atmospheres")
+    p.add_argument("--log", type=Path, help="also summarise a production log")
+    args = p.parse_args()
+    n = 4 if args.quick else args.n
+    out: dict = {"benchmark": "synth", "cores": os.cpu_count(), "workers": args.workers}
+    if n > 0:
+        cfg = SynthConfig(n=n, seed=args.seed, shard_size=n, nlte=NLTEConfig(depth_points=args.depth_points))
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            stats = run_synthesis(Path(tmp) / "bench.zarr", cfg, workers=args.workers, progress=False)
+            wall = time.perf_counter() - t0
+        done = stats["converged"] + stats["not_converged"] + stats["failed"]
+        out.update({
+            "atmospheres": done,
+            "depth_points": args.depth_points,
+            "wall_s": round(wall, 2),
+            "atmospheres_per_core_second": round(done / (wall * args.workers), 4),
+            "seconds_per_atmosphere_per_core": round(wall * args.workers / done, 2),
+            "task_seconds_mean": round(stats["seconds"] / done, 2),
+            "converged_fraction": stats["converged"] / done,
+            "core_hours_per_10000": round(10000 * wall * args.workers / done / 3600, 1),
+        })
+    if args.log:
+        out["production"] = summarise_log(args.log)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
