@@ -139,6 +139,8 @@ def _encoding(ds: xr.Dataset) -> dict:
         e = {"compressors": (comp,)}
         if var.dtype.kind == "f":
             e["_FillValue"] = np.nan
+        elif name in ("status", "kind", "iterations"):
+            e["_FillValue"] = -1  # unwritten samples must not read as status 0 = converged
         enc[name] = e
     return enc
 

@@ -1,0 +1,51 @@
+"""The invertible network: architecture, preprocessing, training, checkpoints, inversion.
+
+The user's workflow: ``train(training_set, out_dir) -> load_model(path) -> invert(scan)``.
+
+* :mod:`.config`: :class:`ModelConfig`, :class:`TrainConfig` (frozen, TOML round-trip);
+* :mod:`.preprocess`: profiles -> normalised ``y`` (N, 60); atmospheres <-> ``x`` (N, 150);
+* :mod:`.inn`: :class:`RadynversionINN` (FrEIA GLOW coupling blocks);
+* :mod:`.losses`: the training objective (L2 + MMD terms);
+* :mod:`.train`: :func:`train` (resumable, checkpointed);
+* :mod:`.checkpoint`: :func:`save_checkpoint`, :func:`load_model`;
+* :mod:`.invert`: :func:`invert` (posterior quantiles and round-trip misfit per pixel).
+"""
+
+from __future__ import annotations
+
+from .checkpoint import DEFAULT_MODEL_PATH, arrays_sha256, load_model, read_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig
+from .inn import RadynversionINN
+from .invert import DEFAULT_QUANTILES, invert
+from .losses import inn_losses, mmd_imq
+from .preprocess import (
+    array_to_atmosphere,
+    atmosphere_to_array,
+    denormalise_profiles,
+    model_wavelengths,
+    normalise_profiles,
+)
+from .train import TrainResult, train, usable_samples
+
+__all__ = [
+    "ModelConfig",
+    "TrainConfig",
+    "RadynversionINN",
+    "normalise_profiles",
+    "denormalise_profiles",
+    "atmosphere_to_array",
+    "array_to_atmosphere",
+    "model_wavelengths",
+    "mmd_imq",
+    "inn_losses",
+    "train",
+    "TrainResult",
+    "usable_samples",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_model",
+    "arrays_sha256",
+    "DEFAULT_MODEL_PATH",
+    "invert",
+    "DEFAULT_QUANTILES",
+]

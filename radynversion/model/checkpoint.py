@@ -1,0 +1,233 @@
+"""Model checkpoints: one ``torch.save`` file of tensors and plain-Python metadata.
+
+A checkpoint is a dict (loaded with ``torch.load(..., weights_only=True)``, so a file can
+hold no code)::
+
+    format            "radynversion-checkpoint"
+    format_version    1
+    package_version   radynversion.__version__ of the writer
+    model_config      ModelConfig as TOML
+    train_config      TrainConfig as TOML ("" if unknown)
+    height_Mm         list of H node heights [Mm]
+    wavelengths_A     {line key: list of model-window wavelengths [air Angstrom]}
+    wavelength_medium "air"
+    intensity_unit    unit of the joint normalisation
+    normalisation     "joint_peak"
+    instrument        {"profile": "gaussian", "fwhm_A": {line key: FWHM [Angstrom]}}
+    training_set_sha256  sha256 over the training arrays ("" if unknown)
+    provenance        other plain-Python facts (validation indices hash, sample counts...)
+    state_dict        the module's tensors (weights, permutations, standardisation)
+    training          optional: optimiser/scheduler state, epoch, history (for resuming)
+
+:func:`load_model` refuses (:class:`radynversion.errors.CheckpointError`, one line naming the
+file and the mismatch) a missing, corrupt or foreign file, another format version, and a
+height grid or model windows that differ from the expected ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..atmosphere import default_height_grid
+from ..config import from_toml, to_toml
+from ..errors import CheckpointError, ConfigError
+from .config import ModelConfig, TrainConfig
+from .inn import RadynversionINN
+from .preprocess import model_wavelengths
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "DEFAULT_MODEL_PATH",
+    "arrays_sha256",
+    "save_checkpoint",
+    "read_checkpoint",
+    "model_from_checkpoint",
+    "load_model",
+]
+
+FORMAT = "radynversion-checkpoint"
+FORMAT_VERSION = 1
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "default_model.pt"
+#: tolerance [Mm, Angstrom] when comparing grids
+_GRID_ATOL = 1e-5
+
+
+def arrays_sha256(*arrays: np.ndarray) -> str:
+    """sha256 hex digest over the shapes, dtypes and C-ordered bytes of ``arrays``."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: RadynversionINN,
+    train_config: TrainConfig | None = None,
+    training_set_sha256: str = "",
+    provenance: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its metadata to ``path`` (atomically: temp file, then rename).
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file (conventionally ``*.pt``).
+    model : RadynversionINN
+        The network; its config, heights, instrument FWHM and standardisation are saved.
+    train_config : TrainConfig, optional
+        How it was trained.
+    training_set_sha256 : str
+        :func:`arrays_sha256` of the training arrays.
+    provenance : dict, optional
+        Further plain-Python facts to record.
+    training : dict, optional
+        Tensors and plain Python needed to resume training.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "model_config": to_toml(model.config),
+        "train_config": to_toml(train_config) if train_config is not None else "",
+        "height_Mm": [float(h) for h in model.height_Mm.cpu().tolist()],
+        "wavelengths_A": {k: [float(w) for w in v] for k, v in model_wavelengths().items()},
+        "wavelength_medium": "air",
+        "intensity_unit": model.config.intensity_unit,
+        "normalisation": "joint_peak",
+        "instrument": {"profile": "gaussian", "fwhm_A": model.instrument_fwhm_A()},
+        "training_set_sha256": training_set_sha256,
+        "provenance": dict(provenance or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if training is not None:
+        ckpt["training"] = training
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (``weights_only=True``) and check its format.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, unreadable, unsafe or foreign file, or another format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for truncated/corrupt/unsafe files
+        msg = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {msg})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a radynversion checkpoint (no format = {FORMAT!r})")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')!r}; "
+                              f"this radynversion reads version {FORMAT_VERSION}")
+    missing = [k for k in ("model_config", "height_Mm", "wavelengths_A", "state_dict") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+    return ckpt
+
+
+def _check_grid(path: Path, what: str, have: Any, want: np.ndarray) -> None:
+    have_a = np.asarray(have, dtype=float)
+    if have_a.shape != want.shape or not np.allclose(have_a, want, rtol=0, atol=_GRID_ATOL):
+        if have_a.shape != want.shape:
+            detail = f"{have_a.size} points, expected {want.size}"
+        else:
+            i = int(np.argmax(np.abs(have_a - want)))
+            detail = f"point {i} is {have_a[i]:.6g}, expected {want[i]:.6g}"
+        raise CheckpointError(f"{path}: {what} differs from the expected grid ({detail})")
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any],
+    path: str | Path = "<checkpoint>",
+    height_Mm: np.ndarray | None = None,
+) -> RadynversionINN:
+    """Build the :class:`RadynversionINN` of a checkpoint dict (see :func:`read_checkpoint`),
+    checking its height grid against ``height_Mm`` (default
+    :func:`radynversion.atmosphere.default_height_grid`) and its model windows against
+    :mod:`radynversion.lines`."""
+    path = Path(path)
+    want_h = default_height_grid() if height_Mm is None else np.asarray(height_Mm, dtype=float)
+    _check_grid(path, "height grid (height_Mm)", ckpt["height_Mm"], want_h)
+    wls = ckpt["wavelengths_A"]
+    for key, want in model_wavelengths().items():
+        if not isinstance(wls, dict) or key not in wls:
+            raise CheckpointError(f"{path}: checkpoint has no model window for line {key!r}")
+        _check_grid(path, f"model window wavelengths_A[{key!r}]", wls[key], want)
+    try:
+        config = from_toml(ModelConfig, ckpt["model_config"], where=f"{path}: model_config")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    fwhm = ckpt.get("instrument", {}).get("fwhm_A", {})
+    try:
+        model = RadynversionINN(config, height_Mm=want_h, fwhm_A=fwhm)
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (ConfigError, RuntimeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0][:200]
+        raise CheckpointError(f"{path}: weights do not fit the model config ({first})") from None
+    model.metadata = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training")}
+    model.metadata["path"] = str(path)
+    return model
+
+
+def load_model(
+    path: str | Path | None = None,
+    map_location: str | torch.device = "cpu",
+    height_Mm: np.ndarray | None = None,
+) -> RadynversionINN:
+    """Load a trained model for inversion (in eval mode).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Checkpoint file; default ``radynversion/data/default_model.pt``.
+    map_location : str or torch.device
+        Device of the returned model.
+    height_Mm : ndarray, shape ``(H,)``, optional
+        Expected node heights [Mm]; default the package's grid.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt, foreign or incompatible checkpoint.
+
+    Example
+    -------
+    >>> from radynversion.model import load_model
+    >>> model = load_model("runs/demo/model.pt")  # doctest: +SKIP
+    """
+    if path is None:
+        path = DEFAULT_MODEL_PATH
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: no default model is installed; train one (radynversion.model.train) and "
+                "pass its model.pt, or install a release that ships default_model.pt")
+    ckpt = read_checkpoint(path, map_location=map_location)
+    model = model_from_checkpoint(ckpt, path, height_Mm=height_Mm)
+    return model.to(map_location).eval()

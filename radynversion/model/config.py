@@ -1,0 +1,184 @@
+"""Configuration of the invertible network and of its training.
+
+Defaults follow Osborne, Armstrong & Fletcher (2019, ApJ 873, 128) where the paper gives a
+number (5 GLOW coupling blocks with clamp 2.0, Adam with lr 2e-3, betas 0.8/0.8 and weight
+decay 2e-5, a step decay to 0.4 % of the initial rate, reverse losses fading in as
+``(epoch / (0.4 N))^3``, padding noise 5e-3, subnet output layers starting at 1e-3 scale),
+and are scaled down where this project differs (total width 160 instead of 384: our
+atmosphere has 150 numbers and the profiles 60, so a latent of 100 fills the output side).
+
+Both classes are frozen dataclasses that round-trip through TOML
+(:func:`radynversion.config.to_toml` / :func:`radynversion.config.from_toml`) and are written
+into every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import astropy.units as u
+
+from ..errors import ConfigError
+from ..lines import CA8542, HALPHA, LINES
+from ..schema import RADIANCE_PER_AA, RADIANCE_PER_HZ
+
+__all__ = ["ModelConfig", "TrainConfig"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of :class:`radynversion.model.RadynversionINN`.
+
+    The network maps ``x = [log_ne, log_T, v']`` (3 x 50 node values, standardised, zero
+    padded to ``width``) to ``[z (latent_dim), y (60 profile points), padding]``. It needs
+    ``width >= 150`` and ``latent_dim + 60 <= width`` (checked when the network is built,
+    where the height grid is known).
+
+    Example
+    -------
+    >>> from radynversion.model import ModelConfig
+    >>> ModelConfig(width=384, latent_dim=200).subnet_hidden
+    256
+    """
+
+    #: number of GLOW affine coupling blocks (a fixed random permutation between two blocks)
+    n_blocks: int = 5
+    #: total (zero-padded) width of the network's input and output
+    width: int = 160
+    #: dimension of the latent ``z`` on the output side
+    latent_dim: int = 100
+    #: hidden width of each subnet; 0 = twice the subnet's output width (the original's rule)
+    subnet_hidden: int = 256
+    #: number of hidden layers of each subnet (the original: 4)
+    subnet_layers: int = 4
+    #: negative slope of the leaky ReLU of the subnets
+    leaky_slope: float = 0.01
+    #: standard deviation of the initial weights of each subnet's output layer
+    output_init_scale: float = 1e-3
+    #: soft clamp of the log scale of the affine couplings (scale within exp(+-clamp))
+    clamp: float = 2.0
+    #: standardise x and y with per-feature mean/std of the training split (buffers of the
+    #: module); without it the raw log10/v'/peak-normalised values enter the network
+    standardise: bool = True
+    #: smallest standard deviation used by the standardisation (in the variable's own units:
+    #: dex, log10(km/s + 1), fraction of the peak), so that constant features stay finite
+    std_floor: float = 1e-2
+    #: seed of the initial weights and of the permutations
+    seed: int = 0
+    #: the intensity unit in which both lines are divided by their joint peak; the joint
+    #: normalisation depends on it (per Hz vs per Angstrom differ by (8542/6563)^2 = 1.69)
+    intensity_unit: str = "W / (m2 Hz sr)"
+
+    def __post_init__(self) -> None:
+        for name in ("n_blocks", "width", "latent_dim", "subnet_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ModelConfig.{name} = {getattr(self, name)}; expected >= 1")
+        if self.subnet_hidden < 0:
+            raise ConfigError(f"ModelConfig.subnet_hidden = {self.subnet_hidden}; expected >= 0 "
+                              "(0 = twice the subnet output width)")
+        if self.clamp <= 0 or self.std_floor <= 0 or self.output_init_scale < 0:
+            raise ConfigError("ModelConfig: clamp and std_floor must be > 0 and output_init_scale "
+                              ">= 0")
+        try:
+            unit = u.Unit(self.intensity_unit)
+            ok = unit.is_equivalent(RADIANCE_PER_HZ) or unit.is_equivalent(RADIANCE_PER_AA)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"ModelConfig.intensity_unit = {self.intensity_unit!r}; expected a "
+                              "spectral radiance such as 'W / (m2 Hz sr)'")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Objective, optimiser and data handling of :func:`radynversion.model.train`.
+
+    The loss per batch is (Osborne, Armstrong & Fletcher 2019; Ardizzone et al. 2019)::
+
+        w_forward     * L2(y_pred, y)                      forward fit (+ output padding -> 0)
+        + w_latent    * MMD([y_pred.detach(), z], [y, N(0, 1)])
+        + f(e) * w_reverse     * MMD(reverse([N(0,1), y + noise]), x)
+        + f(e) * w_reconstruct * L2(reverse([z, y + noise]), x)
+
+    with the fade-in ``f(e) = min(1, (e / (fade_in_fraction * epochs))^fade_in_power)`` of
+    epoch ``e`` (0-based); the padding noise is ``pad_noise * (1 - f(e))``. MMDs use sums of
+    inverse multiquadric kernels ``1 / (1 + |a - b|^2 / (c D))`` over the scales ``c`` (``D``
+    the dimension of the compared vectors, so that ``c`` does not depend on it).
+
+    Example
+    -------
+    >>> from radynversion.model import TrainConfig
+    >>> TrainConfig(epochs=10).fwhm_A()["ca8542"]
+    0.107
+    """
+
+    #: number of epochs and batch size; ``batches_per_epoch`` = 0 means one pass over the
+    #: training split per epoch, n > 0 means n random batches ("short epochs")
+    epochs: int = 1000
+    batch_size: int = 500
+    batches_per_epoch: int = 0
+    #: Adam
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.8, 0.8)
+    eps: float = 1e-6
+    weight_decay: float = 2e-5
+    #: step decay of the learning rate, every ``lr_decay_every`` epochs, reaching
+    #: ``lr * lr_final_fraction`` at the last epoch
+    lr_final_fraction: float = 0.004
+    lr_decay_every: int = 1
+    #: loss weights (forward L2, latent MMD on [y, z], reverse MMD, reverse reconstruction L2)
+    w_forward: float = 3.0
+    w_latent: float = 300.0
+    w_reverse: float = 400.0
+    w_reconstruct: float = 1.0
+    #: reverse-loss fade-in ``(e / (fraction * epochs))^power``
+    fade_in_fraction: float = 0.4
+    fade_in_power: float = 3.0
+    #: standard deviation of the noise in the padding dims (standardised units), fading out
+    pad_noise: float = 5e-3
+    #: standard deviation of the noise added to the profiles fed to the reverse pass, as a
+    #: fraction of the joint peak (0 = none); drawn afresh for every batch
+    noise: float = 0.01
+    #: element-wise clamp of the gradients
+    grad_clamp: float = 15.0
+    #: MMD kernel scales (see the class docstring)
+    mmd_scales_latent: tuple[float, ...] = (0.05, 0.2, 0.9)
+    mmd_scales_reverse: tuple[float, ...] = (0.05, 0.2, 0.9)
+    #: FWHM [Angstrom] of the Gaussian instrument profile convolved with fine-grid profiles
+    #: (0 = no degradation); CRISP values (Scharmer et al. 2008; de la Cruz Rodriguez et al. 2015)
+    fwhm_halpha_A: float = HALPHA.crisp_fwhm_A
+    fwhm_ca8542_A: float = CA8542.crisp_fwhm_A
+    #: fraction of the (usable) training samples held out for validation
+    val_fraction: float = 0.1
+    #: write the checkpoint every n epochs (and always after the last)
+    checkpoint_every: int = 1
+    #: seed of the split, the batches and the noise
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "lr_decay_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)}; expected >= 1")
+        if self.batches_per_epoch < 0:
+            raise ConfigError(f"TrainConfig.batches_per_epoch = {self.batches_per_epoch}; "
+                              "expected >= 0 (0 = one pass)")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"TrainConfig.val_fraction = {self.val_fraction}; expected 0 <= f < 1")
+        if not 0.0 < self.lr_final_fraction <= 1.0:
+            raise ConfigError(f"TrainConfig.lr_final_fraction = {self.lr_final_fraction}; "
+                              "expected 0 < f <= 1")
+        if self.fwhm_halpha_A < 0 or self.fwhm_ca8542_A < 0 or self.noise < 0 or self.pad_noise < 0:
+            raise ConfigError("TrainConfig: FWHMs and noise levels must be >= 0")
+        if not self.mmd_scales_latent or not self.mmd_scales_reverse:
+            raise ConfigError("TrainConfig: MMD scales must not be empty")
+
+    def fwhm_A(self) -> dict[str, float]:
+        """Instrument FWHM per line key [Angstrom]."""
+        return {ln.key: float(getattr(self, f"fwhm_{ln.key}_A")) for ln in LINES}
+
+    def fade(self, epoch: int) -> float:
+        """Reverse-loss weight factor ``f(epoch)`` in [0, 1] (0-based epoch)."""
+        ramp = self.fade_in_fraction * self.epochs
+        if ramp <= 0:
+            return 1.0
+        return float(min(1.0, (epoch / ramp) ** self.fade_in_power))

@@ -1,0 +1,304 @@
+"""Training of the invertible network on a training set (Osborne, Armstrong & Fletcher 2019).
+
+:func:`train` selects the usable samples (``status == 0``, finite profiles and atmosphere),
+preprocesses them exactly as :func:`radynversion.model.invert` will preprocess observations
+(unit conversion, Gaussian instrument degradation, interpolation onto the model windows,
+joint-peak normalisation), holds out a validation split by a seeded permutation, and
+minimises :func:`radynversion.model.losses.inn_losses` with Adam, element-wise gradient
+clamping and a step decay of the learning rate.
+
+``out_dir`` receives, after every ``checkpoint_every`` epochs, ``checkpoint.pt`` (model +
+optimiser state + history: rerunning :func:`train` with the same data and configs continues
+from it) and ``loss_curves.png``; at the end ``model.pt`` (model only, for
+:func:`radynversion.model.load_model`). All randomness is drawn from generators seeded by
+``(seed, epoch)``, so an interrupted and resumed run matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from ..config import to_toml
+from ..errors import CheckpointError, ProfileSchemaError
+from ..lines import LINES
+from .checkpoint import arrays_sha256, read_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig
+from .inn import RadynversionINN
+from .losses import LOSS_NAMES, inn_losses
+from .preprocess import atmosphere_to_array, normalise_profiles
+
+__all__ = ["TrainResult", "usable_samples", "train", "plot_history"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "model.pt"
+PLOT_NAME = "loss_curves.png"
+_VAL_STREAM = 2**31 - 1  # generator stream of the validation draws
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : RadynversionINN
+        The trained network (eval mode, on the training device).
+    history : dict of str -> list of float
+        Per-epoch ``epoch``, ``lr``, ``fade``, ``seconds``, ``train_<loss>`` and ``val_<loss>``
+        for every loss in :data:`radynversion.model.losses.LOSS_NAMES` and ``total``.
+    checkpoint : Path
+        The resumable checkpoint.
+    model_path : Path
+        The model-only checkpoint.
+    """
+
+    model: RadynversionINN
+    history: dict[str, list[float]]
+    checkpoint: Path
+    model_path: Path
+
+
+def usable_samples(data: xr.Dataset) -> np.ndarray:
+    """Positions along ``sample`` of converged samples (``status == 0`` where a ``status``
+    variable exists) with finite profiles and atmosphere; shape ``(K,)``, int64."""
+    n = data.sizes["sample"]
+    ok = np.ones(n, dtype=bool)
+    if "status" in data:
+        ok &= np.asarray(data["status"].values) == 0
+    for name in [ln.var for ln in LINES] + ["log_ne", "log_T", "v"]:
+        arr = np.asarray(data[name].transpose("sample", ...).values, dtype=float).reshape(n, -1)
+        ok &= np.isfinite(arr).all(axis=1)
+    return np.flatnonzero(ok)
+
+
+def _stream_seed(seed: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def plot_history(history: dict[str, list[float]], path: str | Path) -> Path:
+    """Loss curves (train solid, validation dashed, log scale) as a PNG at ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    epochs = np.asarray(history.get("epoch", []))
+    for i, name in enumerate((*LOSS_NAMES, "total")):
+        colour = f"C{i}"
+        for split, style in (("train", "-"), ("val", "--")):
+            vals = np.asarray(history.get(f"{split}_{name}", []), dtype=float)
+            if vals.size and np.any(vals > 0):
+                ax.plot(epochs[: vals.size], np.where(vals > 0, vals, np.nan), style, color=colour,
+                        label=f"{split} {name}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (unweighted components; total weighted)")
+    ax.legend(fontsize="small", ncol=2)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _batches(n: int, cfg: TrainConfig, gen: torch.Generator) -> list[torch.Tensor]:
+    size = min(cfg.batch_size, n)
+    if cfg.batches_per_epoch:
+        return [torch.randperm(n, generator=gen)[:size] for _ in range(cfg.batches_per_epoch)]
+    order = torch.randperm(n, generator=gen)
+    n_full = n // size
+    return [order[i * size : (i + 1) * size] for i in range(n_full)]
+
+
+def _evaluate(model: RadynversionINN, atm: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+              fade: float, gen: torch.Generator) -> dict[str, float]:
+    sums = dict.fromkeys((*LOSS_NAMES, "total"), 0.0)
+    size = min(cfg.batch_size, atm.shape[0])
+    n_batches = 0
+    with torch.no_grad():
+        for start in range(0, atm.shape[0] - size + 1, size):
+            sl = slice(start, start + size)
+            for k, v in inn_losses(model, atm[sl], y[sl], cfg, fade, gen).items():
+                sums[k] += float(v)
+            n_batches += 1
+    return {k: v / max(n_batches, 1) for k, v in sums.items()}
+
+
+def train(
+    data: xr.Dataset,
+    out_dir: str | Path,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    device: str | torch.device | None = None,
+) -> TrainResult:
+    """Train a :class:`RadynversionINN` on a training set.
+
+    Parameters
+    ----------
+    data : xarray.Dataset
+        Over dim ``sample``: ``I_halpha(sample, wl_halpha)``, ``I_ca8542(sample, wl_ca8542)`` in
+        the profile schema (any supported units and sampling covering the model windows),
+        ``log_ne``, ``log_T``, ``v`` ``(sample, height)`` (dex cm^-3, dex K, km/s), optionally
+        ``status(sample)`` (0 = converged; others are skipped).
+    out_dir : str or Path
+        Directory of ``checkpoint.pt``, ``model.pt`` and ``loss_curves.png``.
+    model_config, train_config : ModelConfig, TrainConfig, optional
+        Defaults if omitted.
+    progress : bool
+        Show a tqdm bar over epochs.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` if it exists (it must have been written for
+        the same data and configs); False starts afresh and overwrites it.
+    device : str or torch.device, optional
+        Default: CUDA if available, else CPU.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ProfileSchemaError
+        Data not in the schema, or fewer than 2 usable training samples.
+    CheckpointError
+        ``resume`` and an existing checkpoint written for other data or configs.
+    """
+    mc = model_config or ModelConfig()
+    tc = train_config or TrainConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    src = str(data.encoding.get("source") or data.attrs.get("source_file") or "<training set>")
+    if "sample" not in data.dims:
+        raise ProfileSchemaError(f"{src}: a training set needs a 'sample' dim")
+
+    # -- data --------------------------------------------------------------------------------
+    keep = usable_samples(data)
+    sub = data.isel(sample=keep)
+    y_all, _ = normalise_profiles(sub, unit=mc.intensity_unit, fwhm_A=tc.fwhm_A(), source=src)
+    atm_all = atmosphere_to_array(sub, source=src)
+    finite = np.isfinite(y_all).all(axis=1)
+    keep, y_all, atm_all = keep[finite], y_all[finite], atm_all[finite]
+    sub = data.isel(sample=keep)
+    n = keep.size
+    n_val = int(round(tc.val_fraction * n))
+    if n - n_val < 2:
+        raise ProfileSchemaError(f"{src}: {n} usable samples (status 0, finite, positive peak); "
+                                 "training needs at least 2 outside the validation split")
+    heights = np.asarray(sub["height"].values, dtype=float)
+    data_sha = arrays_sha256(
+        heights,
+        *(np.asarray(sub[ln.dim].values, dtype=float) for ln in LINES),
+        *(np.asarray(sub[ln.var].transpose("sample", ln.dim).values, dtype=np.float32) for ln in LINES),
+        *(np.asarray(sub[v].transpose("sample", "height").values, dtype=np.float32)
+          for v in ("log_ne", "log_T", "v")),
+    )
+    perm = np.random.default_rng(tc.seed).permutation(n)
+    val_pos, train_pos = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    val_samples = [int(i) for i in keep[val_pos]]
+    provenance: dict[str, Any] = {
+        "n_input": int(data.sizes["sample"]),
+        "n_usable": int(n),
+        "n_train": int(train_pos.size),
+        "n_val": int(val_pos.size),
+        "val_samples": val_samples,
+        "val_samples_sha256": arrays_sha256(np.asarray(val_samples, dtype=np.int64)),
+        "source": src,
+    }
+
+    # -- model, optimiser --------------------------------------------------------------------
+    model = RadynversionINN(mc, height_Mm=heights, fwhm_A=tc.fwhm_A())
+    model.set_standardisation(atm_all[train_pos], y_all[train_pos])
+    model.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay)
+    n_decays = max(1, (tc.epochs - 1) // tc.lr_decay_every)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tc.lr_decay_every,
+                                            gamma=tc.lr_final_fraction ** (1.0 / n_decays))
+    history: dict[str, list[float]] = {}
+    start = 0
+    ckpt_path, model_path = out / CHECKPOINT_NAME, out / MODEL_NAME
+    mc_toml, tc_toml = to_toml(mc), to_toml(tc)
+    if resume and ckpt_path.exists():
+        ckpt = read_checkpoint(ckpt_path, map_location=dev)
+        for what, have, want in (("training set", ckpt.get("training_set_sha256"), data_sha),
+                                 ("model config", ckpt.get("model_config"), mc_toml),
+                                 ("train config", ckpt.get("train_config"), tc_toml)):
+            if have != want:
+                raise CheckpointError(f"{ckpt_path}: was written for another {what}; pass "
+                                      "resume=False to start afresh or use another out_dir")
+        if "training" not in ckpt:
+            raise CheckpointError(f"{ckpt_path}: has no training state to resume from")
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["training"]["optimizer"])
+        sched.load_state_dict(ckpt["training"]["scheduler"])
+        history = {k: list(v) for k, v in ckpt["training"]["history"].items()}
+        start = int(ckpt["training"]["epoch"]) + 1
+
+    atm_t = torch.as_tensor(atm_all, device=dev)
+    y_t = torch.as_tensor(y_all, device=dev)
+    tr = torch.as_tensor(train_pos, device=dev)
+    atm_tr, y_tr = atm_t[tr], y_t[tr]
+    atm_val, y_val = atm_t[torch.as_tensor(val_pos, device=dev)], y_t[torch.as_tensor(val_pos, device=dev)]
+    meta = {"train_config": tc, "training_set_sha256": data_sha, "provenance": provenance}
+
+    bar = tqdm(range(start, tc.epochs), initial=start, total=tc.epochs, disable=not progress,
+               desc="train", unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        fade = tc.fade(epoch)
+        seed = _stream_seed(tc.seed, epoch)
+        cpu_gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        model.train()
+        sums = dict.fromkeys((*LOSS_NAMES, "total"), 0.0)
+        batches = _batches(train_pos.size, tc, cpu_gen)
+        for idx in batches:
+            idx = idx.to(dev)
+            losses = inn_losses(model, atm_tr[idx], y_tr[idx], tc, fade, gen)
+            opt.zero_grad(set_to_none=True)
+            if not torch.isfinite(losses["total"]):
+                continue  # a non-finite batch is skipped, and shows in the history as such
+            losses["total"].backward()
+            for p in params:
+                if p.grad is not None:
+                    p.grad.clamp_(-tc.grad_clamp, tc.grad_clamp)
+            opt.step()
+            for k, v in losses.items():
+                sums[k] += float(v.detach())
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        model.eval()
+        val = (_evaluate(model, atm_val, y_val, tc, fade,
+                         torch.Generator(device=dev).manual_seed(_stream_seed(tc.seed, _VAL_STREAM)))
+               if n_val else {})
+        record = {"epoch": float(epoch), "lr": float(lr), "fade": fade,
+                  "seconds": time.perf_counter() - t0}
+        record.update({f"train_{k}": v / max(len(batches), 1) for k, v in sums.items()})
+        record.update({f"val_{k}": float(v) for k, v in val.items()})
+        for k, v in record.items():
+            history.setdefault(k, []).append(float(v))
+        bar.set_postfix(loss=f"{record['train_total']:.3g}", fwd=f"{record['train_forward_l2']:.3g}")
+        if (epoch + 1) % tc.checkpoint_every == 0 or epoch == tc.epochs - 1:
+            training = {"epoch": epoch, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "history": history}
+            save_checkpoint(ckpt_path, model, training=training, **meta)
+            plot_history(history, out / PLOT_NAME)
+    bar.close()
+
+    model.eval()
+    model.metadata = {"train_config": tc_toml, "model_config": mc_toml, "training_set_sha256": data_sha,
+                      "provenance": provenance, "path": str(model_path)}
+    save_checkpoint(model_path, model, **meta)
+    if not (out / PLOT_NAME).exists() and history:
+        plot_history(history, out / PLOT_NAME)
+    return TrainResult(model=model, history=history, checkpoint=ckpt_path, model_path=model_path)
