@@ -1,1 +1,16 @@
-"""Readers and writers: RADYN output, the original training pickle, observations."""
+"""Readers and writers: observations (SST/CRISP FITS, netCDF, Zarr), RADYN output and the
+original Radynversion training pickle."""
+
+from .fits import map_header, read_crispy_fits, read_sstred_cube
+from .observation import open_observation
+from .radyn import import_radyn, read_radyn_cdf, read_radynversion_pickle
+
+__all__ = [
+    "open_observation",
+    "read_sstred_cube",
+    "read_crispy_fits",
+    "map_header",
+    "import_radyn",
+    "read_radyn_cdf",
+    "read_radynversion_pickle",
+]

@@ -1,0 +1,771 @@
+"""Read SST/CRISP spectral scans from FITS into the profile schema.
+
+Two layouts are read, both with :mod:`astropy.io.fits` and :class:`astropy.wcs.WCS` (which
+evaluates ``-TAB`` coordinates); nothing that astropy parses is parsed here by hand.
+
+SSTRED cubes (:func:`read_sstred_cube`)
+---------------------------------------
+The SST reduction pipeline (github.com/ISP-SST/SSTRED, ``red_fitscube_addwcs``) writes one
+SOLARNET-style cube per line and scan range (``nb_6563_<date>T<time>_scans=0-99_im.fits``):
+
+* primary HDU of numpy shape ``(nscan, nstokes, ntune, ny, nx)``; ``CTYPE1..5`` =
+  ``HPLN-TAB``, ``HPLT-TAB``, ``WAVE-TAB`` [nm], ``STOKES`` (1..4 = I, Q, U, V), ``UTC--TAB``
+  [s since ``DATEREF``, midnight of the observing day];
+* the tabulated coordinates in one binary-table extension ``WCS-TAB`` (``PSi_0``), one row,
+  column ``HPLN+HPLT+WAVE+TIME`` (``PSi_1``) of numpy shape ``(nscan, ntune, 2, 2, 4)``: the
+  coordinates at the four field corners for every tuning and scan, with the index columns
+  ``HPLN-INDEX = [1, nx]`` and ``HPLT-INDEX = [1, ny]`` (``PSi_2``); ``WAVE-INDEX`` and
+  ``TIME-INDEX`` only when the table is not one entry per pixel; ``PVi_3`` numbers the
+  coordinate; ``CRPIXi = CRVALi = 0``, ``CDELTi = 1`` (unity transform);
+* single-scan cubes written by IDL lose the trailing 1 of ``TDIM`` (``(4,2,2,ntune)`` instead of
+  ``(4,2,2,ntune,1)``), which wcslib refuses as "Bad TDIM"; the table is then re-made in memory
+  with the missing unit dimension and evaluated again (SSTRED's own reader pads it the same way);
+* the cavity-map wavelength distortion (``CWDISj = 'Lookup'``, ``DWj`` records, ``WCSDVARR``
+  extensions) is not evaluated: wavelengths are the nominal tuning wavelengths of the table and
+  the ignored keywords are listed in the ``wcs_distortions_ignored`` attr;
+* ``BUNIT`` is ``'W m^-2 Hz^-1 sr^-1'`` for calibrated cubes and ``'dn'`` (or ``'D.N.'``)
+  otherwise.
+
+Regular (linear) WCS axes (``HPLN-TAN``/``HPLT-TAN``, ``WAVE`` with ``CRVAL3``/``CDELT3`` in any
+length unit of ``CUNIT3``, a linear ``UTC`` time axis) are evaluated by the same code.
+
+crisPy per-scan files (:func:`read_crispy_fits`)
+------------------------------------------------
+The older per-scan FITS read by crisPy (github.com/bionictoucan/crispy, ``crispy.crisp.CRISP``
+and ``CRISPNonU``): a primary HDU of numpy shape ``(ntune, ny, nx)`` or
+``(nstokes, ntune, ny, nx)`` with a linear WCS (``HPLN-TAN``, ``HPLT-TAN``, ``WAVE``,
+``STOKES``), the scan time in ``DATE-AVG`` (else ``DATE-OBS``/``DATE-BEG``), and, when the
+tunings are not evenly spaced, the true wavelengths as a 1D array of length ``ntune`` in the
+first extension (crisPy's ``CRISPNonU`` reads ``hdul[1].data``; ``CDELT3`` is then a
+placeholder). That array has no unit keyword in crisPy: its unit is taken from ``BUNIT`` or
+``CUNIT1`` of the extension when present, otherwise decided by the values (Angstrom or nm,
+whichever puts them on a line). crisPy's plotting offers an air conversion because headers
+may hold vacuum wavelengths; here the medium is decided by the values, as for SSTRED.
+
+What both readers return
+------------------------
+A Dataset with one variable ``I_<key>`` over ``([time,] wl_<key>, y, x)`` (``time`` only when the
+file has a time axis, kept even at length 1), where ``<key>`` is the line found from the
+wavelengths: the median tuning must lie within 3 A of H-alpha or Ca II 8542 in air or in vacuum,
+and the nearest of those four centres decides both the line and ``wavelength_medium``. The
+wavelength coordinate is in Angstrom in that medium, increasing (tunings are sorted). The
+``time`` coordinate (datetime64, UTC) is the mean of the tuning times of each scan; a file
+without a time axis gets a scalar ``time`` from ``DATE-AVG``/``DATE-OBS`` when it has one.
+``y`` and ``x`` carry the 0-based pixel indices of the file, so :func:`map_header` stays right
+after cropping. Stokes ``stokes`` (default I) is taken when there is a Stokes axis.
+
+Tuning wavelengths that differ between scans of one cube: the first scan's are kept and the
+largest difference is recorded (``wavelength_scan_deviation_mA``); above
+:data:`WAVELENGTH_TOLERANCE_A` (1 mA, 1/60 of the CRISP FWHM) the file is refused, since the
+scans were then taken with different line programs.
+
+The helioprojective plane is kept as a 2D FITS header (attr ``map_header``, a FITS header as
+text): the original celestial keywords when they are linear, or, for ``-TAB`` axes, a
+``HPLN-TAN``/``HPLT-TAN`` header with ``CRPIX`` at the field centre and a ``CDELT``/``PC``
+least-squares fit to the tabulated coordinates of the first scan and tuning (exact for the
+four-corner SSTRED tables up to the bilinear term; the largest residual is recorded as
+``map_fit_residual_arcsec``), plus ``DATE-OBS``, ``TELESCOP``, ``INSTRUME``, ``OBSGEO-*``,
+``DSUN_OBS``, ``HGLN_OBS``, ``HGLT_OBS``, ``RSUN_REF`` ... when the file has them.
+:func:`map_header` turns it into the ``meta`` of :class:`sunpy.map.Map`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import astropy.units as u
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+from astropy.time import Time
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS
+
+from ..errors import DataFileError, ProfileSchemaError, UnitsError
+from ..lines import LINES, Line, line_by_key
+
+__all__ = [
+    "LINE_MATCH_HALFWIDTH_A",
+    "WAVELENGTH_TOLERANCE_A",
+    "STOKES_CODES",
+    "identify_line",
+    "read_sstred_cube",
+    "read_crispy_fits",
+    "read_fits_profiles",
+    "map_header",
+]
+
+#: the median tuning must lie within this of a line centre [Angstrom]
+LINE_MATCH_HALFWIDTH_A = 3.0
+#: largest accepted difference of a tuning's wavelength between scans of one cube [Angstrom]
+WAVELENGTH_TOLERANCE_A = 1.0e-3
+#: FITS ``STOKES`` axis values (WCS Paper I): 1..4 = I, Q, U, V
+STOKES_CODES = {"I": 1, "Q": 2, "U": 3, "V": 4}
+
+_TIME_TYPES = {"TIME", "UTC", "TAI", "TT", "TDT", "ET", "IAT", "UT1", "UT", "GMT", "TCG", "TCB", "TDB"}
+_ASTROPY_SCALES = {"utc", "tai", "tt", "ut1", "tcg", "tcb", "tdb"}
+_SPECTRAL_TYPES = {"WAVE", "AWAV"}
+_X_TYPES = {"HPLN", "SOLX"}
+_Y_TYPES = {"HPLT", "SOLY"}
+_DISTORTION_KEY = re.compile(r"^(CWDIS|CWERR|CPDIS|CQDIS|CPERR|CQERR|DW|DP|DQ)\d")
+_DN_NAMES = {"dn", "d.n.", "dns", "digital number", "digital numbers", "data number", "adu", "counts"}
+_OBSERVER_KEYS = (
+    "DATE-OBS", "DATE-BEG", "DATE-AVG", "DATE-END", "TIMESYS", "TELESCOP", "INSTRUME", "OBSRVTRY",
+    "DETECTOR", "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z", "DSUN_OBS", "HGLN_OBS", "HGLT_OBS", "CRLN_OBS",
+    "CRLT_OBS", "RSUN_REF", "RSUN_ARC", "WAVELNTH", "WAVEUNIT", "WAVEBAND",
+)
+_CELESTIAL_KEY = re.compile(r"^(WCSAXES|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CTYPE\d|PC\d_\d|CD\d_\d|LONPOLE|LATPOLE|PV\d_\d+)$")
+_COMPRESSED = (".gz", ".bz2", ".zip", ".xz")
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _open_fits(path: Path) -> fits.HDUList:
+    """Open ``path`` with astropy, all HDUs, refusing non-FITS and truncated files."""
+    if not path.is_file():
+        raise DataFileError(f"{path}: no such file; expected a FITS file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
+    except Exception as err:  # astropy raises OSError, ValueError, TypeError, ... for junk
+        raise DataFileError(f"{path}: not a readable FITS file ({_one_line(err)}); expected a "
+                            "FITS file from SSTRED or crisPy") from None
+    if not path.name.lower().endswith(_COMPRESSED):
+        size = path.stat().st_size
+        for i, hdu in enumerate(hdul):
+            end = hdul.fileinfo(i)["datLoc"] + hdu.size
+            if end > size:
+                hdul.close()
+                raise DataFileError(f"{path}: truncated FITS file ({size} bytes; HDU {i} needs "
+                                    f"{end}); expected a complete copy")
+    if hdul[0].header.get("NAXIS", 0) == 0:
+        hdul.close()
+        raise ProfileSchemaError(f"{path}: primary HDU holds no data; expected the spectral cube "
+                                 "in the primary HDU")
+    return hdul
+
+
+def _parse_bunit(value: Any, source: str) -> tuple[str, str]:
+    """``(units, note)`` from a FITS ``BUNIT``: astropy-parsable, or ``'DN'`` for digital numbers."""
+    if value is None or not str(value).strip():
+        return "DN", "BUNIT absent: assumed DN (uncalibrated)"
+    text = str(value).strip()
+    if text.lower() in _DN_NAMES:
+        return "DN", ""
+    for fmt in (None, "fits"):
+        try:
+            unit = u.Unit(text, format=fmt) if fmt else u.Unit(text)
+        except ValueError:
+            continue
+        if unit == u.DN:
+            return "DN", ""
+        return unit.to_string(), ""
+    raise UnitsError(f"{source}: BUNIT {text!r} cannot be parsed by astropy; expected e.g. "
+                     "'W m^-2 Hz^-1 sr^-1' or 'DN'")
+
+
+def identify_line(wavelengths_A: np.ndarray, source: str = "<data>") -> tuple[Line, str]:
+    """Which line, and which medium, a set of tuning wavelengths belongs to.
+
+    Parameters
+    ----------
+    wavelengths_A : ndarray, shape ``(W,)``
+        Tuning wavelengths [Angstrom], air or vacuum.
+    source : str
+        Named in the error message.
+
+    Returns
+    -------
+    line, medium : Line, {"air", "vacuum"}
+        The line whose air or vacuum centre is nearest to the median tuning.
+
+    Raises
+    ------
+    ProfileSchemaError
+        If the median tuning is more than :data:`LINE_MATCH_HALFWIDTH_A` from every centre.
+
+    Example
+    -------
+    >>> identify_line(np.array([6562.0, 6562.8, 6563.6]))[0].key, identify_line(np.array([8544.4]))[1]
+    ('halpha', 'vacuum')
+    """
+    wl = np.asarray(wavelengths_A, dtype=float).ravel()
+    if wl.size == 0 or not np.all(np.isfinite(wl)):
+        raise ProfileSchemaError(f"{source}: wavelengths must be finite and non-empty")
+    med = float(np.median(wl))
+    best = min(((abs(med - c), ln, m) for ln in LINES
+                for m, c in (("air", ln.center_air_A), ("vacuum", ln.center_vacuum_A))),
+               key=lambda t: t[0])
+    if best[0] > LINE_MATCH_HALFWIDTH_A:
+        known = "; ".join(f"{ln.label} {ln.center_air_A:.2f} A air / {ln.center_vacuum_A:.2f} A vacuum"
+                          for ln in LINES)
+        raise ProfileSchemaError(
+            f"{source}: tunings span {wl.min():.2f}-{wl.max():.2f} A, median {med:.2f} A, which is "
+            f"not within {LINE_MATCH_HALFWIDTH_A:g} A of a known line ({known})")
+    return best[1], best[2]
+
+
+def _axis_kind(ctype: str) -> str | None:
+    base = ctype.upper().split("-")[0]
+    if base in _X_TYPES:
+        return "x"
+    if base in _Y_TYPES:
+        return "y"
+    if base in _SPECTRAL_TYPES:
+        return "wave"
+    if base == "STOKES":
+        return "stokes"
+    if base in _TIME_TYPES:
+        return "time"
+    return None
+
+
+def _pad_tab_tdim(header: fits.Header, hdul: fits.HDUList) -> fits.HDUList | None:
+    """A copy of ``hdul`` whose ``-TAB`` coordinate columns have the ``M + 1`` TDIM entries
+    wcslib needs (IDL drops trailing unit dims of single-scan SSTRED tables); None if no change."""
+    changed = False
+    tables: dict[str, fits.BinTableHDU] = {}
+    naxis = header.get("NAXIS", 0)
+    for i in range(1, naxis + 1):
+        if not str(header.get(f"CTYPE{i}", "")).upper().endswith("-TAB"):
+            continue
+        extname, colname = header.get(f"PS{i}_0"), header.get(f"PS{i}_1")
+        if extname is None or colname is None or extname not in hdul:
+            continue
+        tab = tables.get(extname, hdul[extname])
+        arr = np.asarray(tab.data[colname])  # shape (nrow, K_M, ..., K_1, M)
+        m = arr.shape[-1]
+        missing = m + 1 - (arr.ndim - 1)
+        if missing <= 0:
+            continue
+        arr = arr.reshape(arr.shape[:1] + (1,) * missing + arr.shape[1:])
+        cols = []
+        for col in tab.columns:
+            if col.name == colname:
+                dim = "(" + ",".join(str(n) for n in arr.shape[:0:-1]) + ")"
+                cols.append(fits.Column(name=col.name, format=f"{arr[0].size}{col.format.format}",
+                                        dim=dim, array=arr))
+            else:
+                cols.append(col)
+        tables[extname] = fits.BinTableHDU.from_columns(cols, header=tab.header, name=extname)
+        changed = True
+    if not changed:
+        return None
+    new = fits.HDUList([hdu if getattr(hdu, "name", None) not in tables else tables[hdu.name]
+                        for hdu in hdul])
+    return new
+
+
+def _make_wcs(header: fits.Header, hdul: fits.HDUList, source: str) -> tuple[WCS, list[str]]:
+    """The WCS of the primary HDU with ``-TAB`` evaluated; distortion keywords are left out."""
+    hdr = header.copy()
+    ignored = [k for k in hdr if _DISTORTION_KEY.match(k)]
+    for k in ignored:
+        del hdr[k]
+    err: Exception | None = None
+    for attempt in ("as written", "TDIM padded"):
+        fobj = hdul if attempt == "as written" else _pad_tab_tdim(hdr, hdul)
+        if fobj is None:
+            break
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AstropyWarning)
+                return WCS(hdr, fobj=fobj), sorted({k.split(".")[0] for k in ignored})
+        except Exception as e:  # wcslib raises ValueError, KeyError and its own errors
+            err = err or e
+    raise DataFileError(f"{source}: its WCS cannot be evaluated by astropy ({_one_line(err)}); "
+                        "expected SOLARNET WCS keywords (-TAB axes need the WCS-TAB extension)")
+
+
+class _LazyFitsData:
+    """Array-like view of a primary HDU that opens the file for each read (picklable for dask)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype):
+        self.path = str(path)
+        self.shape = shape
+        self.dtype = dtype
+        self.ndim = len(shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        with fits.open(self.path, memmap=True) as hdul:
+            return np.asarray(hdul[0].section[key]).astype(self.dtype, copy=False)
+
+
+def _time_reference(header: fits.Header, wcs: WCS, ctype: str, source: str) -> Time:
+    if not any(k in header for k in ("DATEREF", "MJDREF", "MJDREFI", "JDREF", "JDREFI")):
+        raise ProfileSchemaError(f"{source}: time axis {ctype!r} has no reference date; expected "
+                                 "DATEREF (or MJDREF) as SSTRED writes")
+    scale = ctype.upper().split("-")[0].lower()
+    if scale not in _ASTROPY_SCALES:
+        scale = str(header.get("TIMESYS", "UTC")).strip().lower()
+    if scale not in _ASTROPY_SCALES:
+        scale = "utc"
+    mjd = wcs.wcs.mjdref
+    return Time(mjd[0], mjd[1], format="mjd", scale=scale)
+
+
+def _header_time(header: fits.Header) -> Time | None:
+    for key in ("DATE-AVG", "DATE-OBS", "DATE-BEG"):
+        value = header.get(key)
+        if value:
+            scale = str(header.get("TIMESYS", "UTC")).strip().lower()
+            try:
+                return Time(str(value).strip(), scale=scale if scale in _ASTROPY_SCALES else "utc")
+            except ValueError:
+                continue
+    return None
+
+
+def _to_datetime64(t: Time) -> np.ndarray:
+    return np.asarray(t.utc.to_value("datetime64")).astype("datetime64[ns]")
+
+
+def _world(wcs: WCS, pixels: list[np.ndarray], axis: int) -> u.Quantity:
+    values = wcs.pixel_to_world_values(*pixels)
+    if wcs.pixel_n_dim == 1:
+        values = (values,)
+    return np.asarray(values[axis], dtype=float) * u.Unit(wcs.world_axis_units[axis] or "")
+
+
+def _celestial_header(wcs: WCS, header: fits.Header, axes: dict[str, int], nx: int, ny: int,
+                      others: dict[int, float], source: str) -> tuple[fits.Header, dict[str, float]]:
+    """2D HPLN/HPLT header of the (y, x) plane and a summary (centre, pixel scale, fit residual)."""
+    ix, iy = axes["x"], axes["y"]
+    tabulated = any(wcs.wcs.ctype[i].upper().endswith("-TAB") for i in (ix, iy))
+    linear_celestial = (not tabulated and wcs.wcs.ctype[ix].upper().startswith("HPLN-")
+                        and wcs.wcs.ctype[iy].upper().startswith("HPLT-"))
+
+    def lonlat(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pix = []
+        for i in range(wcs.pixel_n_dim):
+            if i == ix:
+                pix.append(np.asarray(px, dtype=float))
+            elif i == iy:
+                pix.append(np.asarray(py, dtype=float))
+            else:
+                pix.append(np.full(np.shape(px), others.get(i, 0.0)))
+        return (_world(wcs, pix, ix).to_value(u.arcsec), _world(wcs, pix, iy).to_value(u.arcsec))
+
+    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 3), np.linspace(0, ny - 1, 3))
+    gx, gy = gx.ravel(), gy.ravel()
+    lon, lat = lonlat(gx, gy)
+    design = np.column_stack([np.ones_like(gx), gx - (nx - 1) / 2, gy - (ny - 1) / 2])
+    coef_lon = np.linalg.lstsq(design, lon, rcond=None)[0]
+    coef_lat = np.linalg.lstsq(design, lat, rcond=None)[0]
+    residual = float(max(np.abs(design @ coef_lon - lon).max(), np.abs(design @ coef_lat - lat).max()))
+    cd = np.array([[coef_lon[1], coef_lon[2]], [coef_lat[1], coef_lat[2]]])  # arcsec / pixel
+    cdelt = np.sqrt((cd**2).sum(axis=1))
+    summary = {"centre_hpln": float(coef_lon[0]), "centre_hplt": float(coef_lat[0]),
+               "scale_x": float(cdelt[0]), "scale_y": float(cdelt[1]), "residual": residual}
+
+    out = fits.Header()
+    out["NAXIS"] = 2
+    out["NAXIS1"] = nx
+    out["NAXIS2"] = ny
+    if linear_celestial:
+        sub = wcs.sub([ix + 1, iy + 1]).to_header()
+        for card in sub.cards:
+            if _CELESTIAL_KEY.match(card.keyword):
+                out[card.keyword] = (card.value, card.comment)
+        summary["residual"] = 0.0
+    else:
+        if np.any(cdelt <= 0):
+            raise ProfileSchemaError(f"{source}: the helioprojective coordinates do not change "
+                                     "across the field; expected a pixel scale")
+        pc = cd / cdelt[:, None]
+        out["WCSAXES"] = 2
+        out["CTYPE1"], out["CTYPE2"] = "HPLN-TAN", "HPLT-TAN"
+        out["CUNIT1"], out["CUNIT2"] = "arcsec", "arcsec"
+        out["CRPIX1"], out["CRPIX2"] = (nx + 1) / 2, (ny + 1) / 2
+        out["CRVAL1"], out["CRVAL2"] = float(coef_lon[0]), float(coef_lat[0])
+        out["CDELT1"], out["CDELT2"] = float(cdelt[0]), float(cdelt[1])
+        for i in range(2):
+            for j in range(2):
+                out[f"PC{i + 1}_{j + 1}"] = float(pc[i, j])
+        out["COMMENT"] = ("Linear fit to the tabulated HPLN/HPLT coordinates of the first scan "
+                          "and tuning (radynversion)")
+    for key in _OBSERVER_KEYS:
+        if key in header and header[key] is not None and str(header[key]).strip() != "":
+            out[key] = header[key]
+    return out, summary
+
+
+# ---------------------------------------------------------------------------------------------
+# the reader
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_cube(path: str | Path, stokes: str, chunks: Any, reader: str,
+               wavelength_table: bool) -> xr.Dataset:
+    path = Path(path)
+    src = str(path)
+    stokes = stokes.upper()
+    if stokes not in STOKES_CODES:
+        raise ValueError(f"stokes must be one of {list(STOKES_CODES)}, got {stokes!r}")
+    hdul = _open_fits(path)
+    try:
+        header = hdul[0].header
+        shape = tuple(int(n) for n in hdul[0].shape)  # numpy order
+        naxis = len(shape)
+        wcs, ignored = _make_wcs(header, hdul, src)
+        if wcs.pixel_n_dim != naxis:
+            raise ProfileSchemaError(f"{src}: the WCS has {wcs.pixel_n_dim} axes but the data "
+                                     f"{naxis}; expected one CTYPEi per data axis")
+        ctypes = [str(c) for c in wcs.wcs.ctype]
+        axes: dict[str, int] = {}  # kind -> FITS axis index (0-based)
+        for i, ct in enumerate(ctypes):
+            kind = _axis_kind(ct)
+            if kind is None:
+                if shape[naxis - 1 - i] != 1:
+                    raise ProfileSchemaError(f"{src}: axis {i + 1} ({ct!r}) of length "
+                                             f"{shape[naxis - 1 - i]} is not understood; expected "
+                                             "HPLN, HPLT, WAVE, STOKES and time axes")
+                continue
+            if kind in axes:
+                raise ProfileSchemaError(f"{src}: two {kind} axes ({ctypes}); expected one")
+            axes[kind] = i
+        if "wave" not in axes:
+            raise ProfileSchemaError(f"{src}: no wavelength axis (CTYPEs {ctypes}); expected "
+                                     "one CTYPEi of 'WAVE', 'WAVE-TAB' or 'AWAV'")
+        for k in ("x", "y"):
+            if k not in axes:
+                raise ProfileSchemaError(f"{src}: no {'HPLN' if k == 'x' else 'HPLT'} axis (CTYPEs "
+                                         f"{ctypes}); expected helioprojective spatial axes")
+        n = {k: shape[naxis - 1 - i] for k, i in axes.items()}
+        ntune, nscan = n["wave"], n.get("time", 1)
+
+        # wavelengths and times of every (scan, tuning), at pixel (0, 0), Stokes index 0
+        it = np.arange(ntune, dtype=float)
+        isc = np.arange(nscan, dtype=float)
+        grid_s, grid_t = np.meshgrid(isc, it, indexing="ij")
+        pix = [np.zeros_like(grid_t) for _ in range(naxis)]
+        pix[axes["wave"]] = grid_t
+        if "time" in axes:
+            pix[axes["time"]] = grid_s
+        try:
+            wl_all = _world(wcs, pix, axes["wave"]).to_value(u.AA)  # (nscan, ntune)
+        except u.UnitConversionError:
+            raise UnitsError(f"{src}: wavelength axis unit {wcs.world_axis_units[axes['wave']]!r} "
+                             "is not a length; expected CUNIT of 'nm' or 'Angstrom'") from None
+        if wavelength_table:
+            wl_all = _crispy_wavelengths(hdul, ntune, src, wl_all)
+        wl = wl_all[0]
+        deviation = float(np.abs(wl_all - wl).max())
+        if deviation > WAVELENGTH_TOLERANCE_A:
+            raise ProfileSchemaError(
+                f"{src}: tuning wavelengths differ between scans by up to {deviation * 1e3:.1f} mA; "
+                f"expected the same tunings in every scan (within {WAVELENGTH_TOLERANCE_A * 1e3:g} mA)")
+        line, medium = identify_line(wl, src)
+        order = np.argsort(wl, kind="stable")
+        wl = wl[order]
+        if np.any(np.diff(wl) <= 0):
+            raise ProfileSchemaError(f"{src}: two tunings have the same wavelength "
+                                     f"({line.var}); expected distinct tunings")
+
+        times = None
+        if "time" in axes:
+            ref = _time_reference(header, wcs, ctypes[axes["time"]], src)
+            t_all = _world(wcs, pix, axes["time"])  # (nscan, ntune), a time unit
+            times = _to_datetime64(ref + t_all.mean(axis=1))
+        scalar_time = None if times is not None else _header_time(header)
+
+        stokes_index = None
+        if "stokes" in axes:
+            ns = n["stokes"]
+            spix = [np.zeros(ns) for _ in range(naxis)]
+            spix[axes["stokes"]] = np.arange(ns, dtype=float)
+            codes = np.rint(_world(wcs, spix, axes["stokes"]).value).astype(int)
+            hits = np.flatnonzero(codes == STOKES_CODES[stokes])
+            if hits.size == 0:
+                have = [k for k, v in STOKES_CODES.items() if v in codes] or codes.tolist()
+                raise ProfileSchemaError(f"{src}: Stokes {stokes} not in the file (Stokes axis has "
+                                         f"{have}); expected Stokes {stokes}")
+            stokes_index = int(hits[0])
+        elif stokes != "I":
+            raise ProfileSchemaError(f"{src}: no Stokes axis, so Stokes {stokes} cannot be taken; "
+                                     "expected a STOKES axis")
+
+        others = {axes["wave"]: 0.0}
+        map_hdr, summary = _celestial_header(wcs, header, axes, n["x"], n["y"], others, src)
+        drift = 0.0
+        if "time" in axes and nscan > 1:
+            cpix = [np.zeros(nscan) for _ in range(naxis)]
+            cpix[axes["x"]] += (n["x"] - 1) / 2
+            cpix[axes["y"]] += (n["y"] - 1) / 2
+            cpix[axes["time"]] = isc
+            cx = _world(wcs, cpix, axes["x"]).to_value(u.arcsec)
+            cy = _world(wcs, cpix, axes["y"]).to_value(u.arcsec)
+            drift = float(np.hypot(cx - cx[0], cy - cy[0]).max())
+        if "DATE-OBS" not in map_hdr:
+            first = times[0] if times is not None else (
+                _to_datetime64(scalar_time) if scalar_time is not None else None)
+            if first is not None:
+                map_hdr["DATE-OBS"] = str(np.datetime_as_string(first, unit="ms"))
+
+        units, units_note = _parse_bunit(header.get("BUNIT"), src)
+
+        # the data: (file axes) -> select Stokes -> ([time,] wl, y, x)
+        names = []
+        for j in range(naxis):
+            i = naxis - 1 - j  # FITS axis of numpy axis j
+            kind = next((k for k, v in axes.items() if v == i), None)
+            names.append({"x": "x", "y": "y", "wave": line.dim, "stokes": "stokes",
+                          "time": "time", None: f"_unused{j}"}[kind])
+        key = tuple(stokes_index if nm == "stokes" else (0 if nm.startswith("_unused") else slice(None))
+                    for nm in names)
+        kept = [nm for nm in names if nm != "stokes" and not nm.startswith("_unused")]
+        # FITS is big-endian; hand out native byte order
+        dtype = np.asarray(hdul[0].section[(slice(0, 1),) * naxis]).dtype.newbyteorder("=")
+        if chunks is None:
+            data: Any = np.asarray(hdul[0].section[key]).astype(dtype, copy=False)
+        else:
+            import dask.array as da
+            from dask.base import tokenize
+
+            lazy = _LazyFitsData(path, shape, dtype)
+            blocks = tuple(1 if nm in ("stokes", "time") or nm.startswith("_unused") else -1
+                           for nm in names)
+            token = tokenize(str(path.resolve()), path.stat().st_mtime_ns, shape, key)
+            data = da.from_array(lazy, chunks=blocks, name=f"fits-{token}")[key]
+    finally:
+        hdul.close()
+
+    attrs_var = {"units": units, "stokes": stokes, "source_file": src}
+    if units_note:
+        attrs_var["units_note"] = units_note
+    da_ = xr.DataArray(data, dims=kept, attrs=attrs_var)
+    da_ = da_.isel({line.dim: order}) if np.any(order != np.arange(ntune)) else da_
+    canonical = [d for d in ("time", line.dim, "y", "x") if d in da_.dims]
+    da_ = da_.transpose(*canonical)
+    coords: dict[str, Any] = {}
+    if times is not None:
+        coords["time"] = ("time", times, {"long_name": "mean time of the scan's tunings (UTC)"})
+    elif scalar_time is not None:
+        coords["time"] = ((), _to_datetime64(scalar_time),
+                          {"long_name": "time of the scan (UTC), from DATE-AVG/DATE-OBS"})
+    coords[line.dim] = (line.dim, wl, {"units": "Angstrom", "wavelength_medium": medium,
+                                       "long_name": f"{line.label} tuning wavelength ({medium})"})
+    coords["y"] = ("y", np.arange(n["y"]), {"long_name": "pixel index along HPLT (0-based, in the file)"})
+    coords["x"] = ("x", np.arange(n["x"]), {"long_name": "pixel index along HPLN (0-based, in the file)"})
+    ds = xr.Dataset({line.var: da_}, coords=coords)
+    if chunks is not None and chunks != {}:
+        ds = ds.chunk(chunks) if not isinstance(chunks, Mapping) else ds.chunk(
+            {k: v for k, v in chunks.items() if k in ds.dims})
+    ds.attrs = {
+        "source_files": [src],
+        "reader": reader,
+        "line": line.key,
+        "stokes": stokes,
+        "wavelength_axis": ctypes[axes["wave"]],
+        "wavelength_scan_deviation_mA": deviation * 1e3,
+        "date_obs": str(map_hdr.get("DATE-OBS", "")),
+        "telescope": str(header.get("TELESCOP", "")),
+        "instrument": str(header.get("INSTRUME", "")),
+        "pointing_hpln_arcsec": summary["centre_hpln"],
+        "pointing_hplt_arcsec": summary["centre_hplt"],
+        "pixel_scale_arcsec": [summary["scale_x"], summary["scale_y"]],
+        "pointing_drift_arcsec": drift,
+        "map_fit_residual_arcsec": summary["residual"],
+        "map_header": map_hdr.tostring(sep="\n", endcard=False, padding=False),
+    }
+    if ignored:
+        ds.attrs["wcs_distortions_ignored"] = ", ".join(ignored)
+    return ds
+
+
+def _crispy_wavelengths(hdul: fits.HDUList, ntune: int, source: str,
+                        wcs_wl: np.ndarray) -> np.ndarray:
+    """crisPy non-uniform sampling: the true wavelengths as a 1D array in HDU 1, else the WCS's."""
+    if len(hdul) < 2 or not isinstance(hdul[1], fits.ImageHDU) or hdul[1].data is None:
+        return wcs_wl
+    arr = np.asarray(hdul[1].data, dtype=float).ravel()
+    if arr.size != ntune:
+        raise ProfileSchemaError(f"{source}: HDU 1 holds {arr.size} wavelengths but the cube has "
+                                 f"{ntune} tunings; expected one wavelength per tuning")
+    hdr = hdul[1].header
+    unit_s = hdr.get("BUNIT") or hdr.get("CUNIT1")
+    if unit_s:
+        try:
+            return ((arr * u.Unit(str(unit_s))).to_value(u.AA))[None, :]
+        except (ValueError, u.UnitConversionError):
+            raise UnitsError(f"{source}: HDU 1 wavelength unit {unit_s!r} is not a length; "
+                             "expected 'Angstrom' or 'nm'") from None
+    for unit in (u.AA, u.nm):
+        wl = (arr * unit).to_value(u.AA)
+        try:
+            identify_line(wl, source)
+        except ProfileSchemaError:
+            continue
+        return wl[None, :]
+    raise ProfileSchemaError(f"{source}: HDU 1 wavelengths ({arr.min():g}-{arr.max():g}, no unit) "
+                             "match no line in Angstrom or nm; expected the tuning wavelengths")
+
+
+def read_sstred_cube(path: str | Path, stokes: str = "I", chunks: Any = None) -> xr.Dataset:
+    """Read one line's SSTRED (SOLARNET) cube into the profile schema.
+
+    Parameters
+    ----------
+    path : str or Path
+        FITS file with the primary HDU of numpy shape ``(nscan, nstokes, ntune, ny, nx)`` (any
+        axis order; axes found by ``CTYPEi``; time and Stokes axes optional) and, for ``-TAB``
+        axes, the ``WCS-TAB`` extension.
+    stokes : {"I", "Q", "U", "V"}
+        Stokes parameter taken when the file has a Stokes axis.
+    chunks : None, int, "auto" or mapping of dim -> size
+        None reads the selected Stokes parameter into memory; anything else returns dask arrays
+        (one scan per chunk, then rechunked to ``chunks``) that read the file on compute.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``I_<key>`` of dims ``([time,] wl_<key>, y, x)`` in ``units`` (astropy string or
+        ``'DN'``); ``wl_<key>`` [Angstrom] with ``wavelength_medium``; ``time`` (datetime64, UTC,
+        mean of each scan's tuning times); ``y``, ``x`` pixel indices; attrs ``source_files``,
+        ``reader``, ``line``, ``date_obs``, ``telescope``, ``instrument``,
+        ``pointing_hpln_arcsec``, ``pointing_hplt_arcsec`` (field centre), ``pixel_scale_arcsec``
+        (x, y), ``map_header`` (see :func:`map_header`).
+
+    Raises
+    ------
+    DataFileError
+        Missing, non-FITS or truncated file; a WCS astropy cannot evaluate.
+    ProfileSchemaError
+        No wavelength axis, no known line, tunings differing between scans by more than 1 mA.
+    UnitsError
+        ``BUNIT`` astropy cannot parse.
+
+    Example
+    -------
+    >>> ds = read_sstred_cube("nb_6563_2017-09-06T10:01:02_scans=0-99_im.fits")  # doctest: +SKIP
+    >>> ds.I_halpha.dims  # doctest: +SKIP
+    ('time', 'wl_halpha', 'y', 'x')
+    """
+    return _read_cube(path, stokes, chunks, "sstred", wavelength_table=False)
+
+
+def read_crispy_fits(path: str | Path, stokes: str = "I", chunks: Any = None) -> xr.Dataset:
+    """Read one crisPy-style per-scan CRISP FITS file into the profile schema.
+
+    Parameters
+    ----------
+    path : str or Path
+        FITS file, primary HDU of numpy shape ``(ntune, ny, nx)`` or ``(nstokes, ntune, ny, nx)``
+        with a linear WCS; optionally the true (non-uniform) tuning wavelengths as a 1D array of
+        length ``ntune`` in HDU 1 (Angstrom or nm, see the module docstring).
+    stokes : {"I", "Q", "U", "V"}
+        Stokes parameter taken when the file has a Stokes axis.
+    chunks : None, int, "auto" or mapping of dim -> size
+        As for :func:`read_sstred_cube`.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``I_<key>(wl_<key>, y, x)`` with a scalar ``time`` coordinate from ``DATE-AVG`` (else
+        ``DATE-OBS``/``DATE-BEG``) when present; attrs as :func:`read_sstred_cube`, ``reader``
+        = ``'crispy'``.
+
+    Example
+    -------
+    >>> ds = read_crispy_fits("crisp_6563_scan000.fits")  # doctest: +SKIP
+    >>> ds.I_halpha.dims  # doctest: +SKIP
+    ('wl_halpha', 'y', 'x')
+    """
+    return _read_cube(path, stokes, chunks, "crispy", wavelength_table=True)
+
+
+def read_fits_profiles(path: str | Path, stokes: str = "I", chunks: Any = None) -> xr.Dataset:
+    """Read a CRISP FITS file of either layout: SSTRED when it has ``-TAB`` axes, a
+    ``WCS-TAB`` extension or a time axis, crisPy otherwise (see the readers for the returns)."""
+    p = Path(path)
+    hdul = _open_fits(p)
+    try:
+        header = hdul[0].header
+        ctypes = [str(header.get(f"CTYPE{i}", "")) for i in range(1, header.get("NAXIS", 0) + 1)]
+        sstred = ("WCS-TAB" in hdul or any(c.upper().endswith("-TAB") for c in ctypes)
+                  or any(_axis_kind(c) == "time" for c in ctypes))
+    finally:
+        hdul.close()
+    return (read_sstred_cube if sstred else read_crispy_fits)(p, stokes=stokes, chunks=chunks)
+
+
+def map_header(ds: xr.Dataset, line: str | Line | None = None, time_index: int | None = None) -> dict:
+    """FITS-like header of the ``(y, x)`` plane of ``ds``, for ``sunpy.map.Map(data2d, meta)``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Read by this module or :func:`radynversion.io.observation.open_observation` (attr
+        ``map_header``, or ``map_header_<key>`` when the two lines differ).
+    line : str or Line, optional
+        Which line's header, when they differ (default: H-alpha if present).
+    time_index : int, optional
+        Set ``DATE-OBS`` to this scan's time (``time`` or ``time_<key>`` coordinate).
+
+    Returns
+    -------
+    dict
+        ``NAXIS1/2`` (the sizes of ``x``/``y`` in ``ds``), ``CTYPE``, ``CUNIT``, ``CRPIX``
+        (shifted by the first ``x``/``y`` pixel index, so crops stay right), ``CRVAL``,
+        ``CDELT``, ``PC``, observer keywords and ``BUNIT``.
+
+    Raises
+    ------
+    ProfileSchemaError
+        No map header in ``ds``, or ``x``/``y`` not contiguous pixel ranges.
+
+    Example
+    -------
+    >>> import sunpy.map  # doctest: +SKIP
+    >>> m = sunpy.map.Map(ds.I_halpha.isel(time=0, wl_halpha=7).values, map_header(ds))  # doctest: +SKIP
+    """
+    ln = line_by_key(line) if isinstance(line, str) else line
+    candidates = []
+    if ln is not None:
+        candidates.append(f"map_header_{ln.key}")
+    candidates.append("map_header")
+    candidates += [f"map_header_{x.key}" for x in LINES]
+    text = next((ds.attrs[c] for c in candidates if c in ds.attrs), None)
+    if text is None:
+        raise ProfileSchemaError(f"{ds.attrs.get('source_files', '<dataset>')}: no 'map_header' "
+                                 "attr; expected a Dataset read by radynversion.io")
+    hdr = fits.Header.fromstring(text, sep="\n")
+    for dim, axis in (("x", 1), ("y", 2)):
+        if dim not in ds.sizes:
+            continue
+        hdr[f"NAXIS{axis}"] = int(ds.sizes[dim])
+        if dim in ds.coords and ds.sizes[dim] > 0:
+            idx = np.asarray(ds[dim].values)
+            if idx.dtype.kind in "iu":
+                if idx.size > 1 and np.any(np.diff(idx) != 1):
+                    raise ProfileSchemaError(f"map_header: {dim} must be a contiguous pixel range "
+                                             "(step 1) to keep the map's WCS")
+                hdr[f"CRPIX{axis}"] = float(hdr[f"CRPIX{axis}"]) - int(idx[0])
+    if time_index is not None:
+        keys = ["time"] + ([f"time_{ln.key}"] if ln else []) + [f"time_{x.key}" for x in LINES]
+        for k in keys:
+            if k in ds.coords and ds[k].ndim == 1:
+                t = ds[k].values[time_index]
+                hdr["DATE-OBS"] = str(np.datetime_as_string(t, unit="ms"))
+                break
+    var = ln.var if ln is not None and ln.var in ds else next((x.var for x in LINES if x.var in ds), None)
+    if var is not None and "units" in ds[var].attrs:
+        unit_s = ds[var].attrs["units"]
+        try:
+            hdr["BUNIT"] = u.Unit(unit_s).to_string("fits")
+        except ValueError:
+            hdr["BUNIT"] = str(unit_s)
+    return {k: v for k, v in hdr.items() if k not in ("COMMENT", "HISTORY", "")}

@@ -1,0 +1,316 @@
+"""Open observed scans, of one or more files, as one profile Dataset.
+
+:func:`open_observation` is the front door for observations. It accepts, in any mix:
+
+* SSTRED cubes and crisPy per-scan FITS files (:mod:`radynversion.io.fits`), one line each;
+  several files of one line (scan ranges, or one file per scan) are joined along ``time`` in
+  time order, after checking that they have the same tunings (1 mA) and field size;
+* netCDF (``.nc``, ``.nc4``, ``.h5``, ``.cdf``) and Zarr stores (a ``.zarr`` path or a folder)
+  already in the profile schema, opened with :func:`xarray.open_dataset` /
+  :func:`xarray.open_zarr`.
+
+The lines from the different sources are then put in one Dataset:
+
+* the non-spectral dims of the lines must agree: the same ``y``/``x`` sizes, and a ``time`` dim
+  in both or in neither, otherwise a :class:`~radynversion.errors.ProfileSchemaError` names the
+  two files;
+* scans of the two lines are not simultaneous: each line keeps its own times as the coordinate
+  ``time_<key>`` (along the shared ``time`` dim, which pairs scans by index and has no index
+  coordinate of its own); different scan counts are refused;
+* attrs: ``source_files`` (all files), ``reader`` (``'sstred'``, ``'crispy'``, ``'netcdf'``,
+  ``'zarr'``, or ``'<key>: <reader>; ...'`` when they differ), and every attr of the per-line
+  readers (``date_obs``, ``telescope``, ``instrument``, ``pointing_*_arcsec``,
+  ``pixel_scale_arcsec``, ``map_header`` ...) under its own name when the lines agree or as
+  ``<name>_<key>`` when they do not. Intensity units stay on each ``I_<key>`` (``units``).
+
+The result is validated with :func:`radynversion.schema.validate_profiles`, so it must hold
+both lines (one line's cube alone is read with :func:`radynversion.io.fits.read_sstred_cube`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import DataFileError, ProfileSchemaError
+from ..lines import LINES, Line
+from ..schema import validate_profiles
+from .fits import WAVELENGTH_TOLERANCE_A, read_crispy_fits, read_fits_profiles, read_sstred_cube
+
+__all__ = ["open_observation", "sniff_format"]
+
+_FITS_MAGIC = b"SIMPLE  ="
+_NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5", ".cdf")
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+
+
+def sniff_format(path: str | Path) -> str:
+    """``'fits'``, ``'netcdf'`` or ``'zarr'`` for ``path``, from its first bytes (files) or its
+    being a folder (Zarr); raises :class:`~radynversion.errors.DataFileError` otherwise.
+
+    Example
+    -------
+    >>> sniff_format("nb_6563_2017-09-06T10:01:02_scans=0-99_im.fits")  # doctest: +SKIP
+    'fits'
+    """
+    p = Path(path)
+    if p.is_dir():
+        return "zarr"
+    if not p.is_file():
+        raise DataFileError(f"{p}: no such file or folder; expected a FITS file, a netCDF file "
+                            "or a Zarr store")
+    with open(p, "rb") as f:
+        head = f.read(9)
+    if head.startswith(_FITS_MAGIC):
+        return "fits"
+    if head.startswith(_NETCDF_MAGIC):
+        return "netcdf"
+    name = p.name.lower()
+    if name.endswith((".gz", ".bz2")) and name.endswith(_FITS_SUFFIXES):
+        return "fits"
+    raise DataFileError(f"{p}: neither FITS, netCDF nor Zarr (starts with {head!r}); expected a "
+                        "FITS cube, a netCDF file or a Zarr store")
+
+
+def _lines_in(ds: xr.Dataset) -> list[Line]:
+    return [ln for ln in LINES if ln.var in ds.data_vars]
+
+
+def _open_one(path: Path, stokes: str, chunks: Any, reader: str | None) -> xr.Dataset:
+    fmt = sniff_format(path)
+    if fmt == "fits":
+        fn = {"sstred": read_sstred_cube, "crispy": read_crispy_fits}.get(reader or "", read_fits_profiles)
+        return fn(path, stokes=stokes, chunks=chunks)
+    try:
+        opener = xr.open_zarr if fmt == "zarr" else xr.open_dataset
+        ds = opener(path, chunks=chunks)
+    except Exception as err:
+        text = " ".join(str(err).split())
+        raise DataFileError(f"{path}: cannot be opened as {fmt} ({type(err).__name__}: {text}); "
+                            "expected a profile Dataset written by xarray") from None
+    if not _lines_in(ds):
+        raise ProfileSchemaError(f"{path}: holds none of {[ln.var for ln in LINES]}; expected a "
+                                 "Dataset in the profile schema")
+    attrs = dict(ds.attrs)
+    attrs.setdefault("source_files", [str(path)])
+    if isinstance(attrs["source_files"], str):
+        attrs["source_files"] = [attrs["source_files"]]
+    attrs["reader"] = fmt
+    ds.attrs = attrs
+    return ds
+
+
+def _describe(ds: xr.Dataset) -> str:
+    files = ds.attrs.get("source_files", ["<dataset>"])
+    files = [files] if isinstance(files, str) else list(files)
+    return files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} files)"
+
+
+def _join_scans(parts: list[xr.Dataset], line: Line) -> xr.Dataset:
+    """Several single-line FITS reads of ``line`` joined along ``time`` in time order."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    wl0 = first[line.dim].values
+    aligned = []
+    for ds in parts:
+        name = _describe(ds)
+        if ds[line.dim].attrs.get("wavelength_medium") != first[line.dim].attrs.get("wavelength_medium"):
+            raise ProfileSchemaError(f"{_describe(first)} and {name}: {line.dim} is in different "
+                                     "media; expected the same tunings in every file of a line")
+        wl = ds[line.dim].values
+        if wl.shape != wl0.shape or np.abs(wl - wl0).max() > WAVELENGTH_TOLERANCE_A:
+            raise ProfileSchemaError(
+                f"{_describe(first)} and {name}: {line.dim} tunings differ ({wl0.size} vs {wl.size} "
+                f"points); expected the same tunings (within {WAVELENGTH_TOLERANCE_A * 1e3:g} mA) "
+                "in every file of a line")
+        if (ds.sizes["y"], ds.sizes["x"]) != (first.sizes["y"], first.sizes["x"]):
+            raise ProfileSchemaError(
+                f"{_describe(first)} and {name}: {line.label} fields differ in size "
+                f"(y={first.sizes['y']}, x={first.sizes['x']} vs y={ds.sizes['y']}, x={ds.sizes['x']}); "
+                "expected the same field in every file of a line")
+        if "time" not in ds.coords:
+            raise ProfileSchemaError(f"{name}: no time (no time axis, DATE-AVG or DATE-OBS), so its "
+                                     f"scans cannot be ordered among the other {line.label} files")
+        ds = ds.assign_coords({line.dim: first[line.dim].variable})
+        if "time" not in ds.dims:
+            ds = ds.expand_dims("time")
+        aligned.append(ds)
+    joined = xr.concat(aligned, dim="time", combine_attrs="override", join="exact")
+    joined = joined.isel(time=np.argsort(joined["time"].values, kind="stable"))
+    attrs = dict(first.attrs)
+    attrs["source_files"] = [f for ds in parts for f in ds.attrs.get("source_files", [])]
+    for key in ("pointing_drift_arcsec", "wavelength_scan_deviation_mA"):
+        if key in attrs:
+            attrs[key] = float(max(ds.attrs.get(key, 0.0) for ds in parts))
+    joined.attrs = attrs
+    return joined
+
+
+def _check_pair(a: xr.Dataset, la: Line, b: xr.Dataset, lb: Line) -> None:
+    """The non-spectral dims of two lines must agree, or a one-line error names both files."""
+    da_, db = a[la.var], b[lb.var]
+    dims_a = {d: da_.sizes[d] for d in da_.dims if d != la.dim}
+    dims_b = {d: db.sizes[d] for d in db.dims if d != lb.dim}
+    names = f"{_describe(a)} ({la.label}) and {_describe(b)} ({lb.label})"
+    if set(dims_a) != set(dims_b):
+        raise ProfileSchemaError(f"{names}: the lines have different dims ({sorted(dims_a)} vs "
+                                 f"{sorted(dims_b)}); expected the same non-spectral dims")
+    spatial = [d for d in dims_a if d != "time"]
+    if any(dims_a[d] != dims_b[d] for d in spatial):
+        shape_a = ", ".join(f"{d}={dims_a[d]}" for d in spatial)
+        shape_b = ", ".join(f"{d}={dims_b[d]}" for d in spatial)
+        raise ProfileSchemaError(f"{names}: spatial shapes differ ({shape_a} vs {shape_b}); "
+                                 "expected both lines on the same pixels")
+    if "time" in dims_a and dims_a["time"] != dims_b["time"]:
+        raise ProfileSchemaError(f"{names}: {dims_a['time']} vs {dims_b['time']} scans; scans of the "
+                                 "two lines are paired by index, so expected the same number")
+
+
+def _line_dataset(ds: xr.Dataset, line: Line) -> xr.Dataset:
+    """Move a FITS read's ``time`` coordinate to ``time_<key>`` (the dim stays ``time``)."""
+    if "time" in ds.coords:
+        t = ds["time"]
+        ds = ds.drop_vars("time").assign_coords({f"time_{line.key}": (t.dims, t.values, t.attrs)})
+    return ds
+
+
+def _merge_attrs(parts: list[tuple[xr.Dataset, list[Line]]]) -> dict:
+    attrs: dict[str, Any] = {}
+    keys: list[str] = []
+    for ds, _ in parts:
+        keys += [k for k in ds.attrs if k not in keys]
+    for key in keys:
+        if key in ("source_files", "reader", "line"):
+            continue
+        values = [(ds.attrs[key], lines) for ds, lines in parts if key in ds.attrs]
+        same = all(_equal(values[0][0], v) for v, _ in values[1:])
+        if same and len(values) == len(parts):
+            attrs[key] = values[0][0]
+        else:
+            for v, lines in values:
+                for ln in lines:
+                    attrs[f"{key}_{ln.key}"] = v
+    files: list[str] = []
+    for ds, _ in parts:
+        f = ds.attrs.get("source_files", [])
+        files += [f] if isinstance(f, str) else list(f)
+    attrs["source_files"] = files
+    readers = [(ds.attrs.get("reader", "unknown"), lines) for ds, lines in parts]
+    if len({r for r, _ in readers}) == 1:
+        attrs["reader"] = readers[0][0]
+    else:
+        attrs["reader"] = "; ".join(f"{ln.key}: {r}" for r, lines in readers for ln in lines)
+    attrs["lines"] = [ln.key for _, lines in parts for ln in lines]
+    return attrs
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.all(np.asarray(a) == np.asarray(b))) and np.shape(a) == np.shape(b)
+    except Exception:
+        return False
+
+
+def open_observation(
+    paths: str | Path | Sequence[str | Path],
+    stokes: str = "I",
+    chunks: Any = None,
+    reader: str | None = None,
+) -> xr.Dataset:
+    """Open an observation (both lines) as one Dataset in the profile schema.
+
+    Parameters
+    ----------
+    paths : path or sequence of paths
+        SSTRED cubes / crisPy FITS files (one line each, any number per line), or netCDF files /
+        Zarr stores already in the profile schema.
+    stokes : {"I", "Q", "U", "V"}
+        Stokes parameter taken from FITS files with a Stokes axis.
+    chunks : None, int, "auto" or mapping of dim -> size
+        None: FITS data are read into memory, netCDF/Zarr opened lazily without dask; otherwise
+        dask arrays with these chunks (FITS files are read on compute).
+    reader : {"sstred", "crispy"}, optional
+        Force the FITS reader; by default SSTRED when a file has ``-TAB`` axes, a ``WCS-TAB``
+        extension or a time axis, crisPy otherwise.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``I_halpha([time,] wl_halpha, y, x)`` and ``I_ca8542([time,] wl_ca8542, y, x)`` (dims as
+        the sources have them), wavelengths [Angstrom] with ``wavelength_medium``, each line's
+        times as ``time_<key>``; attrs as in the module docstring.
+
+    Raises
+    ------
+    DataFileError
+        A path that is missing, not FITS/netCDF/Zarr, or truncated.
+    ProfileSchemaError
+        A line given twice by different kinds of source, mismatched fields, dims or scan counts
+        (naming both files), or a result that fails :func:`~radynversion.schema.validate_profiles`.
+
+    Example
+    -------
+    >>> ds = open_observation(["nb_6563_2017-09-06T10:01:02_scans=0-99_im.fits",
+    ...                        "nb_8542_2017-09-06T10:01:02_scans=0-99_im.fits"])  # doctest: +SKIP
+    >>> ds.I_halpha.dims, ds.I_ca8542.dims  # doctest: +SKIP
+    (('time', 'wl_halpha', 'y', 'x'), ('time', 'wl_ca8542', 'y', 'x'))
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("open_observation needs at least one path")
+    source = ", ".join(str(p) for p in paths)
+
+    # one Dataset per source; FITS sources grouped by line and joined along time
+    by_line: dict[str, list[xr.Dataset]] = {}
+    stores: list[tuple[xr.Dataset, list[Line]]] = []
+    for p in paths:
+        ds = _open_one(p, stokes, chunks, reader)
+        if ds.attrs.get("reader") in ("netcdf", "zarr"):
+            stores.append((ds, _lines_in(ds)))
+        else:
+            by_line.setdefault(ds.attrs["line"], []).append(ds)
+    parts: list[tuple[xr.Dataset, list[Line]]] = list(stores)
+    for ln in LINES:
+        if ln.key in by_line:
+            parts.append((_join_scans(by_line[ln.key], ln), [ln]))
+
+    # a line from two sources is ambiguous
+    seen: dict[str, xr.Dataset] = {}
+    for ds, lines in parts:
+        for ln in lines:
+            if ln.key in seen:
+                raise ProfileSchemaError(f"{_describe(seen[ln.key])} and {_describe(ds)}: both hold "
+                                         f"{ln.var}; expected each line from one source")
+            seen[ln.key] = ds
+
+    if len(parts) == 1:
+        ds, lines = parts[0]
+        out = _line_dataset(ds, lines[0]) if ds.attrs.get("reader") not in ("netcdf", "zarr") else ds
+        out.attrs = _merge_attrs(parts)
+        validate_profiles(out, source)
+        return out
+
+    flat = [(ds, ln) for ds, lines in parts for ln in lines]
+    for (a, la), (b, lb) in zip(flat[:-1], flat[1:], strict=True):
+        _check_pair(a, la, b, lb)
+    pieces = []
+    for ds, lines in parts:
+        piece = _line_dataset(ds, lines[0]) if ds.attrs.get("reader") not in ("netcdf", "zarr") else ds
+        pieces.append(piece)
+    try:
+        out = xr.merge(pieces, join="exact", combine_attrs="override", compat="no_conflicts")
+    except (ValueError, xr.MergeError) as err:
+        text = " ".join(str(err).split())
+        raise ProfileSchemaError(f"{source}: the sources cannot be combined ({text}); expected the "
+                                 "same pixels (y, x) for every line") from None
+    out.attrs = _merge_attrs(parts)
+    validate_profiles(out, source)
+    return out
