@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-all bench lint clean-venv
+.PHONY: demo test test-slow test-all bench bench-engine lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/synth.py --quick
+
+bench-engine: $(STAMP)
+	$(PY) benchmarks/engine.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check radynversion tests benchmarks

@@ -13,12 +13,14 @@ from .atmosphere import (  # noqa: E402
     inverse_velocity_transform,
     velocity_transform,
 )
+from .engine import accessor as _accessor  # noqa: E402,F401  (registers ds.radyn)
 from .errors import (  # noqa: E402
     CheckpointError,
     ConfigError,
     DataFileError,
     ProfileSchemaError,
     RadynversionError,
+    SelectionTooLargeError,
     StoreError,
     SynthesisError,
     UnitsError,
@@ -43,4 +45,18 @@ __all__ = [
     "SynthesisError",
     "StoreError",
     "CheckpointError",
+    "SelectionTooLargeError",
+    "invert",
+    "load_model",
 ]
+
+#: public names re-exported lazily from submodules (importing them pulls in torch)
+_LAZY = {"invert": "radynversion.model.invert", "load_model": "radynversion.model.checkpoint"}
+
+
+def __getattr__(name: str):  # PEP 562: keep `import radynversion` free of torch
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'radynversion' has no attribute {name!r}")

@@ -16,6 +16,8 @@ __all__ = [
     "SynthesisError",
     "StoreError",
     "CheckpointError",
+    "SelectionTooLargeError",
+    "CalibrationError",
 ]
 
 
@@ -49,3 +51,11 @@ class StoreError(RadynversionError, OSError):
 
 class CheckpointError(RadynversionError, ValueError):
     """A model checkpoint is corrupt, unsafe, or does not match this package."""
+
+
+class SelectionTooLargeError(RadynversionError, ValueError):
+    """A request (e.g. ``return_samples=True``) would materialise too much for the selection."""
+
+
+class CalibrationError(RadynversionError, ValueError):
+    """A scan cannot be calibrated (no usable quiet-Sun region, off-disk field, ...)."""

@@ -8,6 +8,7 @@ The user's workflow: ``train(training_set, out_dir) -> load_model(path) -> inver
 * :mod:`.losses`: the training objective (L2 + MMD terms);
 * :mod:`.train`: :func:`train` (resumable, checkpointed);
 * :mod:`.checkpoint`: :func:`save_checkpoint`, :func:`load_model`;
+* :mod:`.posterior`: :func:`posterior` (the batched core: draws, passes, on-device reductions);
 * :mod:`.invert`: :func:`invert` (posterior quantiles and round-trip misfit per pixel).
 """
 
@@ -18,6 +19,7 @@ from .config import ModelConfig, TrainConfig
 from .inn import RadynversionINN
 from .invert import DEFAULT_QUANTILES, invert
 from .losses import inn_losses, mmd_imq
+from .posterior import PosteriorResult, pixel_seeds, posterior, select_precision
 from .preprocess import (
     array_to_atmosphere,
     atmosphere_to_array,
@@ -48,4 +50,8 @@ __all__ = [
     "DEFAULT_MODEL_PATH",
     "invert",
     "DEFAULT_QUANTILES",
+    "posterior",
+    "PosteriorResult",
+    "pixel_seeds",
+    "select_precision",
 ]

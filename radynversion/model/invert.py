@@ -3,16 +3,17 @@
 For every pixel the profiles are preprocessed like the training set
 (:func:`radynversion.model.preprocess.normalise_profiles`), ``samples`` latent draws
 ``z ~ N(0, 1)`` are pushed through the reverse network with them, and the posterior samples of
-``log_ne``, ``log_T`` and ``v`` are reduced to quantiles per height. The round trip
-``forward(posterior sample)`` (atmosphere only, padding zeroed) is compared with the observed
-profiles: ``misfit`` is the RMS difference over the 60 points, in units of the joint peak,
-averaged over the samples.
+``log_ne``, ``log_T`` and ``v`` are reduced to quantiles per height on the model's device
+(:func:`radynversion.model.posterior.posterior`, the one implementation that the chunked
+engine, :mod:`radynversion.engine`, also runs). The round trip ``forward(posterior sample)``
+(atmosphere only, padding zeroed) is compared with the observed profiles: ``misfit`` is the
+RMS difference over the 60 points, in units of the joint peak, averaged over the samples.
 
 Reproducibility: the draws of a pixel come from a generator seeded by ``(seed, pixel index)``
-(the pixel's flat C-order index among the non-spectral dims, or ``pixel_index``), so a pixel's
-result does not depend on ``batch_size`` or on which other pixels are inverted with it (up to
-float round-off of batched matrix products). Draws are made on the model's device, so CPU and
-GPU results differ.
+(the pixel's flat C-order index among the non-spectral dims, or ``pixel_index``), and every
+pass has the same padded shape, so a pixel's result does not depend on which other pixels are
+inverted with it (see :mod:`radynversion.model.posterior`). Draws are made on the model's
+device, so CPU and GPU results differ.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 import xarray as xr
 
 from .. import __version__
@@ -30,38 +30,10 @@ from ..errors import ProfileSchemaError
 from ..lines import LINES
 from .checkpoint import load_model
 from .inn import RadynversionINN
+from .posterior import DEFAULT_QUANTILES, MAX_SAMPLES_BYTES, check_samples_size, pixel_seeds, posterior
 from .preprocess import normalise_profiles, sample_dims
 
 __all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert"]
-
-DEFAULT_QUANTILES: tuple[float, ...] = (0.05, 0.16, 0.5, 0.84, 0.95)
-#: torch.quantile refuses inputs with more elements than this
-_QUANTILE_MAX_NUMEL = 2**24
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def pixel_seeds(seed: int, pixel_index: np.ndarray) -> np.ndarray:
-    """Seeds of the per-pixel generators: a SplitMix64 hash of ``(seed, pixel_index)``.
-
-    Parameters
-    ----------
-    seed : int
-    pixel_index : ndarray of int, shape ``(N,)``
-
-    Returns
-    -------
-    ndarray of uint64, shape ``(N,)``
-    """
-    base = _splitmix64(np.asarray([seed % 2**64], dtype=np.uint64))
-    idx = np.asarray(pixel_index).astype(np.int64).astype(np.uint64)
-    return _splitmix64(base ^ _splitmix64(idx))
 
 
 def _resolve_model(model: RadynversionINN | str | Path | None) -> RadynversionINN:
@@ -76,10 +48,13 @@ def invert(
     samples: int = 1024,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     seed: int = 0,
-    batch_size: int = 65536,
+    batch_size: int | None = None,
     pixel_index: np.ndarray | None = None,
     degrade: bool | None = None,
     misfit: bool = True,
+    precision: str = "fp32",
+    return_samples: bool = False,
+    max_samples_bytes: int = MAX_SAMPLES_BYTES,
 ) -> xr.Dataset:
     """Invert profiles into posterior quantiles of the atmosphere.
 
@@ -97,8 +72,9 @@ def invert(
         Quantiles in [0, 1] to report.
     seed : int
         Seed of the draws (combined with each pixel's index).
-    batch_size : int
-        Reverse passes per batch (pixels per batch = ``batch_size // samples``, at least 1).
+    batch_size : int, optional
+        Rows (pixels x samples) per pass (pixels per pass = ``batch_size // samples``, at
+        least 1); default 8192 on CPU, 65536 on CUDA.
     pixel_index : ndarray of int, shape ``dims``, optional
         Global indices of the pixels (e.g. of a chunk within a scan), for the seeds; default
         their flat C-order positions in ``profiles``.
@@ -106,6 +82,14 @@ def invert(
         Force or forbid the instrument convolution; default only for finely sampled data.
     misfit : bool
         Compute the round-trip misfit (one forward pass per sample).
+    precision : {"fp32", "tf32", "bf16"}
+        Arithmetic of the passes (:mod:`radynversion.model.posterior`).
+    return_samples : bool
+        Also return the posterior samples as ``log_ne_samples``, ``log_T_samples``,
+        ``v_samples`` over ``(*dims, draw, height)``; refused
+        (:class:`radynversion.errors.SelectionTooLargeError`) above ``max_samples_bytes``.
+    max_samples_bytes : int
+        Limit of ``return_samples`` (default 1 GiB).
 
     Returns
     -------
@@ -127,11 +111,13 @@ def invert(
     q_list = [float(q) for q in quantiles]
     if not q_list or any(not 0.0 <= q <= 1.0 for q in q_list):
         raise ValueError(f"invert: quantiles {q_list}; expected values in [0, 1]")
-    y, peak = normalise_profiles(profiles, unit=net.config.intensity_unit,
-                                 fwhm_A=net.instrument_fwhm_A(), degrade=degrade)
     dims = sample_dims(profiles)
     shape = tuple(profiles[LINES[0].var].sizes[d] for d in dims)
-    n_pix = y.shape[0]
+    n_pix = int(np.prod(shape, dtype=np.int64))
+    if return_samples:
+        check_samples_size(n_pix, samples, net.n_x, max_samples_bytes)
+    y, peak = normalise_profiles(profiles, unit=net.config.intensity_unit,
+                                 fwhm_A=net.instrument_fwhm_A(), degrade=degrade)
     if pixel_index is None:
         ids = np.arange(n_pix)
     else:
@@ -139,43 +125,11 @@ def invert(
         if ids.size != n_pix:
             raise ProfileSchemaError(f"invert: pixel_index has {ids.size} entries; expected one per "
                                      f"pixel ({n_pix}, dims {dims})")
-    seeds = pixel_seeds(seed, ids)
+    res = posterior(net, y, ids, samples=samples, quantiles=q_list, seed=seed,
+                    batch_size=batch_size, misfit=misfit, precision=precision,
+                    return_samples=return_samples, max_samples_bytes=max_samples_bytes)
     n_h = net.height_Mm.numel()
     n_q = len(q_list)
-    out = np.full((n_pix, n_q, 3, n_h), np.nan, dtype=np.float32)
-    rms_out = np.full(n_pix, np.nan, dtype=np.float32)
-    valid = np.flatnonzero(np.isfinite(y).all(axis=1))
-    dev = net.device
-    q_t = torch.tensor(q_list, dtype=torch.float32, device=dev)
-    gen = torch.Generator(device=dev)
-    per_batch = max(1, batch_size // samples)
-    per_quantile = max(1, _QUANTILE_MAX_NUMEL // (samples * 3 * n_h))
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, valid.size, per_batch):
-                chunk = valid[start : start + per_batch]
-                n_c = chunk.size
-                z = torch.empty(n_c, samples, net.n_z, device=dev)
-                for j, i in enumerate(chunk):
-                    gen.manual_seed(int(seeds[i]))
-                    z[j] = torch.randn(samples, net.n_z, generator=gen, device=dev)
-                y_obs = torch.as_tensor(y[chunk], device=dev)
-                y_rep = y_obs[:, None, :].expand(n_c, samples, net.n_y).reshape(-1, net.n_y)
-                atm = net.x_to_atmosphere(net.reverse(net.pack_yz(y_rep, z.reshape(-1, net.n_z))))
-                if misfit:
-                    y_fwd, _ = net.unpack_yz(net(net.atmosphere_to_x(atm))[0])
-                    rms = ((y_fwd - y_rep) ** 2).mean(dim=1).sqrt().reshape(n_c, samples).mean(dim=1)
-                    rms_out[chunk] = rms.float().cpu().numpy()
-                atm = atm.reshape(n_c, samples, 3, n_h).float()
-                vp = atm[:, :, 2]
-                atm[:, :, 2] = torch.sign(vp) * (torch.pow(10.0, vp.abs()) - 1.0)
-                for s in range(0, n_c, per_quantile):
-                    qs = torch.quantile(atm[s : s + per_quantile], q_t, dim=1)  # (Q, P, 3, H)
-                    out[chunk[s : s + per_quantile]] = qs.permute(1, 0, 2, 3).cpu().numpy()
-    finally:
-        net.train(was_training)
 
     height = net.height_Mm.cpu().numpy()
     coords: dict[str, object] = {
@@ -187,9 +141,14 @@ def invert(
             coords[name] = c
     data_vars: dict[str, object] = {}
     for k, name in enumerate(VARIABLES):
-        data_vars[name] = ((*dims, "quantile", "height"), out[:, :, k, :].reshape(*shape, n_q, n_h),
+        data_vars[name] = ((*dims, "quantile", "height"),
+                           res.quantiles[:, :, k, :].reshape(*shape, n_q, n_h),
                            dict(VARIABLE_ATTRS[name]))
-    data_vars["misfit"] = (dims, rms_out.reshape(shape), {
+        if res.samples is not None:
+            data_vars[f"{name}_samples"] = (
+                (*dims, "draw", "height"), res.samples[:, :, k, :].reshape(*shape, samples, n_h),
+                {**VARIABLE_ATTRS[name], "long_name": f"posterior samples of {name}"})
+    data_vars["misfit"] = (dims, res.misfit.reshape(shape), {
         "long_name": "RMS of forward(posterior sample) minus observed profiles, mean over samples",
         "units": "fraction of the joint peak"})
     data_vars["peak"] = (dims, peak.reshape(shape), {
@@ -203,6 +162,7 @@ def invert(
         "model_config": str(meta.get("model_config", "")),
         "samples": int(samples),
         "seed": int(seed),
+        "precision": precision,
         "instrument_fwhm_A": str(net.instrument_fwhm_A()),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -1,0 +1,60 @@
+"""``ds.radyn``: the engine bound to any Dataset in the profile schema.
+
+The accessor only stores the Dataset and delegates to plain functions
+(:func:`radynversion.engine.invert`, :func:`radynversion.engine.invert_to_zarr`), which hold
+the logic and are tested on their own. It is registered when :mod:`radynversion` is imported;
+the engine (and torch) are imported on first use, not at registration.
+
+Example
+-------
+>>> import radynversion  # doctest: +SKIP
+>>> out = scan.radyn.invert(model="model.pt", samples=512)  # doctest: +SKIP
+>>> out.log_T.sel(quantile=0.5).plot()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+__all__ = ["RadynAccessor"]
+
+_DEFAULT_QUANTILES = (0.05, 0.16, 0.5, 0.84, 0.95)
+
+
+@xr.register_dataset_accessor("radyn")
+class RadynAccessor:
+    """Radynversion methods on a profile Dataset (``ds.radyn``)."""
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    def invert(
+        self,
+        model: Any = None,
+        samples: int = 1024,
+        quantiles: Sequence[float] = _DEFAULT_QUANTILES,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> xr.Dataset:
+        """Lazy posterior quantiles of every pixel: :func:`radynversion.engine.invert`."""
+        from .core import invert
+
+        return invert(self._ds, model, samples, quantiles, seed, **kwargs)
+
+    def to_zarr(
+        self,
+        out: str | Path,
+        model: Any = None,
+        samples: int = 1024,
+        quantiles: Sequence[float] = _DEFAULT_QUANTILES,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Invert into a resumable Zarr store: :func:`radynversion.engine.invert_to_zarr`."""
+        from .store import invert_to_zarr
+
+        return invert_to_zarr(self._ds, out, model, samples, quantiles, seed, **kwargs)

@@ -1,0 +1,573 @@
+"""The engine: a profile Dataset, chunked over its non-spectral dims, in; a lazy Dataset out.
+
+Every chunk of the input (all its wavelengths, a block of its non-spectral dims) becomes one
+task that normalises the chunk's profiles once (:func:`radynversion.model.normalise_profiles`)
+and runs the batched posterior core (:func:`radynversion.model.posterior.posterior`) on the
+worker's copy of the model (:mod:`radynversion.engine.workers`). A pixel's seed is its
+C-order index over the input's full non-spectral shape, computed from the chunk's offsets, so
+the result of every pixel is the same whatever the chunking, the number of workers or of
+devices (see :mod:`radynversion.model.posterior` for why the arithmetic agrees bit for bit).
+
+Output (:func:`invert`): ``log_ne``, ``log_T``, ``v`` over ``(*dims, quantile, height)``
+(float32; dex cm^-3, dex K, km/s positive down), ``misfit(*dims)`` (float32, fraction of the
+joint peak), ``peak(*dims)`` (float32, model intensity unit) and ``mask(*dims)`` (True where
+the input was not finite and nothing was inverted), chunked like the input's non-spectral
+dims, with the input's coordinates on those dims and its attrs plus the run's provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from .. import __version__
+from ..atmosphere import VARIABLE_ATTRS, VARIABLES
+from ..errors import ProfileSchemaError
+from ..lines import LINES
+from ..model.inn import RadynversionINN
+from ..model.posterior import (
+    DEFAULT_QUANTILES,
+    MAX_SAMPLES_BYTES,
+    PRECISIONS,
+    check_samples_size,
+    default_batch_size,
+    posterior,
+    select_precision,
+)
+from ..model.preprocess import normalise_profiles, sample_dims
+from ..schema import validate_profiles
+from .workers import ModelPlugin, ModelSpec, model_spec, worker_device, worker_model
+
+__all__ = ["DEFAULT_CHUNK_PIXELS", "Plan", "plan_inversion", "invert", "runtime_settings", "ensure_plugin"]
+
+#: pixels per chunk when the input is not chunked and no chunks are given
+DEFAULT_CHUNK_PIXELS = 4096
+_LETTERS = "abcdefghijklmnopqrstuv"
+
+
+@dataclass(frozen=True)
+class _Line:
+    var: str
+    dim: str
+    wavelengths: np.ndarray
+    wl_attrs: dict
+    attrs: dict
+
+
+@dataclass(frozen=True)
+class BlockParams:
+    """Everything a chunk task needs besides its data and the model (small, picklable)."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    starts: tuple[tuple[int, ...], ...]
+    lines: tuple[_Line, ...]
+    source: str
+    samples: int
+    quantiles: tuple[float, ...]
+    seed: int
+    batch_size: int
+    precision: str
+    degrade: bool | None
+    misfit: bool
+    return_samples: bool
+    n_heights: int
+    store: str | None = None
+
+    def block_dataset(self, arrays: Sequence[np.ndarray]) -> xr.Dataset:
+        """The chunk's profiles as a Dataset in the profile schema."""
+        data_vars, coords = {}, {}
+        for ln, arr in zip(self.lines, arrays, strict=True):
+            data_vars[ln.var] = ((*self.dims, ln.dim), arr, ln.attrs)
+            coords[ln.dim] = (ln.dim, ln.wavelengths, ln.wl_attrs)
+        return xr.Dataset(data_vars, coords=coords, attrs={"source_file": self.source})
+
+    def chunk_number(self, idx: Sequence[np.ndarray]) -> tuple[int, tuple[int, ...]]:
+        """Flat (C-order) number of the chunk whose global indices are ``idx``, and its
+        block index per dim."""
+        block = tuple(int(np.searchsorted(s, int(i[0]), side="right") - 1)
+                      for s, i in zip(self.starts, idx, strict=True))
+        grid = tuple(len(s) for s in self.starts)
+        return int(np.ravel_multi_index(block, grid)) if grid else 0, block
+
+
+def _invert_block(*args: Any) -> dict[str, Any]:
+    """One chunk: ``(I_line_1, ..., I_line_n, index_dim_1, ..., index_dim_d, spec, params)``
+    -> dict of output arrays (or, with ``params.store``, the chunk written to the store and
+    ``{"chunk": k}`` returned)."""
+    p: BlockParams = args[-1]
+    spec: ModelSpec = args[-2]
+    n_lines = len(p.lines)
+    arrays = args[:n_lines]
+    idx = [np.asarray(i) for i in args[n_lines:-2]]
+    net = worker_model(spec)
+    block_shape = tuple(i.size for i in idx)
+    y, peak = normalise_profiles(p.block_dataset(arrays), unit=net.config.intensity_unit,
+                                 fwhm_A=net.instrument_fwhm_A(), degrade=p.degrade, source=p.source)
+    if idx:
+        flat = np.ravel_multi_index(np.meshgrid(*idx, indexing="ij"), p.shape).reshape(-1)
+    else:
+        flat = np.zeros(1, dtype=np.int64)
+    res = posterior(net, y, flat, samples=p.samples, quantiles=p.quantiles, seed=p.seed,
+                    batch_size=p.batch_size, misfit=p.misfit, precision=p.precision,
+                    return_samples=p.return_samples, max_samples_bytes=2**62)
+    n_q = len(p.quantiles)
+    out: dict[str, np.ndarray] = {}
+    for k, name in enumerate(VARIABLES):
+        out[name] = res.quantiles[:, :, k, :].reshape(*block_shape, n_q, p.n_heights)
+        if res.samples is not None:
+            out[f"{name}_samples"] = res.samples[:, :, k, :].reshape(*block_shape, p.samples, p.n_heights)
+    out["misfit"] = res.misfit.reshape(block_shape)
+    out["peak"] = peak.astype(np.float32).reshape(block_shape)
+    out["mask"] = ~res.valid.reshape(block_shape)
+    if p.store is None:
+        return out
+    from .store import write_region
+
+    number, _ = p.chunk_number(idx)
+    region = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
+    write_region(p.store, region, out)
+    return {"chunk": number}
+
+
+def _pick(block: dict[str, np.ndarray], name: str) -> np.ndarray:
+    return block[name]
+
+
+def _current_client() -> Any:
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _has_plugin(dask_scheduler: Any, name: str) -> bool:
+    return name in getattr(dask_scheduler, "worker_plugins", {})
+
+
+def ensure_plugin(client: Any, spec: ModelSpec) -> None:
+    """Register :class:`ModelPlugin` of ``spec`` on ``client``'s cluster unless it already is
+    (re-registering would reload the model on every worker)."""
+    plugin = ModelPlugin(spec)
+    if not client.run_on_scheduler(_has_plugin, name=plugin.name):
+        client.register_plugin(plugin, name=plugin.name)
+
+
+def _runtime_info(spec: ModelSpec, precision: str, batch_size: int | None,
+                  probe: np.ndarray | None = None) -> dict[str, Any]:
+    net = worker_model(spec)
+    dev = worker_device(spec)
+    prec = select_precision(net, probe) if precision == "auto" else precision
+    return {"device": dev.type, "precision": prec,
+            "batch_size": int(batch_size) if batch_size else default_batch_size(dev)}
+
+
+def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int | None = None,
+                     client: Any = None, probe: np.ndarray | None = None) -> dict[str, Any]:
+    """Resolve ``precision="auto"`` and the default ``batch_size`` where the model runs: on a
+    worker of ``client`` (or of the current default client), else in this process.
+
+    ``probe`` (normalised profiles ``(N, 60)``, e.g. a few pixels of the data) is what
+    ``"auto"`` checks the 1e-2 dex tolerance on
+    (:func:`radynversion.model.posterior.select_precision`).
+
+    Returns
+    -------
+    dict
+        ``{"device": "cpu" | "cuda", "precision": ..., "batch_size": ...}``; all chunks of a
+        run use these, so workers cannot disagree.
+    """
+    if precision != "auto" and precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}; expected 'auto' or one of {PRECISIONS}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size}; expected >= 1")
+    client = client if client is not None else _current_client()
+    if client is not None:
+        return client.submit(_runtime_info, spec, precision, batch_size, probe, pure=False).result()
+    return _runtime_info(spec, precision, batch_size, probe)
+
+
+def _may_use_cuda(spec: ModelSpec, client: Any) -> bool:
+    """Whether the workers may run on CUDA (only then does ``"auto"`` need a probe)."""
+    if spec.device is not None:
+        return spec.device.startswith("cuda")
+    return client is not None or worker_device(spec).type == "cuda"
+
+
+def _probe_profiles(profiles: xr.Dataset, dims: tuple[str, ...], net: RadynversionINN,
+                    degrade: bool | None, n: int = 32) -> np.ndarray | None:
+    """Normalised profiles of up to ``n`` valid pixels from the start of the data."""
+    sel: dict[str, Any] = {}
+    left = 4 * n
+    for d in reversed(dims):
+        size = int(profiles.sizes[d])
+        take = max(1, min(size, left))
+        sel[d] = slice(0, take)
+        left = max(1, left // take)
+    y, _ = normalise_profiles(profiles.isel(sel).compute(), unit=net.config.intensity_unit,
+                              fwhm_A=net.instrument_fwhm_A(), degrade=degrade)
+    y = y[np.isfinite(y).all(axis=1)][:n]
+    return y if y.size else None
+
+
+def _auto_chunks(shape: tuple[int, ...], target: int = DEFAULT_CHUNK_PIXELS) -> tuple[int, ...]:
+    """Chunk sizes of about ``target`` pixels: whole trailing dims, then a slab of the next."""
+    out = [1] * len(shape)
+    prod = 1
+    for i in range(len(shape) - 1, -1, -1):
+        if prod * shape[i] <= target:
+            out[i] = shape[i]
+            prod *= shape[i]
+        else:
+            out[i] = max(1, target // prod)
+            break
+    return tuple(out)
+
+
+def _normalise_chunks(
+    profiles: xr.Dataset, dims: tuple[str, ...], shape: tuple[int, ...],
+    chunks: Mapping[str, int | None] | None, regular: bool,
+) -> tuple[tuple[int, ...], ...]:
+    """Spatial chunks: the requested ones, else the input's (I_halpha's), else automatic."""
+    chunks = dict(chunks or {})
+    unknown = set(chunks) - set(dims)
+    if unknown:
+        raise ProfileSchemaError(f"chunks: unknown dims {sorted(unknown)}; the non-spectral dims "
+                                 f"are {list(dims)}")
+    var = profiles[LINES[0].var]
+    have = dict(zip(var.dims, var.chunks, strict=True)) if var.chunks is not None else {}
+    auto = _auto_chunks(shape)
+    out = []
+    for d, n, a in zip(dims, shape, auto, strict=True):
+        if d in chunks:
+            c = chunks[d]
+            size = n if c is None or c == -1 else int(c)
+            if size < 1:
+                raise ProfileSchemaError(f"chunks: {d}={c}; expected a positive size or -1")
+            out.append(da.core.normalize_chunks((size,), (n,))[0])
+        elif d in have:
+            out.append(tuple(have[d]))
+        else:
+            out.append(da.core.normalize_chunks((a,), (n,))[0])
+    if regular:  # Zarr needs equal chunks (the last may be smaller)
+        fixed = []
+        for c, n in zip(out, shape, strict=True):
+            if len(c) > 1 and (len(set(c[:-1])) > 1 or c[-1] > c[0]):
+                c = da.core.normalize_chunks((c[0],), (n,))[0]
+            fixed.append(c)
+        out = fixed
+    return tuple(out)
+
+
+def _warn_padding(chunks: tuple[tuple[int, ...], ...], samples: int, batch_size: int) -> None:
+    """Warn when most of the passes' rows would be padding (chunks much smaller than a pass)."""
+    per_pass = max(1, batch_size // samples)
+    if per_pass == 1:
+        return
+    px = np.ones(1, dtype=np.int64)
+    for c in chunks:
+        px = np.multiply.outer(px, np.asarray(c, dtype=np.int64)).reshape(-1)
+    run = float(np.sum(-(-px // per_pass) * per_pass))
+    waste = 1.0 - float(px.sum()) / run if run else 0.0
+    if waste > 0.5:
+        warnings.warn(
+            f"invert: chunks of ~{int(np.median(px))} pixels fill passes of {per_pass} pixels "
+            f"(batch_size {batch_size} // samples {samples}) to {100 * (1 - waste):.0f} %; use larger "
+            "chunks or a smaller batch_size", stacklevel=4)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Mapping):
+        return json.dumps({str(k): _json_safe(v) for k, v in value.items()}, sort_keys=True)
+    return str(value)
+
+
+@dataclass
+class Plan:
+    """A planned inversion: the chunk tasks and what the output looks like.
+
+    Attributes
+    ----------
+    blocks : dask.array.Array
+        One object block per chunk (the dict of output arrays, or ``{"chunk": k}`` when
+        writing to a store).
+    dims, shape, chunks : the non-spectral dims, their sizes and chunks.
+    coords : dict
+        Output coordinates (quantile, height, the input's coordinates on ``dims``).
+    attrs : dict
+        Output attrs (input attrs + provenance).
+    params : BlockParams
+    spec : ModelSpec
+    net : RadynversionINN
+        CPU copy of the model (metadata).
+    """
+
+    blocks: da.Array
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    chunks: tuple[tuple[int, ...], ...]
+    coords: dict[str, Any]
+    attrs: dict[str, Any]
+    params: BlockParams
+    spec: ModelSpec
+    net: RadynversionINN
+
+    @property
+    def n_chunks(self) -> int:
+        return math.prod(len(c) for c in self.chunks)
+
+    def chunk_keys(self) -> list[tuple]:
+        """Graph keys of the chunk tasks, in C order of the chunk grid."""
+        return [(self.blocks.name, *b) for b in np.ndindex(*(len(c) for c in self.chunks))]
+
+    def variables(self) -> dict[str, tuple[tuple[str, ...], tuple, Any, dict]]:
+        """Output variable -> (dims, chunks, dtype, attrs)."""
+        n_q, n_h = len(self.params.quantiles), self.params.n_heights
+        qdims = (*self.dims, "quantile", "height")
+        out: dict[str, tuple[tuple[str, ...], tuple, Any, dict]] = {}
+        for name in VARIABLES:
+            out[name] = (qdims, (*self.chunks, (n_q,), (n_h,)), np.float32, dict(VARIABLE_ATTRS[name]))
+        if self.params.return_samples:
+            for name in VARIABLES:
+                out[f"{name}_samples"] = ((*self.dims, "draw", "height"),
+                                          (*self.chunks, (self.params.samples,), (n_h,)), np.float32,
+                                          {**VARIABLE_ATTRS[name], "long_name": f"posterior samples of {name}"})
+        out["misfit"] = (self.dims, self.chunks, np.float32, {
+            "long_name": "RMS of forward(posterior sample) minus observed profiles, mean over samples",
+            "units": "fraction of the joint peak"})
+        out["peak"] = (self.dims, self.chunks, np.float32, {
+            "long_name": "joint peak of the two lines on the model windows",
+            "units": self.net.config.intensity_unit})
+        out["mask"] = (self.dims, self.chunks, bool, {
+            "long_name": "true where the input profiles were not finite (nothing inverted)"})
+        return out
+
+    def dataset(self) -> xr.Dataset:
+        """The lazy output Dataset (one task per chunk feeds all its variables)."""
+        nd = len(self.dims)
+        data_vars = {}
+        for name, (dims, chunks, dtype, attrs) in self.variables().items():
+            extra = len(dims) - nd
+            arr = da.map_blocks(_pick, self.blocks, name, dtype=dtype, chunks=chunks,
+                                new_axis=list(range(nd, nd + extra)) if extra else None,
+                                meta=np.empty((0,) * len(dims), dtype=dtype),
+                                name=f"{name}-{self.blocks.name}")
+            data_vars[name] = (dims, arr, attrs)
+        return xr.Dataset(data_vars, coords=self.coords, attrs=self.attrs)
+
+
+def plan_inversion(
+    profiles: xr.Dataset,
+    model: RadynversionINN | str | Path | None = None,
+    samples: int = 1024,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    seed: int = 0,
+    *,
+    chunks: Mapping[str, int | None] | None = None,
+    batch_size: int | None = None,
+    precision: str = "auto",
+    degrade: bool | None = None,
+    misfit: bool = True,
+    return_samples: bool = False,
+    max_samples_bytes: int = MAX_SAMPLES_BYTES,
+    device: str | None = None,
+    client: Any = None,
+    store: str | Path | None = None,
+    regular: bool = False,
+    spec: tuple[ModelSpec, RadynversionINN] | None = None,
+) -> Plan:
+    """Plan the chunk tasks of an inversion (see :func:`invert` for the parameters).
+
+    ``store`` makes every task write its chunk to that (already created) Zarr store instead
+    of returning it; ``regular`` makes the chunks equal (as Zarr needs); ``spec`` reuses a
+    :func:`radynversion.engine.workers.model_spec` result.
+    """
+    source = str(profiles.encoding.get("source") or profiles.attrs.get("source_file") or "<dataset>")
+    validate_profiles(profiles, source)
+    if samples < 1:
+        raise ValueError(f"invert: samples = {samples}; expected >= 1")
+    q = tuple(float(v) for v in quantiles)
+    if not q or any(not 0.0 <= v <= 1.0 for v in q):
+        raise ValueError(f"invert: quantiles {list(q)}; expected values in [0, 1]")
+    dims = sample_dims(profiles)
+    if len(dims) > len(_LETTERS):
+        raise ProfileSchemaError(f"{source}: {len(dims)} non-spectral dims; at most {len(_LETTERS)}")
+    shape = tuple(int(profiles[LINES[0].var].sizes[d]) for d in dims)
+    n_pix = math.prod(shape)
+    spec_, net = spec if spec is not None else model_spec(model, device=device)
+    if return_samples:
+        check_samples_size(n_pix, samples, net.n_x, max_samples_bytes)
+    client = client if client is not None else _current_client()
+    if client is not None:
+        ensure_plugin(client, spec_)
+    probe = _probe_profiles(profiles, dims, net, degrade) if precision == "auto" and _may_use_cuda(
+        spec_, client) else None
+    rt = runtime_settings(spec_, precision, batch_size, client, probe)
+    sp_chunks = _normalise_chunks(profiles, dims, shape, chunks, regular)
+
+    lines, arrays = [], []
+    for ln in LINES:
+        var = profiles[ln.var].transpose(*dims, ln.dim)
+        lines.append(_Line(ln.var, ln.dim, np.asarray(profiles[ln.dim].values),
+                           dict(profiles[ln.dim].attrs), dict(var.attrs)))
+        target = {**dict(zip(dims, sp_chunks, strict=True)), ln.dim: -1}
+        data = var.data
+        if isinstance(data, da.Array):
+            data = data.rechunk(tuple(target[d] for d in var.dims))
+        else:
+            data = var.chunk(target).data
+        arrays.append(data)
+    _warn_padding(sp_chunks, int(samples), int(rt["batch_size"]))
+    starts = tuple(tuple(int(s) for s in np.cumsum((0, *c[:-1]))) for c in sp_chunks)
+    params = BlockParams(
+        dims=dims, shape=shape, starts=starts, lines=tuple(lines), source=source, samples=int(samples),
+        quantiles=q, seed=int(seed), batch_size=int(rt["batch_size"]), precision=str(rt["precision"]),
+        degrade=degrade, misfit=bool(misfit), return_samples=bool(return_samples),
+        n_heights=int(net.height_Mm.numel()), store=None if store is None else str(store))
+    spec_key = dask.delayed(spec_, name=f"radynversion-model-{spec_.sha256}")
+    letters = _LETTERS[: len(dims)]
+    index_args: list[Any] = []
+    for i, c in enumerate(sp_chunks):
+        index_args += [da.arange(shape[i], chunks=(c,), dtype=np.int64), letters[i]]
+    line_args: list[Any] = []
+    for k, arr in enumerate(arrays):
+        line_args += [arr, letters + "wxyz"[k]]
+    token = dask.base.tokenize(spec_.sha256, params, [a.name for a in arrays])
+    blocks = da.blockwise(
+        _invert_block, letters, *line_args, *index_args, spec_key, None, params, None,
+        dtype=object, concatenate=True, meta=np.empty((0,) * len(dims), dtype=object),
+        name=f"radyn-invert-{token}")
+
+    coords: dict[str, Any] = {
+        "quantile": ("quantile", np.asarray(q), {"long_name": "posterior quantile"}),
+        "height": ("height", net.height_Mm.cpu().numpy(), dict(VARIABLE_ATTRS["height"])),
+    }
+    for name, c in profiles.coords.items():
+        if name not in coords and c.dims and set(c.dims) <= set(dims):
+            coords[name] = c
+    meta = net.metadata
+    attrs = {str(k): _json_safe(v) for k, v in profiles.attrs.items()}
+    attrs.update({
+        "radynversion_version": __version__,
+        "model": str(meta.get("path", "<in memory>")) if spec_.path is None else spec_.path,
+        "model_sha256": spec_.sha256,
+        "model_package_version": str(meta.get("package_version", "")),
+        "training_set_sha256": str(meta.get("training_set_sha256", "")),
+        "model_config": str(meta.get("model_config", "")),
+        "instrument_fwhm_A": json.dumps(net.instrument_fwhm_A(), sort_keys=True),
+        "samples": int(samples),
+        "quantiles": list(q),
+        "seed": int(seed),
+        "precision": params.precision,
+        "batch_size": params.batch_size,
+        "device": str(rt["device"]),
+        "degrade": "auto" if degrade is None else str(bool(degrade)).lower(),
+        "input_units": json.dumps({ln.var: ln.attrs.get("units", "") for ln in lines}, sort_keys=True),
+        "input_wavelength_medium": json.dumps(
+            {ln.dim: ln.wl_attrs.get("wavelength_medium", "") for ln in lines}, sort_keys=True),
+        "input_dims": list(dims),
+    })
+    return Plan(blocks=blocks, dims=dims, shape=shape, chunks=sp_chunks, coords=coords, attrs=attrs,
+                params=params, spec=spec_, net=net)
+
+
+def invert(
+    profiles: xr.Dataset,
+    model: RadynversionINN | str | Path | None = None,
+    samples: int = 1024,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    seed: int = 0,
+    *,
+    chunks: Mapping[str, int | None] | None = None,
+    batch_size: int | None = None,
+    precision: str = "auto",
+    degrade: bool | None = None,
+    misfit: bool = True,
+    return_samples: bool = False,
+    max_samples_bytes: int = MAX_SAMPLES_BYTES,
+    device: str | None = None,
+    client: Any = None,
+) -> xr.Dataset:
+    """Invert a scan lazily: one Dask task per chunk, posterior quantiles per pixel.
+
+    Parameters
+    ----------
+    profiles : xarray.Dataset
+        In the profile schema (:mod:`radynversion.schema`), numpy- or Dask-backed, any
+        non-spectral dims (``y``, ``x``, ``time``...). A wavelength axis split into several
+        chunks is rechunked to one.
+    model : RadynversionINN or path, optional
+        The network (sent to the workers), a checkpoint every worker can read, or None for
+        the packaged model.
+    samples : int
+        Posterior draws per pixel.
+    quantiles : sequence of float
+        Quantiles in [0, 1].
+    seed : int
+        Seed of the draws (a pixel's generator is seeded by ``(seed, its flat index)``).
+    chunks : mapping dim -> int or -1, optional
+        Chunk sizes of the non-spectral dims; default the input's chunks, or about 4096
+        pixels per chunk for numpy-backed input.
+    batch_size : int, optional
+        Rows (pixels x samples) per pass; default 8192 on CPU, 65536 on CUDA.
+    precision : {"auto", "fp32", "tf32", "bf16"}
+        Arithmetic; ``"auto"`` = the fastest within 1e-2 dex of fp32 on CUDA, fp32 on CPU.
+    degrade : bool, optional
+        Force or forbid the instrument convolution; default only for finely sampled data.
+    misfit : bool
+        Compute the round-trip misfit.
+    return_samples : bool
+        Also return ``*_samples(*dims, draw, height)``; refused above ``max_samples_bytes``.
+    max_samples_bytes : int
+        Limit of ``return_samples`` (default 1 GiB).
+    device : str, optional
+        Force the workers' device (default: each worker's GPU if any, else CPU).
+    client : distributed.Client, optional
+        Where to resolve ``precision="auto"`` and register the model plugin; default the
+        current client, if any (the result is computed by whatever scheduler computes it).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy (Dask-backed): ``log_ne``, ``log_T``, ``v`` ``(*dims, quantile, height)``,
+        ``misfit``, ``peak``, ``mask`` ``(*dims)``; see the module docstring.
+
+    Raises
+    ------
+    ProfileSchemaError, UnitsError
+        The input breaks the profile schema.
+    CheckpointError
+        The model cannot be loaded.
+    SelectionTooLargeError
+        ``return_samples`` for too large a selection.
+
+    Example
+    -------
+    >>> import radynversion  # registers ds.radyn
+    >>> out = scan.radyn.invert(model="model.pt", samples=256)  # doctest: +SKIP
+    >>> out.log_T.sel(quantile=0.5).compute()  # doctest: +SKIP
+    """
+    return plan_inversion(
+        profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
+        precision=precision, degrade=degrade, misfit=misfit, return_samples=return_samples,
+        max_samples_bytes=max_samples_bytes, device=device, client=client).dataset()

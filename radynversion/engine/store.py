@@ -1,0 +1,370 @@
+"""Inversions written chunk by chunk to a Zarr store, resumable after a kill.
+
+Layout (Zarr format 2, consolidated, one Zarr chunk per engine chunk):
+
+* ``log_ne``, ``log_T``, ``v`` ``(*dims, quantile, height)``, ``misfit``, ``peak``, ``mask``
+  ``(*dims)`` as in :mod:`radynversion.engine.core`; coordinates ``quantile``, ``height`` and
+  the input's coordinates on ``dims``;
+* ``chunk_done (chunk)``: 1 once chunk ``k`` (C order over the chunk grid) is written;
+* attrs: the input's attrs, the run's provenance (model path and sha256, package version,
+  samples, quantiles, seed, precision, batch size, device...), and
+  ``radynversion_store = "radynversion inversion"``, ``radynversion_run`` (JSON of everything
+  that determines the data: resuming with anything else is refused) and
+  ``radynversion_complete`` (False until every chunk is written).
+
+The store's metadata is created at once, in a temporary directory renamed into place, so a
+store either does not exist or has all its metadata. Each chunk task writes its region of
+every variable (its own Zarr chunk files, written atomically by Zarr), then the driver sets
+``chunk_done[k]``; a resumed run skips the chunks marked done and recomputes the others, whose
+results are bit-identical (:mod:`radynversion.model.posterior`), so the finished store equals
+that of an uninterrupted run, byte for byte. A store that exists and is not ours is never
+touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ..errors import StoreError
+from ..lines import LINES
+from ..model.inn import RadynversionINN
+from ..model.posterior import DEFAULT_QUANTILES
+from .core import Plan, plan_inversion
+from .workers import model_spec
+
+__all__ = ["STORE_KIND", "invert_to_zarr", "check_output", "write_region", "chunk_status", "store_status",
+           "store_digest"]
+
+STORE_KIND = "radynversion inversion"
+_FLAG_CHUNK = 1024
+
+
+def write_region(store: str | Path, region: tuple[slice, ...], arrays: Mapping[str, np.ndarray]) -> None:
+    """Write one chunk's arrays into their region of the store's variables.
+
+    Parameters
+    ----------
+    store : path
+        The Zarr store.
+    region : tuple of slice
+        The chunk's extent along the non-spectral dims.
+    arrays : mapping variable -> ndarray, shape ``(*chunk shape, ...)``
+    """
+    import zarr
+
+    for name, arr in arrays.items():
+        z = zarr.open_array(str(Path(store) / name), mode="r+")
+        z[region + (slice(None),) * (arr.ndim - len(region))] = arr
+
+
+def chunk_status(store: str | Path) -> np.ndarray:
+    """Boolean array, one per chunk (C order over the chunk grid): True once written."""
+    import zarr
+
+    return np.asarray(zarr.open_array(str(Path(store) / "chunk_done"), mode="r")[:]) == 1
+
+
+def store_status(store: str | Path) -> dict[str, Any]:
+    """``{"complete": bool, "chunks_done": int, "chunks": int}`` of an inversion store."""
+    import zarr
+
+    attrs = dict(zarr.open_group(str(store), mode="r").attrs)
+    done = chunk_status(store)
+    return {"complete": bool(attrs.get("radynversion_complete", False)),
+            "chunks_done": int(done.sum()), "chunks": int(done.size)}
+
+
+def store_digest(store: str | Path) -> str:
+    """sha256 over every file of a store (names and bytes): equal digests = identical stores."""
+    h = hashlib.sha256()
+    root = Path(store)
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _sha(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(f"{p.dtype.str}{p.shape}".encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
+    """Everything that determines the store's data (compared on resume)."""
+    p = plan.params
+    return {
+        "model_sha256": plan.spec.sha256,
+        "samples": p.samples,
+        "quantiles": list(p.quantiles),
+        "seed": p.seed,
+        "batch_size": p.batch_size,
+        "precision": p.precision,
+        "device": plan.attrs["device"],
+        "degrade": plan.attrs["degrade"],
+        "misfit": p.misfit,
+        "dims": list(plan.dims),
+        "shape": list(plan.shape),
+        "chunks": [list(c) for c in plan.chunks],
+        "input_wavelengths_sha256": _sha(*[ln.wavelengths for ln in p.lines]),
+        "input_metadata_sha256": _sha([(ln.var, ln.attrs, ln.wl_attrs) for ln in p.lines],
+                                      {k: str(v) for k, v in profiles.attrs.items()},
+                                      [str(profiles[ln.var].dtype) for ln in LINES]),
+    }
+
+
+def _template(plan: Plan, run: Mapping[str, Any]) -> tuple[xr.Dataset, dict]:
+    from numcodecs import Blosc
+
+    comp = Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE)
+    data_vars, encoding = {}, {}
+    for name, (dims, chunks, dtype, attrs) in plan.variables().items():
+        shape = tuple(sum(c) for c in chunks)
+        data_vars[name] = (dims, da.zeros(shape, dtype=dtype, chunks=chunks), attrs)
+        enc: dict[str, Any] = {"compressors": (comp,)}
+        if np.dtype(dtype).kind == "f":
+            enc["_FillValue"] = np.nan
+        encoding[name] = enc
+    n = plan.n_chunks
+    data_vars["chunk_done"] = (("chunk",), np.zeros(n, dtype=np.int8), {
+        "long_name": "1 once the chunk (C order over the chunk grid) is completely written"})
+    encoding["chunk_done"] = {"chunks": (min(n, _FLAG_CHUNK),)}
+    coords = {}
+    for name, c in xr.Dataset(coords=plan.coords).coords.items():
+        c = c.compute()
+        keep = {k: v for k, v in c.encoding.items() if k in ("units", "calendar", "dtype")}
+        c.encoding = keep
+        coords[name] = c
+    attrs = dict(plan.attrs)
+    attrs.update({
+        "radynversion_store": STORE_KIND,
+        "radynversion_complete": False,
+        "radynversion_run": json.dumps(run, sort_keys=True),
+        "chunk_grid": [len(c) for c in plan.chunks],
+    })
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs), encoding
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _create(out: Path, plan: Plan, run: Mapping[str, Any]) -> None:
+    tmpl, enc = _template(plan, run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.creating-*"):  # left by a killed creation
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(stale.name.rsplit("-", 1)[1])
+            if pid == os.getpid() or not _alive(pid):
+                shutil.rmtree(stale)
+    tmp = out.with_name(f".{out.name}.creating-{os.getpid()}")
+    try:
+        tmpl.to_zarr(tmp, mode="w-", compute=False, encoding=enc, zarr_format=2, consolidated=True)
+        os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exists(out: Path) -> bool:
+    return out.exists() and (not out.is_dir() or any(out.iterdir()))
+
+
+def check_output(out: str | Path) -> bool:
+    """Whether ``out`` is an existing inversion store (to resume); False if it is absent.
+
+    Raises
+    ------
+    StoreError
+        ``out`` exists and is not a radynversion inversion store.
+    """
+    out = Path(out)
+    if not _exists(out):
+        return False
+    _check_existing(out, None)
+    return True
+
+
+def _check_existing(out: Path, run: Mapping[str, Any] | None) -> dict[str, Any]:
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    except Exception as err:  # noqa: BLE001 - zarr raises many types for foreign paths
+        raise StoreError(f"{out}: exists and is not a Zarr store ({type(err).__name__}); choose "
+                         "another output or remove it") from None
+    if attrs.get("radynversion_store") != STORE_KIND:
+        raise StoreError(f"{out}: exists and is not a radynversion inversion store; choose another "
+                         "output (nothing was overwritten)")
+    if run is None:
+        return attrs
+    try:
+        stored = json.loads(attrs.get("radynversion_run", ""))
+    except ValueError:
+        raise StoreError(f"{out}: its radynversion_run attribute is unreadable; remove the store "
+                         "or choose another output") from None
+    if stored != dict(run):
+        keys = sorted(k for k in set(stored) | set(run) if stored.get(k) != run.get(k))
+        detail = "; ".join(f"{k}: store {stored.get(k)!r} vs now {run.get(k)!r}" for k in keys)
+        raise StoreError(f"{out}: was made with other inputs or settings ({detail[:400]}); rerun "
+                         "with the same options or choose another output")
+    return attrs
+
+
+def _finalise(out: Path) -> None:
+    import zarr
+
+    zarr.open_group(str(out), mode="r+").attrs["radynversion_complete"] = True
+    zarr.consolidate_metadata(str(out))
+
+
+def _execute(plan: Plan, todo: Sequence[int], out: Path, client: Any, progress: bool,
+             num_workers: int | None) -> None:
+    """Run the chunk tasks ``todo``, marking each chunk done as its task finishes."""
+    import zarr
+    from tqdm.auto import tqdm
+
+    keys = plan.chunk_keys()
+    wanted = [keys[k] for k in todo]
+    graph = plan.blocks.__dask_graph__()
+    flags = zarr.open_array(str(out / "chunk_done"), mode="r+")
+    bar = tqdm(total=len(wanted), desc=f"invert {out.name}", unit="chunk", disable=not progress,
+               smoothing=0.05)
+
+    def mark(result: Mapping[str, int]) -> None:
+        flags[int(result["chunk"])] = 1
+        bar.update(1)
+
+    try:
+        if client is not None:
+            from distributed import as_completed
+
+            futures = client.get(graph, wanted, sync=False)
+            for fut in as_completed(futures, loop=client.loop):
+                mark(fut.result())
+                fut.release()
+        else:
+            import dask.threaded
+            from dask.callbacks import Callback
+            from dask.optimization import cull
+
+            wanted_set = set(wanted)
+
+            class _Mark(Callback):
+                def _posttask(self, key, result, dsk, state, worker_id):  # noqa: ANN001
+                    if key in wanted_set:
+                        mark(result)
+
+            culled, _ = cull(dict(graph), wanted)
+            with _Mark():
+                dask.threaded.get(culled, wanted, num_workers=num_workers)
+    finally:
+        bar.close()
+
+
+def invert_to_zarr(
+    profiles: xr.Dataset,
+    out: str | Path,
+    model: RadynversionINN | str | Path | None = None,
+    samples: int = 1024,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    seed: int = 0,
+    *,
+    chunks: Mapping[str, int | None] | None = None,
+    batch_size: int | None = None,
+    precision: str = "auto",
+    degrade: bool | None = None,
+    misfit: bool = True,
+    device: str | None = None,
+    client: Any = None,
+    progress: bool = True,
+    max_chunks: int | None = None,
+    num_workers: int | None = None,
+) -> dict[str, Any]:
+    """Invert a scan into a Zarr store, chunk by chunk; resume an interrupted store.
+
+    Parameters
+    ----------
+    profiles : xarray.Dataset
+        The scan, in the profile schema (see :func:`radynversion.engine.invert`).
+    out : path
+        The Zarr store. Created if absent; if present it must be an inversion store made from
+        the same input with the same model and settings, and only its missing chunks run.
+    model, samples, quantiles, seed, chunks, batch_size, precision, degrade, misfit, device
+        As :func:`radynversion.engine.invert` (irregular chunks are made regular).
+    client : distributed.Client, optional
+        Run on this cluster; default the threaded scheduler in this process.
+    progress : bool
+        Show a progress bar (chunks).
+    max_chunks : int, optional
+        Stop after this many chunks (incremental runs).
+    num_workers : int, optional
+        Threads of the threaded scheduler (no ``client``).
+
+    Returns
+    -------
+    dict
+        ``out``, ``chunks`` (total), ``written`` (this call), ``complete``, ``pixels``,
+        ``seconds``, ``pixels_per_second`` (of this call).
+
+    Raises
+    ------
+    StoreError
+        ``out`` exists and is not ours, or was made with other inputs or settings.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    spec = model_spec(model, device=device)
+    plan = plan_inversion(
+        profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
+        precision=precision, degrade=degrade, misfit=misfit, device=device, client=client,
+        store=out.resolve(), regular=True, spec=spec)
+    run = _run_signature(plan, profiles)
+    if _exists(out):
+        _check_existing(out, run)
+    else:
+        with contextlib.suppress(OSError):
+            out.rmdir()
+        _create(out, plan, run)
+    done = chunk_status(out)
+    todo = [k for k in range(done.size) if not done[k]]
+    if max_chunks is not None:
+        todo = todo[: max(0, int(max_chunks))]
+    if todo:
+        _execute(plan, todo, out, client, progress, num_workers)
+    done = chunk_status(out)
+    complete = bool(done.all())
+    if complete:
+        _finalise(out)
+    sizes = [np.asarray(c) for c in plan.chunks]
+    per_chunk = [int(np.prod([s[i] for s, i in zip(sizes, b, strict=True)]))
+                 for b in np.ndindex(*(len(c) for c in plan.chunks))]
+    pixels = int(sum(per_chunk[k] for k in todo))
+    secs = time.perf_counter() - t0
+    return {"out": str(out), "chunks": int(done.size), "written": len(todo), "complete": complete,
+            "pixels": pixels, "seconds": round(secs, 3),
+            "pixels_per_second": round(pixels / secs, 3) if secs > 0 else None}

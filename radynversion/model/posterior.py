@@ -1,0 +1,489 @@
+"""The batched posterior core: draws, reverse passes and reductions on the model's device.
+
+For ``N`` pixels with normalised profiles ``y`` ``(N, 60)``, ``S`` latent draws
+``z ~ N(0, 1)`` per pixel are pushed through the reverse network together with the pixel's
+``y`` (Osborne, Armstrong & Fletcher 2019); the ``S`` posterior samples of
+``[log_ne, log_T, v']`` ``(S, 3 H)`` are sorted on the device and only the order statistics
+that the requested quantiles need leave it. With ``misfit`` the samples also go through the
+forward network, and the RMS of ``forward(sample) - y`` over the 60 profile points, averaged
+over the samples, is reduced on the device too. Samples are never held for more than one
+group of pixels (``return_samples`` excepted, for small selections).
+
+Layout of the work (what makes results exactly reproducible)
+------------------------------------------------------------
+``batch_size`` rows (pixels x samples) form one *pass*. A *group* of
+``P = max(1, batch_size // S)`` pixels fills one pass (or, when ``S > batch_size``, one
+pixel spans ``ceil(S / batch_size)`` passes). Every pass has the same shape: its rows are
+padded with dummy rows (zero profiles, zero latents) to a multiple of 64 rows plus 64 more, so
+
+* matrix products and element-wise kernels see the same shapes whichever pixels a group
+  holds, and no real row falls into a kernel's remainder loop (which may round differently
+  from its vector loop);
+* the draws of a pixel come from its own generator seeded with
+  :func:`pixel_seeds` ``(seed, pixel_index)``.
+
+Hence a pixel's quantiles and misfit depend only on ``(seed, pixel_index)``, ``samples``,
+``quantiles`` and the device, and not on which other pixels are inverted with it, in which
+order, or how they are chunked; on CPU (one torch thread per pass, as the engine runs them)
+they are also independent of ``batch_size``, which the tests check bit for bit. On CUDA,
+cuBLAS picks its algorithms per shape, so keep ``batch_size`` fixed across runs that must
+agree bit for bit (the engine records it).
+
+Precision (:data:`PRECISIONS`): ``"fp32"`` (IEEE float32, TF32 disabled), ``"tf32"`` (CUDA
+matmuls with TF32), ``"bf16"`` (``torch.autocast`` to bfloat16; the v transform, sorting and
+interpolation stay in float32/float64). :func:`select_precision` picks the cheapest one whose
+quantiles stay within ``1e-2`` dex of fp32 on a probe set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import SelectionTooLargeError
+from .inn import RadynversionINN
+
+__all__ = [
+    "DEFAULT_QUANTILES",
+    "PRECISIONS",
+    "MAX_SAMPLES_BYTES",
+    "PosteriorResult",
+    "pixel_seeds",
+    "default_batch_size",
+    "pass_layout",
+    "samples_nbytes",
+    "check_samples_size",
+    "posterior",
+    "precision_error",
+    "select_precision",
+]
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.05, 0.16, 0.5, 0.84, 0.95)
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+#: ``return_samples`` refuses selections whose samples would take more bytes than this
+MAX_SAMPLES_BYTES: int = 2**30
+#: passes are padded to a multiple of this many rows, plus this many guard rows
+_ROW_ALIGN = 64
+#: rows per pass by device type
+_DEFAULT_BATCH = {"cpu": 8192, "cuda": 65536}
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def pixel_seeds(seed: int, pixel_index: np.ndarray) -> np.ndarray:
+    """Seeds of the per-pixel generators: a SplitMix64 hash of ``(seed, pixel_index)``.
+
+    Parameters
+    ----------
+    seed : int
+    pixel_index : ndarray of int, shape ``(N,)``
+
+    Returns
+    -------
+    ndarray of uint64, shape ``(N,)``
+
+    Example
+    -------
+    >>> from radynversion.model.posterior import pixel_seeds
+    >>> import numpy as np
+    >>> bool(pixel_seeds(0, np.arange(3))[1] == pixel_seeds(0, np.array([1]))[0])
+    True
+    """
+    base = _splitmix64(np.asarray([seed % 2**64], dtype=np.uint64))
+    idx = np.asarray(pixel_index).astype(np.int64).astype(np.uint64)
+    return _splitmix64(base ^ _splitmix64(idx))
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    """Rows (pixels x samples) per pass on ``device``: 8192 on CPU, 65536 on CUDA."""
+    return _DEFAULT_BATCH.get(torch.device(device).type, _DEFAULT_BATCH["cpu"])
+
+
+def pass_layout(samples: int, batch_size: int) -> tuple[int, int, int]:
+    """How pixels and samples are laid out in passes.
+
+    Parameters
+    ----------
+    samples : int
+        Draws per pixel ``S``.
+    batch_size : int
+        Requested rows per pass.
+
+    Returns
+    -------
+    pixels_per_group : int
+        ``P = max(1, batch_size // S)``.
+    rows_per_pass : int
+        Real rows in a full pass: ``P S`` if ``S <= batch_size``, else ``batch_size``.
+    rows_allocated : int
+        Rows actually run per pass: ``rows_per_pass`` rounded up to a multiple of 64, plus 64.
+    """
+    if samples < 1 or batch_size < 1:
+        raise ValueError(f"pass_layout: samples = {samples}, batch_size = {batch_size}; expected >= 1")
+    per_group = max(1, batch_size // samples)
+    rows = per_group * samples if samples <= batch_size else batch_size
+    alloc = -(-rows // _ROW_ALIGN) * _ROW_ALIGN + _ROW_ALIGN
+    return per_group, rows, alloc
+
+
+def samples_nbytes(n_pixels: int, samples: int, n_x: int = 150) -> int:
+    """Bytes of float32 posterior samples ``(n_pixels, samples, n_x)``."""
+    return int(n_pixels) * int(samples) * int(n_x) * 4
+
+
+def check_samples_size(n_pixels: int, samples: int, n_x: int = 150,
+                       limit: int = MAX_SAMPLES_BYTES) -> None:
+    """Refuse ``return_samples`` for selections whose samples exceed ``limit`` bytes.
+
+    Raises
+    ------
+    SelectionTooLargeError
+        With a one-line message saying how to select fewer pixels.
+    """
+    need = samples_nbytes(n_pixels, samples, n_x)
+    if need > limit:
+        raise SelectionTooLargeError(
+            f"return_samples: {n_pixels} pixels x {samples} samples x {n_x} values would take "
+            f"{need / 2**30:.2f} GiB, over the {limit / 2**30:.2f} GiB limit; select fewer pixels "
+            "first (e.g. ds.isel(y=slice(0, 16), x=slice(0, 16))) or use the quantiles")
+
+
+@dataclass
+class PosteriorResult:
+    """What :func:`posterior` returns.
+
+    Attributes
+    ----------
+    quantiles : ndarray, shape ``(N, Q, 3, H)``, float32
+        Posterior quantiles of ``log_ne`` [dex cm^-3], ``log_T`` [dex K], ``v`` [km/s] per
+        pixel; NaN for invalid pixels.
+    misfit : ndarray, shape ``(N,)``, float32
+        Mean over samples of the RMS round-trip misfit (fraction of the joint peak); NaN
+        for invalid pixels or when not computed.
+    valid : ndarray of bool, shape ``(N,)``
+        Pixels whose profiles were finite (the others were not inverted).
+    samples : ndarray, shape ``(N, S, 3, H)``, float32, or None
+        The posterior samples (``return_samples=True`` only).
+    precision : str
+        The arithmetic used (:data:`PRECISIONS`).
+    """
+
+    quantiles: np.ndarray
+    misfit: np.ndarray
+    valid: np.ndarray
+    samples: np.ndarray | None
+    precision: str
+
+
+class _MatmulModeGate:
+    """Process-wide CUDA matmul mode (TF32 or IEEE fp32) shared by concurrent passes.
+
+    torch's TF32 switch is global, while a worker runs passes from several threads: passes of
+    the same mode run together, a pass of the other mode waits until they are done, and the
+    previous setting is restored when the last pass leaves. So a pass never sees the switch
+    flip under it.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._mode: bool | None = None
+        self._active = 0
+        self._saved: object = None
+
+    @staticmethod
+    def _get() -> object:
+        matmul = torch.backends.cuda.matmul
+        return matmul.fp32_precision if hasattr(matmul, "fp32_precision") else matmul.allow_tf32
+
+    @staticmethod
+    def _set(value: object) -> None:
+        matmul = torch.backends.cuda.matmul
+        if hasattr(matmul, "fp32_precision"):
+            matmul.fp32_precision = value if isinstance(value, str) else ("tf32" if value else "ieee")
+        else:  # pragma: no cover - older torch
+            matmul.allow_tf32 = bool(value == "tf32" or value is True)
+
+    @contextlib.contextmanager
+    def __call__(self, tf32: bool) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._active == 0 or self._mode == tf32)
+            if self._active == 0:
+                self._saved = self._get()
+                self._mode = tf32
+                self._set(tf32)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if self._active == 0:
+                    self._set(self._saved)
+                    self._mode = None
+                    self._cond.notify_all()
+
+
+_matmul_mode = _MatmulModeGate()
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """Arithmetic of the passes: ``fp32``, ``tf32`` (CUDA only) or ``bf16`` (autocast).
+
+    On CUDA, fp32 and bf16 passes run with TF32 off (IEEE fp32 matmuls) whatever the global
+    setting; the process-wide switch is shared safely by concurrent passes
+    (:class:`_MatmulModeGate`).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS} (or 'auto')")
+    if precision == "tf32" and device.type != "cuda":
+        raise ValueError(f"precision 'tf32' needs a CUDA device; the model is on {device}")
+    with contextlib.ExitStack() as stack:
+        if device.type == "cuda":
+            stack.enter_context(_matmul_mode(precision == "tf32"))
+        if precision == "bf16":
+            stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
+        yield
+
+
+def _v_from_vprime(a: np.ndarray) -> np.ndarray:
+    """``v = sign(v') (10^|v'| - 1)`` (float64, element by element)."""
+    return np.sign(a) * (np.power(10.0, np.abs(a)) - 1.0)
+
+
+def posterior(
+    net: RadynversionINN,
+    y: np.ndarray,
+    pixel_index: np.ndarray,
+    samples: int = 1024,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    seed: int = 0,
+    batch_size: int | None = None,
+    misfit: bool = True,
+    precision: str = "fp32",
+    return_samples: bool = False,
+    max_samples_bytes: int = MAX_SAMPLES_BYTES,
+) -> PosteriorResult:
+    """Posterior quantiles (and misfit) of many pixels, reduced on ``net``'s device.
+
+    Parameters
+    ----------
+    net : RadynversionINN
+        The network (any device); put in eval mode for the call.
+    y : ndarray, shape ``(N, 60)``
+        Normalised profiles (:func:`radynversion.model.normalise_profiles`); rows with
+        NaNs are skipped (NaN outputs).
+    pixel_index : ndarray of int, shape ``(N,)``
+        Global index of each pixel, for its seed (:func:`pixel_seeds`).
+    samples : int
+        Draws per pixel ``S``.
+    quantiles : sequence of float
+        ``Q`` quantiles in [0, 1] (linear interpolation between order statistics, as
+        :func:`numpy.quantile`), computed in the physical variables (v in km/s).
+    seed : int
+        Seed of the draws.
+    batch_size : int, optional
+        Rows (pixels x samples) per pass; default :func:`default_batch_size` of the device.
+    misfit : bool
+        Also compute the round-trip misfit (one forward pass per sample).
+    precision : {"fp32", "tf32", "bf16"}
+        Arithmetic of the passes (see the module docstring).
+    return_samples : bool
+        Also return the samples ``(N, S, 3, H)``: for small selections only.
+    max_samples_bytes : int
+        Limit of ``return_samples`` (:func:`check_samples_size`).
+
+    Returns
+    -------
+    PosteriorResult
+
+    Raises
+    ------
+    SelectionTooLargeError
+        ``return_samples`` for a selection above ``max_samples_bytes``.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from radynversion.model import ModelConfig, RadynversionINN
+    >>> from radynversion.model.posterior import posterior
+    >>> net = RadynversionINN(ModelConfig(n_blocks=2, subnet_hidden=32, subnet_layers=1))
+    >>> res = posterior(net, np.full((3, 60), 0.5, np.float32), np.arange(3), samples=16)
+    >>> res.quantiles.shape, res.misfit.shape
+    ((3, 5, 3, 50), (3,))
+    """
+    if samples < 1:
+        raise ValueError(f"posterior: samples = {samples}; expected >= 1")
+    q = np.asarray([float(v) for v in quantiles], dtype=np.float64)
+    if q.size == 0 or np.any(~(q >= 0.0) | ~(q <= 1.0)):
+        raise ValueError(f"posterior: quantiles {q.tolist()}; expected values in [0, 1]")
+    y = np.asarray(y, dtype=np.float32)
+    ids = np.asarray(pixel_index).reshape(-1)
+    if y.ndim != 2 or y.shape[1] != net.n_y or ids.size != y.shape[0]:
+        raise ValueError(f"posterior: y has shape {y.shape} and pixel_index {ids.size} entries; "
+                         f"expected (N, {net.n_y}) and N")
+    dev = net.device
+    if batch_size is None:
+        batch_size = default_batch_size(dev)
+    n_pix, n_h, n_x = y.shape[0], net.height_Mm.numel(), net.n_x
+    valid = np.isfinite(y).all(axis=1)
+    if return_samples:
+        check_samples_size(int(valid.sum()), samples, n_x, max_samples_bytes)
+    seeds = pixel_seeds(seed, ids)
+    # order statistics: value = lo + (hi - lo) * w at position q (S - 1)
+    pos = q * (samples - 1)
+    q_lo = np.floor(pos).astype(np.int64)
+    q_hi = np.minimum(q_lo + 1, samples - 1)
+    q_w = (pos - q_lo)[None, :, None]
+    lo_t = torch.as_tensor(q_lo, device=dev)
+    hi_t = torch.as_tensor(q_hi, device=dev)
+
+    n_q = q.size
+    out_q = np.full((n_pix, n_q, n_x), np.nan, dtype=np.float32)
+    out_rms = np.full(n_pix, np.nan, dtype=np.float32)
+    out_s = np.full((n_pix, samples, n_x), np.nan, dtype=np.float32) if return_samples else None
+
+    per_group, rows_pass, rows_alloc = pass_layout(samples, batch_size)
+    group_rows = per_group * samples
+    n_pass = -(-group_rows // rows_pass)
+    gen = torch.Generator(device=dev)
+    todo = np.flatnonzero(valid)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode(), precision_context(precision, dev):
+            for start in range(0, todo.size, per_group):
+                pix = todo[start : start + per_group]
+                n = pix.size
+                y_g = torch.zeros(per_group, net.n_y, device=dev)
+                y_g[:n] = torch.as_tensor(y[pix], device=dev)
+                z_g = torch.zeros(group_rows, net.n_z, device=dev)
+                for j, i in enumerate(pix):
+                    gen.manual_seed(int(seeds[i]))
+                    z_g[j * samples : (j + 1) * samples] = torch.randn(
+                        samples, net.n_z, generator=gen, device=dev)
+                atm_g = torch.empty(group_rows, n_x, device=dev)
+                rms_g = torch.empty(group_rows, device=dev)
+                for p in range(n_pass):
+                    r0, r1 = p * rows_pass, min((p + 1) * rows_pass, group_rows)
+                    rows = torch.arange(r0, r1, device=dev) // samples
+                    y_in = torch.zeros(rows_alloc, net.n_y, device=dev)
+                    z_in = torch.zeros(rows_alloc, net.n_z, device=dev)
+                    y_in[: r1 - r0] = y_g[rows]
+                    z_in[: r1 - r0] = z_g[r0:r1]
+                    atm = net.x_to_atmosphere(net.reverse(net.pack_yz(y_in, z_in))).float()
+                    atm_g[r0:r1] = atm[: r1 - r0]
+                    if misfit:
+                        y_fwd, _ = net.unpack_yz(net(net.atmosphere_to_x(atm))[0])
+                        rms = ((y_fwd.float() - y_in) ** 2).mean(dim=1).sqrt()
+                        rms_g[r0:r1] = rms[: r1 - r0]
+                atm_g = atm_g.reshape(per_group, samples, n_x)
+                srt = torch.sort(atm_g, dim=1).values
+                lo = srt.index_select(1, lo_t)[:n].double().cpu().numpy()  # (n, Q, n_x)
+                hi = srt.index_select(1, hi_t)[:n].double().cpu().numpy()
+                vs = slice(2 * n_h, 3 * n_h)
+                lo[:, :, vs] = _v_from_vprime(lo[:, :, vs])
+                hi[:, :, vs] = _v_from_vprime(hi[:, :, vs])
+                out_q[pix] = (lo + (hi - lo) * q_w).astype(np.float32)
+                if misfit:
+                    out_rms[pix] = rms_g.reshape(per_group, samples).mean(dim=1)[:n].cpu().numpy()
+                if out_s is not None:
+                    s = atm_g[:n].double().cpu().numpy()
+                    s[:, :, vs] = _v_from_vprime(s[:, :, vs])
+                    out_s[pix] = s.astype(np.float32)
+    finally:
+        net.train(was_training)
+    return PosteriorResult(
+        quantiles=out_q.reshape(n_pix, n_q, 3, n_h),
+        misfit=out_rms,
+        valid=valid,
+        samples=None if out_s is None else out_s.reshape(n_pix, samples, 3, n_h),
+        precision=precision,
+    )
+
+
+def _probe_profiles(net: RadynversionINN, n: int, seed: int) -> np.ndarray:
+    """Profiles ``(n, 60)`` the network itself maps standard-normal (standardised)
+    atmospheres to: a probe set in the training distribution's neighbourhood."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(n, net.n_x, generator=gen).to(net.device)
+    with torch.inference_mode():
+        core = torch.cat([x, x.new_zeros(n, net.width - net.n_x)], dim=1)
+        y, _ = net.unpack_yz(net(core)[0])
+    return y.float().cpu().numpy()
+
+
+def precision_error(
+    net: RadynversionINN,
+    precision: str,
+    y: np.ndarray | None = None,
+    n_probe: int = 32,
+    samples: int = 256,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    seed: int = 0,
+) -> float:
+    """Largest deviation of the quantiles in ``precision`` from fp32 on a probe set [dex].
+
+    ``log_ne`` and ``log_T`` are compared in dex, ``v`` as ``v' = sign(v) log10(|v| + 1)``.
+    Both runs use the same draws, so the difference is the arithmetic's alone.
+
+    Parameters
+    ----------
+    net : RadynversionINN
+    precision : {"fp32", "tf32", "bf16"}
+    y : ndarray, shape ``(N, 60)``, optional
+        Probe profiles (e.g. a few pixels of the data to invert); default ``n_probe``
+        profiles the network maps standard-normal atmospheres to.
+    n_probe, samples, quantiles, seed
+        Size of the default probe set, draws per pixel, quantiles compared, seed.
+    """
+    if y is None:
+        y = _probe_profiles(net, n_probe, seed)
+    y = np.asarray(y, dtype=np.float32)[: max(1, n_probe)]
+    ids = np.arange(y.shape[0])
+    kw = dict(samples=samples, quantiles=quantiles, seed=seed, misfit=False,
+              batch_size=max(1, y.shape[0]) * samples)
+    ref = posterior(net, y, ids, **kw).quantiles.astype(np.float64)  # type: ignore[arg-type]
+    got = posterior(net, y, ids, precision=precision, **kw).quantiles.astype(np.float64)  # type: ignore[arg-type]
+    for a in (ref, got):
+        a[:, :, 2] = np.sign(a[:, :, 2]) * np.log10(np.abs(a[:, :, 2]) + 1.0)
+    diff = np.abs(got - ref)
+    finite = np.isfinite(ref)
+    if not finite.any():
+        return math.inf
+    return float(np.max(np.where(finite, diff, 0.0))) if np.isfinite(diff[finite]).all() else math.inf
+
+
+def select_precision(
+    net: RadynversionINN,
+    y: np.ndarray | None = None,
+    candidates: Sequence[str] = ("bf16", "tf32"),
+    tol_dex: float = 1e-2,
+) -> str:
+    """The first of ``candidates`` whose quantiles stay within ``tol_dex`` of fp32 on the probe
+    profiles ``y`` (:func:`precision_error`), else ``"fp32"``. On CPU always ``"fp32"``.
+
+    Example
+    -------
+    >>> from radynversion.model import ModelConfig, RadynversionINN
+    >>> select_precision(RadynversionINN(ModelConfig(n_blocks=2, subnet_hidden=32)))
+    'fp32'
+    """
+    if net.device.type != "cuda":
+        return "fp32"
+    for cand in candidates:
+        if precision_error(net, cand, y) <= tol_dex:
+            return cand
+    return "fp32"
