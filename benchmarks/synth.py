@@ -7,6 +7,11 @@ log of a production run (``radynversion synth --log``).
     python benchmarks/synth.py --n 8 --workers 2
     python benchmarks/synth.py --quick
     python benchmarks/synth.py --log synth_log.txt --n 0
+    python benchmarks/synth.py --cpu-time --n 6     # CPU seconds per atmosphere, robust to load
+
+``--cpu-time`` runs the atmospheres in this process and counts process CPU time, which a busy
+machine does not inflate (unlike wall time): the figure to quote as "seconds per atmosphere
+per core".
 """
 
 from __future__ import annotations
@@ -43,6 +48,31 @@ def summarise_log(path: Path) -> dict:
     }
 
 
+def cpu_time_run(n: int, seed: int, depth_points: int) -> dict:
+    from radynversion.synth import sample_atmosphere, synthesise
+
+    cfg = NLTEConfig(depth_points=depth_points)
+    synthesise(sample_atmosphere(0, seed), NLTEConfig(depth_points=20))  # warm-up: imports, atoms
+    cpu, status = [], []
+    for i in range(n):
+        atmos = sample_atmosphere(i, seed)
+        t0 = time.process_time()
+        r = synthesise(atmos, cfg)
+        cpu.append(time.process_time() - t0)
+        status.append(r.status)
+    cpu_a, st = np.array(cpu), np.array(status)
+    return {
+        "atmospheres": n,
+        "depth_points": depth_points,
+        "cpu_seconds_per_atmosphere_mean": round(float(cpu_a.mean()), 2),
+        "cpu_seconds_per_atmosphere_median": round(float(np.median(cpu_a)), 2),
+        "cpu_seconds_range": [round(float(cpu_a.min()), 2), round(float(cpu_a.max()), 2)],
+        "atmospheres_per_core_second": round(float(n / cpu_a.sum()), 4),
+        "converged_fraction": float(np.mean(st == 0)),
+        "core_hours_per_10000": round(10000 * float(cpu_a.mean()) / 3600, 1),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=8, help="atmospheres to synthesise")
@@ -51,10 +81,14 @@ def main() -> None:
     p.add_argument("--depth-points", type=int, default=NLTEConfig().depth_points)
     p.add_argument("--quick", action="store_true", help="4 atmospheres")
     p.add_argument("--log", type=Path, help="also summarise a production log")
+    p.add_argument("--cpu-time", dest="cpu_time", action="store_true",
+                   help="in-process run measuring CPU seconds per atmosphere")
     args = p.parse_args()
     n = 4 if args.quick else args.n
     out: dict = {"benchmark": "synth", "cores": os.cpu_count(), "workers": args.workers}
-    if n > 0:
+    if args.cpu_time and n > 0:
+        out["cpu_time"] = cpu_time_run(n, args.seed, args.depth_points)
+    elif n > 0:
         cfg = SynthConfig(n=n, seed=args.seed, shard_size=n, nlte=NLTEConfig(depth_points=args.depth_points))
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
