@@ -15,6 +15,7 @@ from .atmosphere import (  # noqa: E402
 )
 from .engine import accessor as _accessor  # noqa: E402,F401  (registers ds.radyn)
 from .errors import (  # noqa: E402
+    CalibrationError,
     CheckpointError,
     ConfigError,
     DataFileError,
@@ -46,6 +47,7 @@ __all__ = [
     "StoreError",
     "CheckpointError",
     "SelectionTooLargeError",
+    "CalibrationError",
     "invert",
     "load_model",
 ]

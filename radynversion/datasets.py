@@ -11,7 +11,7 @@ import xarray as xr
 
 from .errors import StoreError
 
-__all__ = ["training_set", "training_set_path", "dataset_hash"]
+__all__ = ["training_set", "training_set_path", "dataset_hash", "example_scan", "example_truth"]
 
 
 def training_set_path() -> Path:
@@ -67,3 +67,51 @@ def dataset_hash(ds: xr.Dataset, variables: tuple[str, ...] = ("I_halpha", "I_ca
         h.update(name.encode())
         h.update(np.ascontiguousarray(np.asarray(ds[name].values, dtype=np.float32)).tobytes())
     return h.hexdigest()
+
+
+def _example_dir() -> Path:
+    return Path(str(resources.files("radynversion") / "data" / "example_scan"))
+
+
+def example_scan() -> tuple[Path, Path]:
+    """Paths of the example scan: two SSTRED cubes (H-alpha, then Ca II 8542).
+
+    A synthetic SST/CRISP flare observation of 64 x 64 pixels (0.058 arcsec, near disk
+    centre), one scan per line at irregular CRISP tunings (H-alpha 15, Ca II 8542 21, with 1 %
+    noise), in W m^-2 Hz^-1 sr^-1: a curved ribbon of flaring atmospheres (up- and downflows),
+    weakly heated surroundings and quiet Sun, made from atmospheres that are not in the
+    training set (``examples/make_example_scan.py``). The true atmospheres are
+    :func:`example_truth`.
+
+    Example
+    -------
+    >>> from radynversion.io import open_observation
+    >>> scan = open_observation(example_scan())
+    >>> scan.sizes["y"], scan.sizes["x"]
+    (64, 64)
+    """
+    d = _example_dir()
+    paths = tuple(sorted(d.glob("nb_*_im.fits")))
+    if len(paths) != 2:
+        raise StoreError(f"{d}: expected the two example cubes (nb_6563_*_im.fits, nb_8542_*_im.fits); "
+                         "make them with examples/make_example_scan.py")
+    return paths[0], paths[1]
+
+
+def example_truth() -> xr.Dataset:
+    """The true atmospheres of :func:`example_scan`, pixel by pixel.
+
+    Returns
+    -------
+    xr.Dataset
+        ``log_ne`` [dex cm^-3], ``log_T`` [dex K], ``v`` [km/s, positive = downflow] over
+        ``(y, x, height)`` (the 50 nodes, Mm) on the pixels of the cubes (``y``, ``x`` = pixel
+        indices, as :func:`radynversion.io.open_observation` gives them); ``kind (y, x)``
+        (0 quiet, 1 weak, 2 flare), ``pool_index (y, x)`` (the atmosphere's index in its
+        pool), ``ribbon_offset (y, x)``.
+    """
+    path = _example_dir() / "truth.nc"
+    if not path.is_file():
+        raise StoreError(f"{path}: no example truth here; make it with examples/make_example_scan.py")
+    with xr.open_dataset(path) as ds:
+        return ds.load()

@@ -1,7 +1,14 @@
-"""Figures: training-set coverage (and, later, posterior and map plots).
+"""Figures: training-set coverage, one pixel's posterior, and maps of a whole scan.
 
-All functions take xarray objects, draw with matplotlib (Agg backend is fine) and return the
-``Figure``; pass ``path`` to save a PNG.
+* :func:`training_coverage`: what a training set covers;
+* :func:`posterior`: the single-pixel figure of Osborne, Armstrong & Fletcher (2019): 2D
+  histograms of the posterior samples of ``log_ne``, ``log_T`` and ``v`` against height (truth
+  overplotted when known) and the round-trip profiles against the observed ones;
+* :func:`maps`: posterior medians and 68 % interval widths at chosen heights, and the
+  round-trip misfit, as images with helioprojective axes when the result carries a map header.
+
+All functions take xarray objects or arrays, draw with matplotlib (Agg backend is fine) and
+return the ``Figure``; pass ``path`` to save a PNG.
 """
 
 from __future__ import annotations
@@ -11,9 +18,29 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .atmosphere import VARIABLES, default_height_grid, inverse_velocity_transform, velocity_transform
 from .lines import LINES
 
-__all__ = ["training_coverage", "core_wing_ratio"]
+__all__ = ["training_coverage", "core_wing_ratio", "posterior_samples", "posterior", "maps"]
+
+#: axis labels (with units) of the atmosphere variables
+LABELS = {
+    "log_ne": r"$\log_{10} n_e$ [cm$^{-3}$]",
+    "log_T": r"$\log_{10} T$ [K]",
+    "v": r"$v$ [km s$^{-1}$] (+ = down)",
+}
+_SHORT = {"log_ne": r"$\log_{10} n_e$", "log_T": r"$\log_{10} T$", "v": r"$v$"}
+_UNITS = {"log_ne": "dex", "log_T": "dex", "v": r"km s$^{-1}$"}
+_CMAPS = {"log_ne": "viridis", "log_T": "inferno", "v": "RdBu_r"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def core_wing_ratio(ds: xr.Dataset, line_key: str) -> np.ndarray:
@@ -62,9 +89,11 @@ def training_coverage(ds: xr.Dataset, path: str | Path | None = None, title: str
         for k, kname in enumerate(kinds):
             sel = kind == k
             if sel.any():
-                ax.plot(h, np.nanmedian(vals[sel], axis=0), color=colors.get(kname, None), lw=1, label=f"median {kname}")
+                ax.plot(h, np.nanmedian(vals[sel], axis=0), color=colors.get(kname), lw=1, label=f"median {kname}")
         if name == "v":
             ax.set_yscale("symlog", linthresh=5)
+            ticks = [-300, -100, -30, -10, 0, 10, 30, 100]
+            ax.set_yticks(ticks, [str(t) for t in ticks])
         ax.set_xlabel("height [Mm]")
         ax.set_ylabel(label)
         ax.set_xlim(h[0], h[-1])
@@ -99,4 +128,417 @@ def training_coverage(ds: xr.Dataset, path: str | Path | None = None, title: str
     fig.suptitle(title or f"Training-set coverage: {ds.sizes['sample']} converged atmospheres")
     if path is not None:
         fig.savefig(path, dpi=110)
+    return fig
+
+
+
+# ---------------------------------------------------------------------------------------------
+# one pixel's posterior
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_atmosphere(x, n_h: int | None, what: str) -> np.ndarray:
+    """``(..., 3, H)`` array [log_ne, log_T, v km/s] from an array or a Dataset."""
+    if isinstance(x, xr.Dataset):
+        names = [f"{v}_samples" if f"{v}_samples" in x else v for v in VARIABLES]
+        missing = [n for n in names if n not in x]
+        if missing:
+            raise ValueError(f"{what}: Dataset without {missing}; expected log_ne, log_T, v (or "
+                             "log_ne_samples, ... as invert(..., return_samples=True) gives)")
+        arrs = []
+        for n in names:
+            da = x[n]
+            extra = [d for d in da.dims if d not in ("draw", "height")]
+            if any(da.sizes[d] != 1 for d in extra):
+                raise ValueError(f"{what}: {n} has dims {da.dims}; select one pixel first "
+                                 "(e.g. .isel(y=10, x=20))")
+            da = da.squeeze(extra, drop=True)
+            arrs.append(np.asarray(da.transpose(*[d for d in ("draw", "height") if d in da.dims]).values, float))
+        return np.stack(arrs, axis=-2)
+    arr = np.asarray(x, dtype=float)
+    if arr.shape[-2:] == (3, n_h or arr.shape[-1]) and arr.ndim >= 2 and (n_h is None or arr.shape[-1] == n_h):
+        return arr
+    if arr.shape[-1] % 3 == 0:
+        h = arr.shape[-1] // 3
+        return arr.reshape(*arr.shape[:-1], 3, h)
+    raise ValueError(f"{what}: array of shape {arr.shape}; expected (..., 3 H) or (..., 3, H)")
+
+
+def posterior_samples(samples, height_Mm: np.ndarray | None = None) -> xr.Dataset:
+    """Posterior samples of one pixel as a Dataset ``log_ne, log_T, v (draw, height)``.
+
+    Parameters
+    ----------
+    samples : ndarray or xarray.Dataset
+        An array ``(S, 3 H)`` or ``(S, 3, H)`` of ``[log_ne, log_T, v]`` with ``v`` in km/s
+        (positive = downflow), as :func:`radynversion.model.posterior.posterior` returns per
+        pixel; or a Dataset with ``log_ne_samples, log_T_samples, v_samples (draw, height)``
+        (:func:`radynversion.model.invert` with ``return_samples=True``, one pixel selected)
+        or ``log_ne, log_T, v (draw, height)``.
+    height_Mm : ndarray, shape ``(H,)``, optional
+        Heights [Mm]; default the Dataset's, else the 50 nodes.
+    """
+    if isinstance(samples, xr.Dataset) and height_Mm is None and "height" in samples.coords:
+        height_Mm = np.asarray(samples["height"].values, dtype=float)
+    arr = _as_atmosphere(samples, None if height_Mm is None else len(height_Mm), "posterior samples")
+    if arr.ndim == 2:
+        arr = arr[None]
+    h = default_height_grid() if height_Mm is None else np.asarray(height_Mm, dtype=float)
+    if arr.shape[-1] != h.size:
+        raise ValueError(f"posterior samples: {arr.shape[-1]} heights, but {h.size} height values")
+    from .atmosphere import VARIABLE_ATTRS
+
+    return xr.Dataset(
+        {v: (("draw", "height"), arr.reshape(-1, 3, h.size)[:, k], dict(VARIABLE_ATTRS[v]))
+         for k, v in enumerate(VARIABLES)},
+        coords={"height": ("height", h, dict(VARIABLE_ATTRS["height"]))})
+
+
+#: the velocity axis never extends beyond +-1000 km/s (v' = 3), whatever the samples do
+_V_PRIME_MAX = float(velocity_transform(1000.0))
+
+
+def _height_axis(ax, h_edges: np.ndarray) -> None:
+    """Height axis as in :func:`training_coverage`: linear to 3.5 Mm, compressed above."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    ax.set_xscale("symlog", linthresh=3.5, linscale=3)
+    ax.set_xlim(h_edges[0], h_edges[-1])
+    ax.xaxis.set_major_locator(FixedLocator([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 5, 10]))
+    ax.xaxis.set_minor_locator(FixedLocator([4, 6, 7, 8, 9]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+
+
+def _height_edges(h: np.ndarray) -> np.ndarray:
+    mid = 0.5 * (h[1:] + h[:-1])
+    return np.concatenate([[h[0] - (mid[0] - h[0])], mid, [h[-1] + (h[-1] - mid[-1])]])
+
+
+def _value_edges(name: str, values: np.ndarray, truth: np.ndarray | None, bins: int) -> np.ndarray:
+    """Histogram bin edges of a variable: even in ``log`` values, even in ``v'`` for ``v``."""
+    vals = values[np.isfinite(values)]
+    if truth is not None:
+        vals = np.concatenate([vals, truth[np.isfinite(truth)]])
+    if name == "v":
+        vp = velocity_transform(vals)
+        lo, hi = np.percentile(vp, [0.2, 99.8]) if vp.size else (-1.0, 1.0)
+        lim = min(max(abs(lo), abs(hi), 0.5), _V_PRIME_MAX)
+        return inverse_velocity_transform(np.linspace(-lim, lim, bins + 1))
+    lo, hi = np.percentile(vals, [0.2, 99.8]) if vals.size else (0.0, 1.0)
+    pad = 0.05 * max(hi - lo, 0.1)
+    return np.linspace(lo - pad, hi + pad, bins + 1)
+
+
+def posterior(
+    samples,
+    observed=None,
+    round_trip: np.ndarray | None = None,
+    truth=None,
+    height_Mm: np.ndarray | None = None,
+    bins: int = 60,
+    path: str | Path | None = None,
+    title: str | None = None,
+):
+    """The single-pixel posterior figure (Osborne, Armstrong & Fletcher 2019, their Figs 4-6).
+
+    Top row: for ``log_ne``, ``log_T`` and ``v``, the 2D histogram of the posterior samples
+    against height (each height column normalised to the fraction of samples per bin), with
+    the median and the 16-84 % interval as lines and the truth, when given, in cyan. Bottom
+    row: the observed profiles of both lines on the model windows (divided by their joint
+    peak) and, when given, the round-trip profiles ``forward(sample)`` as their median and
+    5-95 % / 16-84 % bands.
+
+    Parameters
+    ----------
+    samples : ndarray or xarray.Dataset
+        Posterior samples of one pixel (see :func:`posterior_samples`): ``(S, 3 H)``,
+        ``(S, 3, H)`` [log_ne, log_T, v km/s] or a Dataset with a ``draw`` dim.
+    observed : ndarray, shape ``(60,)``, or xarray.Dataset, optional
+        The pixel's normalised profiles as the model sees them (H-alpha's 30 points, then
+        Ca II 8542's: ``normalise_profiles(...)[0][i]``), or a one-pixel profile Dataset
+        (normalised here with :func:`radynversion.model.preprocess.normalise_profiles`).
+    round_trip : ndarray, shape ``(S', 60)``, optional
+        Forward-model profiles of (some of) the samples, in the same normalisation.
+    truth : ndarray ``(3 H,)`` / ``(3, H)`` or xarray.Dataset (``log_ne, log_T, v (height)``), optional
+        The true atmosphere (e.g. ``example_truth().isel(y=30, x=20)``).
+    height_Mm : ndarray, optional
+        Heights [Mm] (default the samples', else the 50 nodes).
+    bins : int
+        Histogram bins per variable.
+    path : path, optional
+        Save the PNG here.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> res = invert(scan.isel(y=[30], x=[20]), samples=2048, return_samples=True)  # doctest: +SKIP
+    >>> posterior(res.isel(y=0, x=0), truth=example_truth().isel(y=30, x=20), path="px.png")  # doctest: +SKIP
+    """
+    from matplotlib.colors import PowerNorm
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _pyplot()
+    post = posterior_samples(samples, height_Mm)
+    h = np.asarray(post["height"].values)
+    tru = None
+    if truth is not None:
+        tru = _as_atmosphere(truth, h.size, "truth").reshape(3, h.size)
+    y_obs = None
+    if observed is not None:
+        if isinstance(observed, xr.Dataset):
+            from .model.preprocess import normalise_profiles
+
+            y_all, _ = normalise_profiles(observed)
+            if y_all.shape[0] != 1:
+                raise ValueError(f"posterior: observed holds {y_all.shape[0]} pixels; select one")
+            y_obs = y_all[0].astype(float)
+        else:
+            y_obs = np.asarray(observed, dtype=float).reshape(-1)
+        n_prof = sum(ln.model_points for ln in LINES)
+        if y_obs.size != n_prof:
+            raise ValueError(f"posterior: observed has {y_obs.size} points; expected {n_prof}")
+    rt = None if round_trip is None else np.asarray(round_trip, dtype=float).reshape(-1, sum(ln.model_points for ln in LINES))
+
+    fig = plt.figure(figsize=(15, 8.5), constrained_layout=True)
+    gs = fig.add_gridspec(2, 6)
+    h_edges = _height_edges(h)
+    mesh = None
+    for col, name in enumerate(VARIABLES):
+        ax = fig.add_subplot(gs[0, 2 * col : 2 * col + 2])
+        vals = np.asarray(post[name].values, dtype=float)  # (S, H)
+        edges = _value_edges(name, vals, None if tru is None else tru[col], bins)
+        hist = np.stack([np.histogram(vals[:, j][np.isfinite(vals[:, j])], bins=edges)[0]
+                         for j in range(h.size)], axis=1).astype(float)
+        n_ok = np.maximum(np.isfinite(vals).sum(axis=0), 1)
+        hist /= n_ok[None, :]
+        mesh = ax.pcolormesh(h_edges, edges, hist, cmap="magma", norm=PowerNorm(0.5, vmin=0.0, vmax=max(hist.max(), 1e-9)),
+                             shading="flat", rasterized=True)
+        q16, q50, q84 = np.nanpercentile(vals, [16, 50, 84], axis=0)
+        ax.plot(h, q50, color="w", lw=1.2, label="median")
+        ax.plot(h, q16, color="w", lw=0.7, ls="--", label="16-84 %")
+        ax.plot(h, q84, color="w", lw=0.7, ls="--")
+        if tru is not None:
+            ax.plot(h, tru[col], color="cyan", lw=1.5, label="truth")
+        if name == "v":
+            ax.set_yscale("symlog", linthresh=5.0)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.set_ylim(edges[0], edges[-1])
+        _height_axis(ax, h_edges)
+        ax.set_xlabel("height [Mm]")
+        ax.set_ylabel(LABELS[name])
+        ax.set_title(_SHORT[name], fontsize=10)
+        if col == 0:
+            ax.legend(fontsize=8, loc="upper right", facecolor="0.3", labelcolor="w", framealpha=0.7)
+    if mesh is not None:
+        cb = fig.colorbar(mesh, ax=fig.axes[:3], shrink=0.9, pad=0.01)
+        cb.set_label("fraction of samples per bin, per height")
+    start = 0
+    for col, ln in enumerate(LINES):
+        ax = fig.add_subplot(gs[1, 3 * col : 3 * col + 3])
+        dwl = ln.model_wavelengths() - ln.center_air_A
+        sl = slice(start, start + ln.model_points)
+        start += ln.model_points
+        if rt is not None:
+            p5, p16, p50, p84, p95 = np.nanpercentile(rt[:, sl], [5, 16, 50, 84, 95], axis=0)
+            ax.fill_between(dwl, p5, p95, color="tab:orange", alpha=0.25, lw=0, label="round trip 5-95 %")
+            ax.fill_between(dwl, p16, p84, color="tab:orange", alpha=0.5, lw=0, label="round trip 16-84 %")
+            ax.plot(dwl, p50, color="tab:red", lw=1.2, label="round trip median")
+        if y_obs is not None:
+            ax.plot(dwl, y_obs[sl], "k.--", lw=0.8, ms=4, label="observed")
+        ax.set_xlabel(r"$\Delta\lambda$ [$\AA$] from " + f"{ln.center_air_A:.2f} " + r"$\AA$ (air)")
+        ax.set_ylabel("intensity / joint peak")
+        ax.set_title(ln.label, fontsize=10)
+        ax.set_xlim(dwl[0], dwl[-1])
+        if ax.has_data():
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no profiles given", transform=ax.transAxes, ha="center", va="center")
+    fig.suptitle(title or f"Posterior of one pixel: {post.sizes['draw']} samples")
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# maps of a scan
+# ---------------------------------------------------------------------------------------------
+
+
+def _map_wcs(result: xr.Dataset, header):
+    """A 2D astropy WCS of the (y, x) plane, or None (pixel axes)."""
+    from .io.fits import map_header
+
+    meta = None
+    if header is None and any(k.startswith("map_header") for k in result.attrs):
+        meta = map_header(result)
+    elif isinstance(header, xr.Dataset):
+        keys = {k: v for k, v in header.attrs.items() if k.startswith("map_header")}
+        if keys:
+            meta = map_header(result.assign_attrs(keys))
+    elif header is not None:
+        meta = dict(header)
+    if meta is None:
+        return None
+    import warnings
+
+    import sunpy.coordinates  # noqa: F401  (registers the helioprojective frame: Solar-X/Y axes)
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+    from astropy.wcs import WCS
+    hdr = fits.Header()
+    for k, v in meta.items():
+        if isinstance(v, str | int | float | bool):
+            hdr[k] = v
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        w = WCS(hdr, naxis=2)
+    if not w.has_celestial:
+        return None
+    return w
+
+
+def _quantile(da: xr.DataArray, q: float) -> tuple[xr.DataArray, float]:
+    qs = np.asarray(da["quantile"].values, dtype=float)
+    k = int(np.argmin(np.abs(qs - q)))
+    return da.isel(quantile=k), float(qs[k])
+
+
+def maps(
+    result: xr.Dataset,
+    heights_Mm: tuple[float, ...] = (0.5, 1.0, 1.5),
+    time: int | None = None,
+    variables: tuple[str, ...] = VARIABLES,
+    header=None,
+    path: str | Path | None = None,
+    title: str | None = None,
+):
+    """Maps of an inversion: posterior median and 68 % interval width at chosen heights.
+
+    One row per height (the nearest node), two columns per variable: the median (quantile
+    0.5) and the width of the central 68 % interval (quantile 0.84 minus 0.16; the nearest
+    quantiles present are used and named); a last row with the round-trip misfit and the joint
+    peak intensity. Velocity maps use a diverging scale symmetric about 0 (red = downflow).
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        The output of :func:`radynversion.model.invert` (or of the engine) with spatial dims
+        ``y``, ``x``: ``log_ne, log_T, v (..., quantile, height)``, ``misfit``, ``peak``.
+    heights_Mm : tuple of float
+        Heights [Mm] to show (nearest node each).
+    time : int, optional
+        Index along ``time`` when the result has that dim (default 0).
+    variables : tuple of str
+        Which of ``log_T``, ``log_ne``, ``v``, in that order of columns.
+    header : mapping, xarray.Dataset or None
+        The spatial WCS: a 2D FITS header mapping (:func:`radynversion.io.fits.map_header`),
+        or the observation Dataset whose ``map_header`` attr applies (the result's ``y``/``x``
+        pixel indices keep crops right); default the result's own ``map_header`` attr if it has
+        one; otherwise pixel axes.
+    path : path, optional
+        Save the PNG here.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> maps(result, heights_Mm=(0.5, 1.0, 1.5), header=scan, path="maps.png")  # doctest: +SKIP
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    missing = [v for v in variables if v not in result]
+    if missing:
+        raise ValueError(f"maps: result has no {missing}; expected the output of invert")
+    ds = result
+    if "time" in ds.dims:
+        ds = ds.isel(time=0 if time is None else int(time))
+    for d in ("y", "x"):
+        if d not in ds.dims:
+            raise ValueError(f"maps: result has dims {tuple(ds.dims)}; expected spatial dims y and x")
+    extra = [d for d in ds[variables[0]].dims if d not in ("y", "x", "quantile", "height")]
+    if extra:
+        raise ValueError(f"maps: result has extra dims {extra}; select one value of each (e.g. time=)")
+    wcs = _map_wcs(ds, header)
+    h = np.asarray(ds["height"].values, dtype=float)
+    picks = [int(np.argmin(np.abs(h - z))) for z in heights_Mm]
+    n_rows, n_cols = len(picks) + 1, 2 * len(variables)
+    fig = plt.figure(figsize=(3.1 * n_cols + 0.5, 2.9 * n_rows + 0.6), constrained_layout=True)
+    gs = fig.add_gridspec(n_rows, n_cols)
+    axes = []
+
+    def panel(r: int, c: int, img: np.ndarray, cmap: str, label: str, ttl: str, vmin=None, vmax=None):
+        ax = fig.add_subplot(gs[r, c], projection=wcs) if wcs is not None else fig.add_subplot(gs[r, c])
+        im = ax.imshow(img, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(ttl, fontsize=9)
+        cb = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
+        cb.set_label(label, fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+        if wcs is not None:
+            lon, lat = ax.coords[0], ax.coords[1]
+            lon.set_axislabel("Solar-X [arcsec]" if c == 0 or r == n_rows - 1 else "", fontsize=8)
+            lat.set_axislabel("Solar-Y [arcsec]" if c == 0 else "", fontsize=8)
+            lon.set_ticklabel(size=7)
+            lat.set_ticklabel(size=7)
+            lon.set_major_formatter("s.s")
+            lat.set_major_formatter("s.s")
+            if c != 0:
+                lat.set_ticklabel_visible(False)
+            if r != n_rows - 1 and r != n_rows - 2:
+                lon.set_ticklabel_visible(False)
+        else:
+            ax.set_xlabel("x [pixel]" if r >= n_rows - 2 else "", fontsize=8)
+            ax.set_ylabel("y [pixel]" if c == 0 else "", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(5, integer=True))
+        axes.append(ax)
+        return ax
+
+    for r, j in enumerate(picks):
+        for k, name in enumerate(variables):
+            da = ds[name].isel(height=j).transpose("quantile", "y", "x")
+            med, qm = _quantile(da, 0.5)
+            lo, qlo = _quantile(da, 0.16)
+            hi, qhi = _quantile(da, 0.84)
+            img = np.asarray(med.values, dtype=float)
+            width = np.asarray((hi - lo).values, dtype=float)
+            if name == "v":
+                lim = float(np.nanpercentile(np.abs(img), 99)) if np.isfinite(img).any() else 1.0
+                lim = max(lim, 1.0)
+                kw = {"vmin": -lim, "vmax": lim}
+            else:
+                kw = {}
+                if np.isfinite(img).any():
+                    kw = dict(zip(("vmin", "vmax"), np.nanpercentile(img, [1, 99]), strict=True))
+            panel(r, 2 * k, img, _CMAPS[name], LABELS[name],
+                  f"{_SHORT[name]} median, {h[j]:.2f} Mm" + ("" if qm == 0.5 else f" (q{qm:g})"), **kw)
+            wkw = {}
+            if np.isfinite(width).any():
+                wkw = {"vmin": 0.0, "vmax": float(np.nanpercentile(width, 99)) or None}
+            panel(r, 2 * k + 1, width, "cividis", f"q{qhi:g} - q{qlo:g} [{_UNITS[name]}]",
+                  f"{_SHORT[name]} 68 % width, {h[j]:.2f} Mm", **wkw)
+    last = n_rows - 1
+    if "misfit" in ds:
+        mis = np.asarray(ds["misfit"].values, dtype=float)
+        vmax = float(np.nanpercentile(mis, 99)) if np.isfinite(mis).any() else None
+        panel(last, 0, mis, "magma", "RMS / joint peak", "round-trip misfit", vmin=0.0, vmax=vmax)
+    if "peak" in ds:
+        pk = np.asarray(ds["peak"].values, dtype=float)
+        unit = ds["peak"].attrs.get("units", "")
+        scale = np.nanmax(np.abs(pk)) if np.isfinite(pk).any() else 1.0
+        exp = int(np.floor(np.log10(scale))) if scale > 0 else 0
+        panel(last, 1, pk / 10.0**exp, "gray", f"$10^{{{exp}}}$ {unit}", "joint peak intensity")
+    fig.suptitle(title or "Posterior maps" + (f" (time index {time or 0})" if "time" in result.dims else ""))
+    if path is not None:
+        fig.savefig(path, dpi=100)
     return fig

@@ -191,7 +191,7 @@ def convert_intensity(ds: xr.Dataset, unit: str | u.UnitBase, source: str | None
     ------
     UnitsError
         If an intensity unit is not a spectral radiance convertible to ``unit`` (DN and
-        dimensionless data need a calibration first).
+        dimensionless data need a calibration first: :func:`radynversion.calibration.calibrate`).
     """
     src = _source(ds, source)
     target = u.Unit(unit)
@@ -206,7 +206,7 @@ def convert_intensity(ds: xr.Dataset, unit: str | u.UnitBase, source: str | None
         except u.UnitConversionError:
             raise UnitsError(f"{src}: variable {ln.var} has units {have.to_string()!r}, not "
                              f"convertible to {target.to_string()!r}; DN or unitless data need "
-                             "a calibration") from None
+                             "a calibration first (radynversion.calibration.calibrate)") from None
         factor = np.broadcast_to(np.asarray(factor, dtype=float), wl.shape)
         var = ds[ln.var]
         scale = xr.DataArray(factor, dims=(ln.dim,))

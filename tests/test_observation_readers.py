@@ -1,6 +1,7 @@
 """Observation readers: SSTRED -TAB cubes, linear-WCS cubes, crisPy per-scan files, netCDF/Zarr.
 
-Every FITS file is written here with astropy in the layout SSTRED's ``red_fitscube_addwcs``
+SSTRED cubes are written with the package's own writer,
+:func:`radynversion.io.fits.write_sstred_cube`, in the layout SSTRED's ``red_fitscube_addwcs``
 writes (one-row ``WCS-TAB`` binary table, coordinate column of numpy shape
 ``(nscan, ntune, 2, 2, M)``, ``HPLN-INDEX = [1, nx]``, ``HPLT-INDEX = [1, ny]``, unity
 ``CRPIX/CRVAL/CDELT``, ``PVi_3`` numbering the coordinates).
@@ -22,7 +23,13 @@ from astropy.wcs import WCS
 
 from radynversion import CA8542, HALPHA, air_to_vacuum
 from radynversion.errors import DataFileError, ProfileSchemaError, UnitsError
-from radynversion.io.fits import map_header, read_crispy_fits, read_sstred_cube
+from radynversion.io.fits import (
+    identify_line,
+    map_header,
+    read_crispy_fits,
+    read_sstred_cube,
+    write_sstred_cube,
+)
 from radynversion.io.observation import open_observation
 from radynversion.schema import RADIANCE_PER_HZ, profile_dataset, to_air_angstrom, validate_profiles
 
@@ -62,63 +69,63 @@ def tuning_times(nscan, ntune):
     return T0 + CADENCE * np.arange(nscan)[:, None] + 1.0 * np.arange(ntune)[None, :]
 
 
-def write_sstred(path, wl_A, nscan=2, nstokes=4, time_axis=True, ny=NY, nx=NX, bunit=BUNIT,
-                 idl_tdim=False, wl_per_scan=None, extra=None, seed=0):
-    """An SSTRED-style cube with -TAB HPLN/HPLT/WAVE(/TIME) in a WCS-TAB binary table."""
-    ntune = len(wl_A)
-    data = cube(nscan, nstokes, ntune, ny, nx, seed)
-    if not time_axis:
-        data = data[0]
-    names = ["HPLN", "HPLT", "WAVE"] + (["TIME"] if time_axis else [])
-    m = len(names)
-    wl_nm = np.broadcast_to(np.asarray(wl_A) / 10.0, (nscan, ntune)).copy()
-    if wl_per_scan is not None:
-        wl_nm = np.asarray(wl_per_scan) / 10.0
-    t = tuning_times(nscan, ntune)
-    coords = np.zeros((nscan, ntune, 2, 2, m))  # K4=scan, K3=tuning, K2=y corner, K1=x corner, M
-    for j in range(2):
-        for i in range(2):
-            coords[:, :, j, i, 0] = X0 + i * (nx - 1) * SCALE
-            coords[:, :, j, i, 1] = Y0 + j * (ny - 1) * SCALE
-            coords[:, :, j, i, 2] = wl_nm
-            if time_axis:
-                coords[:, :, j, i, 3] = t
-    if not time_axis:
-        coords = coords[0]
-    hdu = fits.PrimaryHDU(data)
-    h = hdu.header
-    h["DATEREF"] = DATEREF
-    h["DATE-OBS"] = "2017-09-06T10:00:00"
-    h["TELESCOP"] = "Swedish 1-meter Solar Telescope"
-    h["INSTRUME"] = "CRISP"
-    h["TIMESYS"] = "UTC"
-    if bunit is not None:
-        h["BUNIT"] = bunit
-    ttype = "+".join(names)
-    tab_axes = [(1, "HPLN-TAB", "arcsec", "HPLN-INDEX"), (2, "HPLT-TAB", "arcsec", "HPLT-INDEX"),
-                (3, "WAVE-TAB", "nm", None)] + ([(5, "UTC--TAB", "s", None)] if time_axis else [])
-    for number, (ax, ctype, cunit, index) in enumerate(tab_axes, start=1):
-        h[f"CTYPE{ax}"], h[f"CUNIT{ax}"] = ctype, cunit
-        h[f"PS{ax}_0"], h[f"PS{ax}_1"] = "WCS-TAB", ttype
-        if index:
-            h[f"PS{ax}_2"] = index
-        h[f"PV{ax}_3"] = number
-        h[f"CRPIX{ax}"], h[f"CRVAL{ax}"], h[f"CDELT{ax}"] = 0, 0, 1
-    h["CTYPE4"], h["CRPIX4"], h["CRVAL4"], h["CDELT4"] = "STOKES", 1, 1, 1
-    for k, v in (extra or {}).items():
-        h[k] = v
-    tdim = coords.shape[::-1]
+def _patch_wcs_table(path, wave_nm=None, idl_tdim=False):
+    """Rewrite the WCS-TAB table of ``path``: new WAVE coordinates (numpy shape (nscan, ntune)),
+    or the TDIM that IDL writes for one scan (trailing unit dim dropped)."""
+    with fits.open(path, memmap=False) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    tab = hdul["WCS-TAB"]
+    name = tab.columns[0].name
+    coords = np.array(tab.data[name])  # (1, [nscan,] ntune, 2, 2, M)
+    if wave_nm is not None:
+        k = name.split("+").index("WAVE")
+        wave = np.asarray(wave_nm, dtype=float)
+        coords[..., k] = np.broadcast_to(wave, coords.shape[1:-3])[None, ..., None, None]
+    tdim = coords.shape[1:][::-1]
     if idl_tdim:  # IDL drops the trailing unit dim of a single-scan table
         assert tdim[-1] == 1
         tdim = tdim[:-1]
-    cols = [
-        fits.Column(name=ttype, format=f"{coords.size}D", dim="(" + ",".join(map(str, tdim)) + ")",
-                    array=coords.reshape((1,) + coords.shape)),
-        fits.Column(name="HPLN-INDEX", format="2E", array=np.array([[1.0, nx]])),
-        fits.Column(name="HPLT-INDEX", format="2E", array=np.array([[1.0, ny]])),
-    ]
-    fits.HDUList([hdu, fits.BinTableHDU.from_columns(cols, name="WCS-TAB")]).writeto(path)
-    return data
+    cols = [fits.Column(name=name, format=f"{coords[0].size}D", dim="(" + ",".join(map(str, tdim)) + ")",
+                        array=coords)] + [c for c in tab.columns if c.name != name]
+    hdul["WCS-TAB"] = fits.BinTableHDU.from_columns(cols, header=tab.header, name="WCS-TAB")
+    hdul.writeto(path, overwrite=True)
+
+
+def write_sstred(path, wl_A, nscan=2, nstokes=4, time_axis=True, ny=NY, nx=NX, bunit=BUNIT,
+                 idl_tdim=False, wl_per_scan=None, extra=None, seed=0):
+    """An SSTRED-style cube (radynversion.io.fits.write_sstred_cube) with -TAB
+    HPLN/HPLT/WAVE(/TIME) in a WCS-TAB binary table; pixel (0, 0) at (X0, Y0), tuning k of scan
+    s at T0 + CADENCE s + k seconds after DATEREF. Returns the data, numpy shape
+    (nscan, nstokes, ntune, ny, nx), or (nstokes, ntune, ny, nx) without a time axis."""
+    ntune = len(wl_A)
+    data = cube(nscan, nstokes, ntune, ny, nx, seed)
+    try:
+        line, medium = identify_line(np.asarray(wl_A))
+        wl_write, patch = np.asarray(wl_A, dtype=float), None
+    except ProfileSchemaError:  # deliberately no known line: written as H-alpha, then patched
+        line, medium = HALPHA, "air"
+        wl_write, patch = HALPHA.center_air_A + np.linspace(-1, 1, ntune), np.asarray(wl_A) / 10.0
+    if wl_per_scan is not None:
+        patch = np.asarray(wl_per_scan) / 10.0
+    times = (np.datetime64(DATEREF, "ns")
+             + ((T0 + CADENCE * np.arange(nscan) + (ntune - 1) / 2) * 1e9).astype("timedelta64[ns]"))
+    da = xr.DataArray(
+        data, dims=("time", "stokes", line.dim, "y", "x"),
+        coords={"time": times, "stokes": list("IQUV")[:nstokes],
+                line.dim: (line.dim, wl_write, {"units": "Angstrom", "wavelength_medium": medium})},
+        name=line.var)  # no units attr: BUNIT only when bunit is given
+    centre = (X0 + (nx - 1) / 2 * SCALE, Y0 + (ny - 1) / 2 * SCALE)
+    # the same observation-level DATE-* for every line, so that two lines share one map header
+    hdr = {"TELESCOP": "Swedish 1-meter Solar Telescope", "DATE-OBS": "2017-09-06T10:00:00",
+           "DATE-BEG": "2017-09-06T10:00:00", "DATE-END": "2017-09-06T10:01:00",
+           "DATE-AVG": "2017-09-06T10:00:30"}
+    hdr.update(extra or {})
+    write_sstred_cube(path, da.isel(time=slice(0, 1)) if not time_axis else da, centre_arcsec=centre,
+                      scale_arcsec=SCALE, date_ref=DATEREF, tuning_step_s=1.0, bunit=bunit,
+                      time_axis=time_axis, header=hdr)
+    if patch is not None or idl_tdim:
+        _patch_wcs_table(path, patch, idl_tdim)
+    return data if time_axis else data[0]
 
 
 def write_linear(path, wl0_A, dwl, ntune, cunit3="nm", nscan=2, nstokes=4, bunit=BUNIT):
@@ -520,3 +527,60 @@ def test_paths_are_str_or_path(tmp_path):
     write_sstred(fc, WL_CA)
     ds = open_observation([str(fh), Path(fc)])
     assert set(ds.attrs["lines"]) == {"halpha", "ca8542"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer on its own: defaults (Stokes I only, SST observer keys), rotation, re-writing a read
+# ---------------------------------------------------------------------------------------------
+
+
+def test_write_sstred_cube_defaults_and_observer_keys(tmp_path):
+    rng = np.random.default_rng(3)
+    I = rng.random((WL_CA.size, NY, NX)).astype(np.float32)
+    ds = profile_dataset({"halpha": WL_HA, "ca8542": WL_CA},
+                         {"halpha": np.zeros((NY, NX, WL_HA.size)), "ca8542": np.moveaxis(I, 0, -1)},
+                         RADIANCE_PER_HZ, dims=("y", "x"))[[CA8542.var]]
+    f = write_sstred_cube(tmp_path / "nb_8542_im.fits", ds, time="2017-09-06T10:00:08",
+                          centre_arcsec=(-300.0, 200.0), scale_arcsec=0.057, rotation_deg=30.0)
+    with fits.open(f) as hdul:
+        h = hdul[0].header
+        assert hdul[0].data.shape == (1, 1, WL_CA.size, NY, NX)
+        assert h["TELESCOP"] == "SST" and h["INSTRUME"] == "CRISP" and h["BUNIT"] == BUNIT
+        assert h["CTYPE1"] == "HPLN-TAB" and h["CTYPE3"] == "WAVE-TAB" and h["CTYPE5"] == "UTC--TAB"
+        assert h["DATEREF"].startswith("2017-09-06T00:00:00")
+        assert 1.47e11 < h["DSUN_OBS"] < 1.53e11 and abs(h["HGLT_OBS"]) < 7.3
+        assert np.hypot(h["OBSGEO-X"], h["OBSGEO-Y"]) == pytest.approx(5.6e6, rel=0.01)  # La Palma
+    back = read_sstred_cube(f)
+    np.testing.assert_array_equal(back[CA8542.var].values[0], I)
+    np.testing.assert_allclose(back[CA8542.dim].values, WL_CA, atol=1e-9)
+    assert back["time"].values[0] == np.datetime64("2017-09-06T10:00:08")
+    assert back.attrs["telescope"] == "SST" and back.attrs["map_fit_residual_arcsec"] < 1e-9
+    np.testing.assert_allclose([back.attrs["pointing_hpln_arcsec"], back.attrs["pointing_hplt_arcsec"]],
+                               [-300.0, 200.0], atol=1e-9)
+    np.testing.assert_allclose(back.attrs["pixel_scale_arcsec"], [0.057, 0.057], rtol=1e-9)
+    meta = map_header(back)
+    assert meta["PC1_1"] == pytest.approx(np.cos(np.deg2rad(30.0)))
+    assert meta["PC2_1"] == pytest.approx(np.sin(np.deg2rad(30.0)))
+    assert meta["DSUN_OBS"] == h["DSUN_OBS"]
+    # what was read is written again (its map header reused) and reads back the same
+    g = write_sstred_cube(tmp_path / "again.fits", back)
+    again = read_sstred_cube(g)
+    np.testing.assert_array_equal(again[CA8542.var].values, back[CA8542.var].values)
+    np.testing.assert_allclose(again[CA8542.dim].values, back[CA8542.dim].values, atol=1e-9)
+    assert again["time"].values[0] == back["time"].values[0]
+    assert map_header(again)["CRVAL1"] == pytest.approx(meta["CRVAL1"], abs=1e-9)
+
+
+def test_write_sstred_cube_refuses_what_it_cannot_write(tmp_path):
+    ds = schema_dataset()
+    with pytest.raises(ProfileSchemaError, match="expected one of"):
+        write_sstred_cube(tmp_path / "x.fits", ds, centre_arcsec=(0, 0))
+    with pytest.raises(ProfileSchemaError, match="no scan time"):
+        write_sstred_cube(tmp_path / "x.fits", ds, line="ca8542", centre_arcsec=(0, 0))
+    one = ds.assign_coords(time=("time", ds["time_halpha"].values)).drop_vars("time_halpha")
+    with pytest.raises(ProfileSchemaError, match="no spatial WCS"):
+        write_sstred_cube(tmp_path / "x.fits", one, line="halpha")
+    dn = one.copy()
+    dn[HALPHA.var].attrs["units"] = "DN"
+    f = write_sstred_cube(tmp_path / "dn.fits", dn, line="halpha", centre_arcsec=(0, 0))
+    assert fits.getheader(f)["BUNIT"] == "dn" and read_sstred_cube(f)[HALPHA.var].attrs["units"] == "DN"

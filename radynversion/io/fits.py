@@ -1,4 +1,4 @@
-"""Read SST/CRISP spectral scans from FITS into the profile schema.
+"""Read SST/CRISP spectral scans from FITS into the profile schema (and write SSTRED cubes).
 
 Two layouts are read, both with :mod:`astropy.io.fits` and :class:`astropy.wcs.WCS` (which
 evaluates ``-TAB`` coordinates); nothing that astropy parses is parsed here by hand.
@@ -41,6 +41,16 @@ placeholder). That array has no unit keyword in crisPy: its unit is taken from `
 ``CUNIT1`` of the extension when present, otherwise decided by the values (Angstrom or nm,
 whichever puts them on a line). crisPy's plotting offers an air conversion because headers
 may hold vacuum wavelengths; here the medium is decided by the values, as for SSTRED.
+
+Writing (:func:`write_sstred_cube`)
+-----------------------------------
+One line's scans (a Dataset in the shape the readers return) are written in the SSTRED layout
+above: ``-TAB`` HPLN/HPLT/WAVE/TIME in a one-row ``WCS-TAB`` table (corners of the field from
+a pointing, pixel scale and rotation, or from the Dataset's ``map_header``), Stokes I (or
+I, Q, U, V), ``BUNIT`` (SSTRED's ``'W m^-2 Hz^-1 sr^-1'``, or ``'dn'``), ``DATEREF``,
+``DATE-OBS/BEG/END/AVG``, ``TELESCOP``, ``INSTRUME``, ``OBSRVTRY``, ``OBSGEO-X/Y/Z``,
+``DSUN_OBS``, ``HGLN_OBS``, ``HGLT_OBS`` and ``RSUN_REF``. The package's example scan and the
+tests write their cubes with it.
 
 What both readers return
 ------------------------
@@ -97,6 +107,8 @@ __all__ = [
     "read_crispy_fits",
     "read_fits_profiles",
     "map_header",
+    "write_sstred_cube",
+    "SST_LOCATION",
 ]
 
 #: the median tuning must lie within this of a line centre [Angstrom]
@@ -290,6 +302,16 @@ def _make_wcs(header: fits.Header, hdul: fits.HDUList, source: str) -> tuple[WCS
                         "expected SOLARNET WCS keywords (-TAB axes need the WCS-TAB extension)")
 
 
+def _read_section(hdu: Any, key: Any) -> np.ndarray:
+    """``hdu.data[key]`` through ``hdu.section``, with integer indices applied by numpy
+    (astropy's ``Section`` keeps some length-1 axes indexed by an integer, e.g. the Stokes
+    axis of a Stokes-I-only cube)."""
+    key = key if isinstance(key, tuple) else (key,)
+    sliced = tuple(slice(k, k + 1) if isinstance(k, (int, np.integer)) else k for k in key)
+    take = tuple(0 if isinstance(k, (int, np.integer)) else slice(None) for k in key)
+    return np.asarray(hdu.section[sliced])[take]
+
+
 class _LazyFitsData:
     """Array-like view of a primary HDU that opens the file for each read (picklable for dask)."""
 
@@ -301,7 +323,7 @@ class _LazyFitsData:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         with fits.open(self.path, memmap=True) as hdul:
-            return np.asarray(hdul[0].section[key]).astype(self.dtype, copy=False)
+            return _read_section(hdul[0], key).astype(self.dtype, copy=False)
 
 
 def _time_reference(header: fits.Header, wcs: WCS, ctype: str, source: str) -> Time:
@@ -530,7 +552,7 @@ def _read_cube(path: str | Path, stokes: str, chunks: Any, reader: str,
         # FITS is big-endian; hand out native byte order
         dtype = np.asarray(hdul[0].section[(slice(0, 1),) * naxis]).dtype.newbyteorder("=")
         if chunks is None:
-            data: Any = np.asarray(hdul[0].section[key]).astype(dtype, copy=False)
+            data: Any = _read_section(hdul[0], key).astype(dtype, copy=False)
         else:
             import dask.array as da
             from dask.base import tokenize
@@ -769,3 +791,312 @@ def map_header(ds: xr.Dataset, line: str | Line | None = None, time_index: int |
         except ValueError:
             hdr["BUNIT"] = str(unit_s)
     return {k: v for k, v in hdr.items() if k not in ("COMMENT", "HISTORY", "")}
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer
+# ---------------------------------------------------------------------------------------------
+
+#: geodetic position of the SST on La Palma (Scharmer et al. 2003): lon [deg E], lat [deg], h [m]
+SST_LOCATION = (-17.8806, 28.7597, 2360.0)
+#: SSTRED's spelling of a calibrated intensity unit
+SSTRED_BUNIT = "W m^-2 Hz^-1 sr^-1"
+#: default seconds between two tunings of one scan (CRISP takes ~15-25 tunings in ~5-15 s)
+TUNING_STEP_S = 0.5
+
+
+def _spatial_header(ds: xr.Dataset, line: Line, nx: int, ny: int, centre_arcsec, scale_arcsec,
+                    rotation_deg: float, spatial_header) -> fits.Header:
+    """The 2D HPLN/HPLT header of the (y, x) plane to tabulate: given, from ``ds`` (its
+    ``map_header`` attr), or made from a pointing, pixel scale and rotation."""
+    if spatial_header is not None:
+        if isinstance(spatial_header, str):
+            return fits.Header.fromstring(spatial_header, sep="\n")
+        return fits.Header(spatial_header) if not isinstance(spatial_header, fits.Header) else spatial_header
+    if centre_arcsec is None and any(k.startswith("map_header") for k in ds.attrs):
+        return fits.Header(map_header(ds, line))
+    if centre_arcsec is None:
+        raise ProfileSchemaError("write_sstred_cube: no spatial WCS; pass centre_arcsec (and "
+                                 "scale_arcsec), spatial_header, or a Dataset with a 'map_header' attr")
+    scale = np.broadcast_to(np.asarray(scale_arcsec, dtype=float), (2,))
+    rot = np.deg2rad(rotation_deg)
+    hdr = fits.Header()
+    hdr["WCSAXES"] = 2
+    hdr["CTYPE1"], hdr["CTYPE2"] = "HPLN-TAN", "HPLT-TAN"
+    hdr["CUNIT1"], hdr["CUNIT2"] = "arcsec", "arcsec"
+    hdr["CRPIX1"], hdr["CRPIX2"] = (nx + 1) / 2, (ny + 1) / 2
+    hdr["CRVAL1"], hdr["CRVAL2"] = float(centre_arcsec[0]), float(centre_arcsec[1])
+    hdr["CDELT1"], hdr["CDELT2"] = float(scale[0]), float(scale[1])
+    hdr["PC1_1"], hdr["PC1_2"] = float(np.cos(rot)), float(-np.sin(rot))
+    hdr["PC2_1"], hdr["PC2_2"] = float(np.sin(rot)), float(np.cos(rot))
+    return hdr
+
+
+def _corner_coordinates(hdr: fits.Header, nx: int, ny: int) -> tuple[np.ndarray, np.ndarray]:
+    """HPLN, HPLT [arcsec] of the field corners, each numpy shape ``(2, 2)`` = (y corner, x corner).
+
+    The linear (intermediate world) coordinates ``CRVAL + CDELT PC (p - CRPIX)``, as SSTRED
+    tabulates its pointing plus pixel offsets, and as :func:`read_sstred_cube` fits them back;
+    over CRISP's ~1 arcmin field they differ from the TAN-projected spherical coordinates by
+    less than 1e-6 of the offsets.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        w = WCS(fits.Header([c for c in hdr.cards if _CELESTIAL_KEY.match(c.keyword)]), naxis=2)
+    units = [u.Unit(x or "deg") for x in w.wcs.cunit]
+    px, py = np.meshgrid([0.0, nx - 1.0], [0.0, ny - 1.0])
+    d = np.stack([px.ravel() + 1 - w.wcs.crpix[0], py.ravel() + 1 - w.wcs.crpix[1]])  # FITS pixels
+    offsets = w.wcs.get_pc() @ (w.wcs.cdelt[:, None] * d)  # (2, 4) in CUNIT
+    lon = (w.wcs.crval[0] + offsets[0]) * units[0]
+    lat = (w.wcs.crval[1] + offsets[1]) * units[1]
+    return lon.to_value(u.arcsec).reshape(2, 2), lat.to_value(u.arcsec).reshape(2, 2)
+
+
+def _observer_cards(date: Time, location: tuple[float, float, float] | None) -> dict[str, Any]:
+    """Observer keywords (SOLARNET / sunpy): the Earth's heliographic position at ``date`` and,
+    with ``location`` (geodetic lon, lat [deg], height [m]), OBSGEO-X/Y/Z [m]."""
+    from sunpy.coordinates import get_earth
+    from sunpy.sun import constants
+
+    earth = get_earth(date)
+    cards: dict[str, Any] = {
+        "DSUN_OBS": (float(earth.radius.to_value(u.m)), "[m] Sun-observer distance (Earth centre)"),
+        "HGLN_OBS": (float(earth.lon.to_value(u.deg)), "[deg] Stonyhurst longitude of the observer"),
+        "HGLT_OBS": (float(earth.lat.to_value(u.deg)), "[deg] Stonyhurst latitude of the observer"),
+        "RSUN_REF": (float(constants.radius.to_value(u.m)), "[m] solar radius"),
+    }
+    if location is not None:
+        from astropy.coordinates import EarthLocation
+
+        loc = EarthLocation.from_geodetic(location[0] * u.deg, location[1] * u.deg, location[2] * u.m)
+        for axis, value in zip("XYZ", loc.to_geocentric(), strict=True):
+            cards[f"OBSGEO-{axis}"] = (float(value.to_value(u.m)), "[m] observer position (ITRS)")
+    return cards
+
+
+def _bunit(units: str | None) -> str | None:
+    if units is None:
+        return None
+    text = str(units).strip()
+    if text.lower() in _DN_NAMES or text == "DN":
+        return "dn"
+    try:
+        unit = u.Unit(text)
+    except ValueError:
+        raise UnitsError(f"write_sstred_cube: intensity units {text!r} cannot be parsed by astropy") from None
+    if unit == u.Unit("W / (m2 Hz sr)"):
+        return SSTRED_BUNIT
+    return unit.to_string("fits")
+
+
+def write_sstred_cube(
+    path: str | Path,
+    ds_line: xr.Dataset | xr.DataArray,
+    line: str | Line | None = None,
+    *,
+    time: Any = None,
+    date_ref: Any = None,
+    tuning_step_s: float = TUNING_STEP_S,
+    centre_arcsec: tuple[float, float] | None = None,
+    scale_arcsec: float | tuple[float, float] = 0.059,
+    rotation_deg: float = 0.0,
+    spatial_header: fits.Header | Mapping[str, Any] | str | None = None,
+    bunit: str | None = None,
+    telescope: str = "SST",
+    instrument: str = "CRISP",
+    observatory: str = "Observatorio del Roque de los Muchachos (ORM)",
+    location: tuple[float, float, float] | None = SST_LOCATION,
+    time_axis: bool = True,
+    header: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write one line's scans as an SSTRED (SOLARNET) cube that :func:`read_sstred_cube` reads.
+
+    The layout is the one of SSTRED's ``red_fitscube_addwcs`` (see the module docstring):
+    primary HDU float32 of numpy shape ``(nscan, nstokes, ntune, ny, nx)`` with ``CTYPE1..5`` =
+    ``HPLN-TAB``, ``HPLT-TAB``, ``WAVE-TAB`` [nm], ``STOKES``, ``UTC--TAB`` [s since
+    ``DATEREF``], and a one-row ``WCS-TAB`` binary table whose column ``HPLN+HPLT+WAVE+TIME``
+    holds the coordinates of the four field corners for every scan and tuning.
+
+    Parameters
+    ----------
+    path : str or Path
+        The FITS file to write (SSTRED names: ``nb_6563_<date>T<time>_scans=0-0_im.fits``).
+    ds_line : xarray.Dataset or DataArray
+        ``I_<key>`` over ``([time,] [stokes,] wl_<key>, y, x)`` (any order; ``stokes`` labels
+        ``I, Q, U, V`` in that order, Stokes I only when absent), with ``units`` on the variable
+        (a spectral radiance, ``'DN'``) and ``units``/``wavelength_medium`` on ``wl_<key>``;
+        the wavelengths are written as they are (in nm), air or vacuum. A ``time`` coordinate
+        (datetime64, UTC, one per scan or scalar) gives the scan times.
+    line : str or Line, optional
+        Which line to write when ``ds_line`` holds both.
+    time : datetime-like or sequence, optional
+        Scan times (UTC) when ``ds_line`` has no ``time`` coordinate.
+    date_ref : datetime-like, optional
+        ``DATEREF`` (default: midnight UTC of the first scan, as SSTRED).
+    tuning_step_s : float
+        Seconds between tunings; tuning ``k`` of a scan at ``t`` is written at
+        ``t + (k - (ntune - 1) / 2) tuning_step_s``, so the reader's scan time (the mean over
+        tunings) is ``t``.
+    centre_arcsec, scale_arcsec, rotation_deg :
+        Helioprojective (HPLN, HPLT) position [arcsec] of the field centre, pixel scale
+        [arcsec] (one value or (x, y)) and rotation of the field [deg, counter-clockwise],
+        when ``ds_line`` has no ``map_header`` attr and no ``spatial_header`` is given.
+    spatial_header : FITS header, mapping or header text, optional
+        A 2D ``HPLN-*``/``HPLT-*`` header of the (y, x) plane (as :func:`map_header` returns).
+    bunit : str, optional
+        ``BUNIT``; default from the variable's ``units`` (``'W m^-2 Hz^-1 sr^-1'`` for
+        W / (m2 Hz sr), ``'dn'`` for DN).
+    telescope, instrument, observatory : str
+        ``TELESCOP``, ``INSTRUME``, ``OBSRVTRY``.
+    location : (lon [deg E], lat [deg], height [m]) or None
+        Geodetic observer position for ``OBSGEO-X/Y/Z`` (default the SST). ``DSUN_OBS``,
+        ``HGLN_OBS``, ``HGLT_OBS`` (the Earth's centre at ``DATE-OBS``, from sunpy's ephemeris)
+        and ``RSUN_REF`` are always written.
+    time_axis : bool
+        Write the ``UTC--TAB`` axis (SSTRED always does); False writes a 4D cube
+        ``(nstokes, ntune, ny, nx)`` of one scan whose time is only in ``DATE-*``.
+    header : mapping, optional
+        Extra or overriding primary-header keywords.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ProfileSchemaError
+        No (or two and no ``line``) intensity variables, unknown dims, no spatial WCS, no time.
+    UnitsError
+        Intensity or wavelength units astropy cannot parse.
+
+    Example
+    -------
+    >>> write_sstred_cube("nb_6563_2017-09-06T10:00:00_scans=0-0_im.fits", scan[["I_halpha"]],
+    ...                   centre_arcsec=(512.0, -287.0))  # doctest: +SKIP
+    """
+    from ..schema import wavelengths_air_A
+
+    path = Path(path)
+    ds = ds_line.to_dataset() if isinstance(ds_line, xr.DataArray) else ds_line
+    present = [ln for ln in LINES if ln.var in ds.data_vars]
+    if line is not None:
+        ln = line_by_key(line) if isinstance(line, str) else line
+        if ln.var not in ds.data_vars:
+            raise ProfileSchemaError(f"write_sstred_cube: no {ln.var} to write")
+    elif len(present) == 1:
+        ln = present[0]
+    else:
+        raise ProfileSchemaError(f"write_sstred_cube: expected one of {[x.var for x in LINES]} "
+                                 f"(or line=...), found {[x.var for x in present]}")
+    var = ds[ln.var]
+    known = {"time", "stokes", ln.dim, "y", "x"}
+    extra_dims = [d for d in var.dims if d not in known]
+    if extra_dims or not {ln.dim, "y", "x"} <= set(var.dims):
+        raise ProfileSchemaError(f"write_sstred_cube: {ln.var} has dims {var.dims}; expected "
+                                 f"([time,] [stokes,] {ln.dim}, y, x)")
+    if "time" not in var.dims:
+        var = var.expand_dims("time")
+    if "stokes" not in var.dims:
+        var = var.expand_dims("stokes")
+    if "stokes" in ds.coords and ds["stokes"].ndim == 1:
+        labels = [str(s).upper() for s in ds["stokes"].values]
+        if labels != list("IQUV")[: len(labels)]:
+            raise ProfileSchemaError(f"write_sstred_cube: stokes labels {labels}; expected I[, Q, U, V]")
+    data = np.asarray(var.transpose("time", "stokes", ln.dim, "y", "x").values, dtype=np.float32)
+    nscan, nstokes, ntune, ny, nx = data.shape
+    if not time_axis and nscan != 1:
+        raise ProfileSchemaError(f"write_sstred_cube: time_axis=False needs one scan, got {nscan}")
+
+    # wavelengths, in the medium the data declare, as SSTRED writes them (nm)
+    coord = ds[ln.dim]
+    try:
+        wl_A = (np.asarray(coord.values, dtype=float) * u.Unit(coord.attrs.get("units", "Angstrom"))).to_value(u.AA)
+    except (ValueError, u.UnitConversionError):
+        raise UnitsError(f"write_sstred_cube: {ln.dim} units {coord.attrs.get('units')!r} are not a "
+                         "length") from None
+    wavelengths_air_A(ds, ln, "write_sstred_cube")  # checks the medium and the line
+
+    # scan times
+    if "time" in ds.coords:
+        t_scan = np.atleast_1d(np.asarray(ds["time"].values, dtype="datetime64[ns]"))
+    elif time is not None:
+        t_scan = np.atleast_1d(np.asarray(time, dtype="datetime64[ns]"))
+    else:
+        raise ProfileSchemaError("write_sstred_cube: no scan time; give ds_line a 'time' "
+                                 "coordinate or pass time=")
+    if t_scan.size != nscan:
+        raise ProfileSchemaError(f"write_sstred_cube: {t_scan.size} scan times for {nscan} scans")
+    ref = (np.datetime64(np.datetime_as_string(t_scan[0], unit="D"), "ns") if date_ref is None
+           else np.datetime64(np.asarray(date_ref, dtype="datetime64[ns]")))
+    offset = (t_scan - ref) / np.timedelta64(1, "ns") * 1e-9  # (nscan,) s
+    t_tune = offset[:, None] + tuning_step_s * (np.arange(ntune) - (ntune - 1) / 2)[None, :]
+
+    # spatial corners, the same for every scan and tuning
+    hdr2d = _spatial_header(ds, ln, nx, ny, centre_arcsec, scale_arcsec, rotation_deg, spatial_header)
+    lon, lat = _corner_coordinates(hdr2d, nx, ny)
+
+    names = ["HPLN", "HPLT", "WAVE"] + (["TIME"] if time_axis else [])
+    coords = np.zeros((nscan, ntune, 2, 2, len(names)))  # scan, tuning, y corner, x corner, M
+    coords[..., 0] = lon[None, None]
+    coords[..., 1] = lat[None, None]
+    coords[..., 2] = (wl_A / 10.0)[None, :, None, None]
+    if time_axis:
+        coords[..., 3] = t_tune[:, :, None, None]
+    else:
+        coords = coords[0]
+        data = data[0]
+
+    hdu = fits.PrimaryHDU(data)
+    h = hdu.header
+    h["SOLARNET"] = (0.5, "SOLARNET compliance: partially")
+    h["OBS_HDU"] = (1, "this HDU holds observational data")
+    h["EXTNAME"] = "PRIMARY"
+    t0 = Time(t_scan[0] - np.timedelta64(int(round((ntune - 1) / 2 * tuning_step_s * 1e9)), "ns"), scale="utc")
+    t1 = Time(t_scan[-1] + np.timedelta64(int(round((ntune - 1) / 2 * tuning_step_s * 1e9)), "ns"), scale="utc")
+    h["DATEREF"] = (Time(ref, scale="utc").isot, "reference time of the time axis")
+    h["TIMESYS"] = "UTC"
+    h["DATE-OBS"] = (t0.isot, "start of the observation")
+    h["DATE-BEG"] = (t0.isot, "start of the observation")
+    h["DATE-END"] = (t1.isot, "end of the observation")
+    t_avg = np.datetime64(int(np.mean(t_scan.astype(np.int64))), "ns")
+    h["DATE-AVG"] = (Time(t_avg, scale="utc").isot, "mean time of the scans")
+    h["OBSRVTRY"] = observatory
+    h["TELESCOP"] = telescope
+    h["INSTRUME"] = instrument
+    unit_text = bunit if bunit is not None else _bunit(var.attrs.get("units"))
+    if unit_text is not None:
+        h["BUNIT"] = (unit_text, "unit of the data")
+    ttype = "+".join(names)
+    tab_axes = [(1, "HPLN-TAB", "arcsec", "HPLN-INDEX"), (2, "HPLT-TAB", "arcsec", "HPLT-INDEX"),
+                (3, "WAVE-TAB", "nm", None)] + ([(5, "UTC--TAB", "s", None)] if time_axis else [])
+    for number, (ax, ctype, cunit, index) in enumerate(tab_axes, start=1):
+        h[f"CTYPE{ax}"], h[f"CUNIT{ax}"] = ctype, cunit
+        h[f"PS{ax}_0"], h[f"PS{ax}_1"] = "WCS-TAB", ttype
+        if index:
+            h[f"PS{ax}_2"] = index
+        h[f"PV{ax}_3"] = number
+        h[f"CRPIX{ax}"], h[f"CRVAL{ax}"], h[f"CDELT{ax}"] = 0, 0, 1
+    h["CTYPE4"], h["CRPIX4"], h["CRVAL4"], h["CDELT4"] = "STOKES", 1, 1, 1
+    h["CNAME4"] = "Stokes " + ", ".join("IQUV"[:nstokes])
+    for k, v in (header or {}).items():
+        h[k] = v
+    # observer at DATE-OBS (the Earth's centre, plus the telescope's geocentric position)
+    for key, value in _observer_cards(Time(str(h["DATE-OBS"]), scale="utc"), location).items():
+        if key not in (header or {}):
+            h[key] = value
+    cols = [
+        fits.Column(name=ttype, format=f"{coords.size}D",
+                    dim="(" + ",".join(map(str, coords.shape[::-1])) + ")",
+                    array=coords.reshape((1,) + coords.shape)),
+        fits.Column(name="HPLN-INDEX", format="2E", array=np.array([[1.0, nx]])),
+        fits.Column(name="HPLT-INDEX", format="2E", array=np.array([[1.0, ny]])),
+    ]
+    table = fits.BinTableHDU.from_columns(cols, name="WCS-TAB")
+    table.header["SOLARNET"] = 0.5
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.HDUList([hdu, table]).writeto(path, overwrite=overwrite)
+    return path

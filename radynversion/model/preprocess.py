@@ -21,6 +21,7 @@ import xarray as xr
 
 from ..atmosphere import VARIABLES, inverse_velocity_transform, velocity_transform
 from ..errors import ProfileSchemaError
+from ..instrument import resampling_matrix  # the instrument operator lives with the instrument
 from ..lines import LINES, Line
 from ..schema import RADIANCE_PER_HZ, convert_intensity, to_air_angstrom, validate_profiles
 
@@ -42,8 +43,6 @@ N_PROFILE: int = sum(ln.model_points for ln in LINES)
 _COVER_TOLERANCE_A = 1e-3
 #: degrade only when the median sampling step is at most FWHM / this
 _FINE_FACTOR = 3.0
-#: the Gaussian instrument profile is truncated at this many FWHM from its centre
-_KERNEL_EXTENT_FWHM = 3.0
 
 
 def _source(ds: xr.Dataset, source: str | None) -> str:
@@ -72,50 +71,6 @@ def needs_degradation(wavelengths_A: np.ndarray, fwhm_A: float) -> bool:
         return False
     step = float(np.median(np.diff(np.asarray(wavelengths_A, dtype=float))))
     return step <= fwhm_A / _FINE_FACTOR
-
-
-def resampling_matrix(wl_in_A: np.ndarray, wl_out_A: np.ndarray, fwhm_A: float = 0.0) -> np.ndarray:
-    """Linear operator from a profile on ``wl_in_A`` to its values on ``wl_out_A``.
-
-    With ``fwhm_A == 0``: linear interpolation. With ``fwhm_A > 0``: the profile convolved with
-    a unit-area Gaussian of that FWHM, evaluated at ``wl_out_A`` by trapezoidal quadrature on
-    the input grid (any, possibly uneven, sampling); rows are renormalised to unit sum, so the
-    kernel is truncated, not darkened, at the edges of the data.
-
-    Parameters
-    ----------
-    wl_in_A : ndarray, shape ``(W,)``
-        Strictly increasing input wavelengths [Angstrom], covering ``wl_out_A``.
-    wl_out_A : ndarray, shape ``(M,)``
-        Output wavelengths [Angstrom].
-    fwhm_A : float
-        FWHM of the Gaussian instrument profile [Angstrom]; 0 for none.
-
-    Returns
-    -------
-    ndarray, shape ``(M, W)``
-        ``I_out = M @ I_in``.
-    """
-    wl_in = np.asarray(wl_in_A, dtype=float)
-    wl_out = np.clip(np.asarray(wl_out_A, dtype=float), wl_in[0], wl_in[-1])
-    mat = np.zeros((wl_out.size, wl_in.size))
-    if fwhm_A > 0:
-        sigma = fwhm_A / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-        quad = np.zeros_like(wl_in)
-        dw = np.diff(wl_in)
-        quad[:-1] += 0.5 * dw
-        quad[1:] += 0.5 * dw
-        d = wl_out[:, None] - wl_in[None, :]
-        mat = np.exp(-0.5 * (d / sigma) ** 2) * quad[None, :]
-        mat[np.abs(d) > _KERNEL_EXTENT_FWHM * fwhm_A] = 0.0
-        return mat / mat.sum(axis=1, keepdims=True)
-    hi = np.clip(np.searchsorted(wl_in, wl_out, side="right"), 1, wl_in.size - 1)
-    lo = hi - 1
-    w = (wl_out - wl_in[lo]) / (wl_in[hi] - wl_in[lo])
-    rows = np.arange(wl_out.size)
-    mat[rows, lo] = 1.0 - w
-    mat[rows, hi] += w
-    return mat
 
 
 def _resample_line(

@@ -124,7 +124,7 @@ def _template(cfg: SynthConfig) -> xr.Dataset:
         "lightweaver_version": lightweaver.__version__,
         "synth_config": to_toml(cfg),
         "conventions": "v positive = downflow = redshift; wavelengths air Angstrom; "
-        "intensity at mu = %g" % cfg.nlte.mu,
+        f"intensity at mu = {cfg.nlte.mu:g}",
         "shard_size": cfg.shard_size,
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

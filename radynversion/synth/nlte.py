@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..atmosphere import default_height_grid
-from ..lines import CA8542, HALPHA, LINES, air_to_vacuum
+from ..lines import HALPHA, LINES, air_to_vacuum
 from .prior import FlareAtmosphere
 
 __all__ = ["NLTEConfig", "SynthesisResult", "synthesise", "depth_grid", "radiative_set"]
