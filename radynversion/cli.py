@@ -34,6 +34,23 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_toml
+    from .datasets import training_set
+    from .model.config import ModelConfig, TrainConfig
+    from .model.train import train
+
+    mc = load_toml(ModelConfig, args.config, table="model") if args.config else ModelConfig()
+    tc = load_toml(TrainConfig, args.config, table="train") if args.config else TrainConfig()
+    data = training_set(args.data)
+    res = train(data, args.out, mc, tc, progress=not args.no_progress, resume=not args.restart,
+                device=args.device)
+    last = {k: v[-1] for k, v in res.history.items() if v}
+    print(json.dumps({"out": str(args.out), "model": str(res.model_path), "checkpoint": str(res.checkpoint),
+                      "samples": int(data.sizes["sample"]), "last_epoch": last}, default=float))
+    return 0
+
+
 def _cmd_import_radyn(args: argparse.Namespace) -> int:
     from .io.radyn import import_radyn
 
@@ -132,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log", type=Path, help="append one line per atmosphere to this file")
     s.add_argument("--no-progress", dest="no_progress", action="store_true")
     s.set_defaults(func=_cmd_synth)
+
+    t = sub.add_parser("train", help="train the INN on a training set (resumable)")
+    t.add_argument("--data", type=Path, help="training-set store (default: the shipped set)")
+    t.add_argument("--out", type=Path, required=True, help="output directory (checkpoint, model.pt, loss curves)")
+    t.add_argument("--config", type=Path, help="TOML with [model] (ModelConfig) and [train] (TrainConfig) tables")
+    t.add_argument("--device", help="torch device (default: CUDA if available, else CPU)")
+    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    t.add_argument("--no-progress", dest="no_progress", action="store_true")
+    t.set_defaults(func=_cmd_train)
 
     r = sub.add_parser("import-radyn", help="import RADYN CDF files or the original training pickle")
     r.add_argument("files", nargs="+", type=Path, help="RADYN .cdf files and/or .pickle files")

@@ -358,3 +358,29 @@ def test_train_and_invert_on_cuda(tmp_path):
     assert np.isfinite(out.log_T.values).all()
     cpu = invert(scan(1, 2), load_model(res.model_path), samples=32)
     assert cpu.log_T.shape == out.log_T.shape
+
+
+def test_cli_train_runs_and_resumes(tmp_path):
+    """`radynversion train --data D --out M --config cfg.toml` on a tiny synthetic set."""
+    import json
+    import subprocess
+    import sys
+
+    from radynversion.config import to_toml
+    from radynversion.model.config import ModelConfig, TrainConfig
+    from synthetic import TINY, training_set
+
+    data = tmp_path / "train.zarr"
+    training_set(48).to_zarr(data, zarr_format=2)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(to_toml(TINY, "model") + "\n\n" + to_toml(TrainConfig(epochs=2, batch_size=16), "train"))
+    assert isinstance(TINY, ModelConfig)
+    cmd = [sys.executable, "-m", "radynversion.cli", "train", "--data", str(data), "--out", str(tmp_path / "m"),
+           "--config", str(cfg), "--no-progress"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["samples"] == 48 and res["last_epoch"]["epoch"] >= 1
+    assert (tmp_path / "m" / "model.pt").exists() and (tmp_path / "m" / "loss_curves.png").exists()
+    # rerun: resumes from the finished checkpoint instead of starting again
+    again = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["last_epoch"]["epoch"] == res["last_epoch"]["epoch"]
