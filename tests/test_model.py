@@ -366,9 +366,10 @@ def test_cli_train_runs_and_resumes(tmp_path):
     import subprocess
     import sys
 
+    from synthetic import TINY, training_set
+
     from radynversion.config import to_toml
     from radynversion.model.config import ModelConfig, TrainConfig
-    from synthetic import TINY, training_set
 
     data = tmp_path / "train.zarr"
     training_set(48).to_zarr(data, zarr_format=2)
