@@ -51,6 +51,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from .errors import StoreError
+    from .plot import maps
+
+    try:
+        result = xr.open_zarr(args.store)
+    except Exception as err:  # noqa: BLE001
+        raise StoreError(f"{args.store}: not a readable Zarr store ({type(err).__name__})") from None
+    missing = [v for v in ("log_ne", "log_T", "v", "misfit") if v not in result]
+    if missing:
+        raise StoreError(f"{args.store}: not an inversion result (missing {missing}); expected the output "
+                         "of radynversion invert")
+    if not result.attrs.get("radynversion_complete", True):
+        print(f"radynversion plot: warning: {args.store} is incomplete (an inversion still running or "
+              "interrupted); unwritten pixels show as blank", file=sys.stderr)
+    out_dir = args.out or Path(str(args.store).rstrip("/") + "_plots")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    times = range(result.sizes["time"]) if "time" in result.dims else [None]
+    written = []
+    for t in times:
+        name = "maps.png" if t is None else f"maps_t{t:04d}.png"
+        maps(result, heights_Mm=tuple(args.heights), time=t, path=out_dir / name,
+             title=f"{Path(args.store).name}" + ("" if t is None else f", time index {t}"))
+        written.append(str(out_dir / name))
+    print(json.dumps({"figures": written}))
+    return 0
+
+
 def _cmd_import_radyn(args: argparse.Namespace) -> int:
     from .io.radyn import import_radyn
 
@@ -158,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
     t.add_argument("--no-progress", dest="no_progress", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    pl = sub.add_parser("plot", help="maps of an inversion store (median, 68 % width, misfit) as PNG")
+    pl.add_argument("store", type=Path, help="output of radynversion invert")
+    pl.add_argument("--heights", type=float, nargs="+", default=[0.5, 1.0, 1.5], help="heights [Mm]")
+    pl.add_argument("--out", type=Path, help="directory of the PNGs (default STORE_plots/)")
+    pl.set_defaults(func=_cmd_plot)
 
     r = sub.add_parser("import-radyn", help="import RADYN CDF files or the original training pickle")
     r.add_argument("files", nargs="+", type=Path, help="RADYN .cdf files and/or .pickle files")

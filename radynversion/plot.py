@@ -526,7 +526,7 @@ def maps(
             if np.isfinite(width).any():
                 wkw = {"vmin": 0.0, "vmax": float(np.nanpercentile(width, 99)) or None}
             panel(r, 2 * k + 1, width, "cividis", f"q{qhi:g} - q{qlo:g} [{_UNITS[name]}]",
-                  f"{_SHORT[name]} 68 % width, {h[j]:.2f} Mm", **wkw)
+                  f"{_SHORT[name]} {100 * (qhi - qlo):.0f} % width, {h[j]:.2f} Mm", **wkw)
     last = n_rows - 1
     if "misfit" in ds:
         mis = np.asarray(ds["misfit"].values, dtype=float)

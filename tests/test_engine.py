@@ -300,6 +300,11 @@ def test_cli_invert_netcdf_in_process(model_path, tmp_path, capsys):
     assert out.attrs["TELESCOP"] == "SST"
     ref = invert(ds, model_path, samples=8, quantiles=(0.1, 0.5, 0.9), batch_size=BATCH)
     assert_same(out, ref, ("log_ne", "log_T", "v", "misfit"))
+    # radynversion plot OUT.zarr: maps as PNG next to the store
+    assert cli.main(["plot", str(tmp_path / "out.zarr"), "--heights", "0.5", "1.5"]) == 0
+    figs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["figures"]
+    assert figs and all((tmp_path / "out.zarr_plots" / "maps.png").samefile(f) for f in figs)
+    assert cli.main(["plot", str(tmp_path / "scan.nc")]) == 2  # not an inversion store: one-line error
 
 
 def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
