@@ -81,6 +81,48 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import contextlib
+
+    import numpy as np
+    import xarray as xr
+
+    from .errors import StoreError
+    from .io.observation import open_observation
+    from .plot import verification
+    from .synth.nlte import NLTEConfig
+    from .verify import verify
+
+    try:
+        result = xr.open_zarr(args.store)
+    except Exception as err:  # noqa: BLE001
+        raise StoreError(f"{args.store}: not a readable Zarr store ({type(err).__name__})") from None
+    if "misfit" not in result or "log_T" not in result:
+        raise StoreError(f"{args.store}: not an inversion result; expected the output of radynversion invert")
+    observation = open_observation([str(p) for p in args.observation])
+    nlte = NLTEConfig(depth_points=args.depth_points) if args.depth_points else NLTEConfig()
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.workers:
+            from distributed import Client, LocalCluster
+
+            cluster = stack.enter_context(LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                                       dashboard_address=None))
+            client = stack.enter_context(Client(cluster))
+        report = verify(result, observation, pixels=args.pixels, nlte=nlte, client=client)
+    out = args.out or Path(str(args.store).rstrip("/") + "_verify.nc")
+    report.to_netcdf(out)
+    fig_path = Path(str(out).removesuffix(".nc") + ".png")
+    verification(report, fig_path)
+    print(json.dumps({
+        "report": str(out), "figure": str(fig_path), "pixels": int(report.sizes["pixel"]),
+        "median_misfit_inn": float(np.nanmedian(report["misfit"].values)) if report.sizes["pixel"] else None,
+        "median_misfit_nlte": float(np.nanmedian(report["misfit_nlte"].values)) if report.sizes["pixel"] else None,
+        "not_converged": int((report["status"].values != 0).sum()),
+    }))
+    return 0
+
+
 def _cmd_import_radyn(args: argparse.Namespace) -> int:
     from .io.radyn import import_radyn
 
@@ -194,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--heights", type=float, nargs="+", default=[0.5, 1.0, 1.5], help="heights [Mm]")
     pl.add_argument("--out", type=Path, help="directory of the PNGs (default STORE_plots/)")
     pl.set_defaults(func=_cmd_plot)
+
+    vf = sub.add_parser("verify", help="re-synthesise inferred atmospheres in NLTE and compare with the data")
+    vf.add_argument("store", type=Path, help="output of radynversion invert")
+    vf.add_argument("--observation", type=Path, nargs="+", required=True, help="the inverted observation file(s)")
+    vf.add_argument("--pixels", type=int, default=4, help="check the N pixels with the largest INN misfit")
+    vf.add_argument("--workers", type=int, default=0, help="LocalCluster workers (0: in this process)")
+    vf.add_argument("--depth-points", dest="depth_points", type=int, help="NLTE depth points (default 200)")
+    vf.add_argument("--out", type=Path, help="report (netCDF; the PNG goes beside it)")
+    vf.set_defaults(func=_cmd_verify)
 
     r = sub.add_parser("import-radyn", help="import RADYN CDF files or the original training pickle")
     r.add_argument("files", nargs="+", type=Path, help="RADYN .cdf files and/or .pickle files")

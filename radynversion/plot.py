@@ -21,7 +21,8 @@ import xarray as xr
 from .atmosphere import VARIABLES, default_height_grid, inverse_velocity_transform, velocity_transform
 from .lines import LINES
 
-__all__ = ["training_coverage", "core_wing_ratio", "posterior_samples", "posterior", "maps"]
+__all__ = [
+    "verification","training_coverage", "core_wing_ratio", "posterior_samples", "posterior", "maps"]
 
 #: axis labels (with units) of the atmosphere variables
 LABELS = {
@@ -541,4 +542,40 @@ def maps(
     fig.suptitle(title or "Posterior maps" + (f" (time index {time or 0})" if "time" in result.dims else ""))
     if path is not None:
         fig.savefig(path, dpi=100)
+    return fig
+
+
+def verification(report: xr.Dataset, path: str | Path | None = None, title: str | None = None):
+    """Observed profiles against the NLTE re-synthesis of the inferred atmospheres
+    (:func:`radynversion.verify.verify`), one panel per pixel, with both misfits in the title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    n = report.sizes["pixel"]
+    cols = min(4, max(n, 1))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.5 * cols, 7.5), 3.2 * rows), squeeze=False,
+                             constrained_layout=True)
+    npts = [ln.model_points for ln in LINES]
+    x = np.arange(sum(npts))
+    for k, ax in enumerate(axes.ravel()):
+        if k >= n:
+            ax.set_visible(False)
+            continue
+        r = report.isel(pixel=k)
+        ax.plot(x, r["y_observed"].values, "k.-", lw=0.8, ms=3, label="observed")
+        ax.plot(x, r["y_nlte"].values, "C3-", lw=1.2, label="NLTE re-synthesis")
+        ax.axvline(npts[0] - 0.5, color="0.6", lw=0.8)
+        where = ", ".join(f"{c.removesuffix('_index')}={int(r[c])}" for c in report.coords if c.endswith("_index"))
+        ax.set_title(f"{where}: INN {float(r['misfit']):.3f}, NLTE {float(r['misfit_nlte']):.3f}", fontsize=9)
+        ax.set_xticks([npts[0] / 2, npts[0] + npts[1] / 2], [ln.label for ln in LINES], fontsize=8)
+        ax.set_ylabel("I / joint peak")
+        if k == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(title or "NLTE check of the inferred atmospheres (misfits: RMS / joint peak)", fontsize=10)
+    if path is not None:
+        fig.savefig(path, dpi=110)
     return fig
