@@ -51,20 +51,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_plot(args: argparse.Namespace) -> int:
+def _open_inversion(store: Path):
+    """Open an inversion store written by ``radynversion invert``; a one-line error otherwise."""
     import xarray as xr
 
     from .errors import StoreError
-    from .plot import maps
 
     try:
-        result = xr.open_zarr(args.store)
+        result = xr.open_zarr(store)
     except Exception as err:  # noqa: BLE001
-        raise StoreError(f"{args.store}: not a readable Zarr store ({type(err).__name__})") from None
+        raise StoreError(f"{store}: not a readable Zarr store ({type(err).__name__})") from None
     missing = [v for v in ("log_ne", "log_T", "v", "misfit") if v not in result]
     if missing:
-        raise StoreError(f"{args.store}: not an inversion result (missing {missing}); expected the output "
+        raise StoreError(f"{store}: not an inversion result (missing {missing}); expected the output "
                          "of radynversion invert")
+    return result
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import maps
+
+    result = _open_inversion(args.store)
     if not result.attrs.get("radynversion_complete", True):
         print(f"radynversion plot: warning: {args.store} is incomplete (an inversion still running or "
               "interrupted); unwritten pixels show as blank", file=sys.stderr)
@@ -85,20 +92,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import contextlib
 
     import numpy as np
-    import xarray as xr
 
-    from .errors import StoreError
     from .io.observation import open_observation
     from .plot import verification
     from .synth.nlte import NLTEConfig
     from .verify import verify
 
-    try:
-        result = xr.open_zarr(args.store)
-    except Exception as err:  # noqa: BLE001
-        raise StoreError(f"{args.store}: not a readable Zarr store ({type(err).__name__})") from None
-    if "misfit" not in result or "log_T" not in result:
-        raise StoreError(f"{args.store}: not an inversion result; expected the output of radynversion invert")
+    result = _open_inversion(args.store)
     observation = open_observation([str(p) for p in args.observation])
     nlte = NLTEConfig(depth_points=args.depth_points) if args.depth_points else NLTEConfig()
     with contextlib.ExitStack() as stack:
