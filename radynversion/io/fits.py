@@ -139,6 +139,17 @@ _COMPRESSED = (".gz", ".bz2", ".zip", ".xz")
 # ---------------------------------------------------------------------------------------------
 
 
+def _set_hp_tan(hdr, nx: int, ny: int, crval_arcsec, cdelt_arcsec) -> None:
+    """Write the keys of a 2D helioprojective TAN WCS centred on an ``(ny, nx)`` field into ``hdr``
+    (a dict or FITS header): reference pixel at the field centre, values in arcsec."""
+    hdr["WCSAXES"] = 2
+    hdr["CTYPE1"], hdr["CTYPE2"] = "HPLN-TAN", "HPLT-TAN"
+    hdr["CUNIT1"], hdr["CUNIT2"] = "arcsec", "arcsec"
+    hdr["CRPIX1"], hdr["CRPIX2"] = (nx + 1) / 2, (ny + 1) / 2
+    hdr["CRVAL1"], hdr["CRVAL2"] = float(crval_arcsec[0]), float(crval_arcsec[1])
+    hdr["CDELT1"], hdr["CDELT2"] = float(cdelt_arcsec[0]), float(cdelt_arcsec[1])
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
@@ -408,12 +419,7 @@ def _celestial_header(wcs: WCS, header: fits.Header, axes: dict[str, int], nx: i
             raise ProfileSchemaError(f"{source}: the helioprojective coordinates do not change "
                                      "across the field; expected a pixel scale")
         pc = cd / cdelt[:, None]
-        out["WCSAXES"] = 2
-        out["CTYPE1"], out["CTYPE2"] = "HPLN-TAN", "HPLT-TAN"
-        out["CUNIT1"], out["CUNIT2"] = "arcsec", "arcsec"
-        out["CRPIX1"], out["CRPIX2"] = (nx + 1) / 2, (ny + 1) / 2
-        out["CRVAL1"], out["CRVAL2"] = float(coef_lon[0]), float(coef_lat[0])
-        out["CDELT1"], out["CDELT2"] = float(cdelt[0]), float(cdelt[1])
+        _set_hp_tan(out, nx, ny, (coef_lon[0], coef_lat[0]), cdelt)
         for i in range(2):
             for j in range(2):
                 out[f"PC{i + 1}_{j + 1}"] = float(pc[i, j])
@@ -821,12 +827,7 @@ def _spatial_header(ds: xr.Dataset, line: Line, nx: int, ny: int, centre_arcsec,
     scale = np.broadcast_to(np.asarray(scale_arcsec, dtype=float), (2,))
     rot = np.deg2rad(rotation_deg)
     hdr = fits.Header()
-    hdr["WCSAXES"] = 2
-    hdr["CTYPE1"], hdr["CTYPE2"] = "HPLN-TAN", "HPLT-TAN"
-    hdr["CUNIT1"], hdr["CUNIT2"] = "arcsec", "arcsec"
-    hdr["CRPIX1"], hdr["CRPIX2"] = (nx + 1) / 2, (ny + 1) / 2
-    hdr["CRVAL1"], hdr["CRVAL2"] = float(centre_arcsec[0]), float(centre_arcsec[1])
-    hdr["CDELT1"], hdr["CDELT2"] = float(scale[0]), float(scale[1])
+    _set_hp_tan(hdr, nx, ny, centre_arcsec, scale)
     hdr["PC1_1"], hdr["PC1_2"] = float(np.cos(rot)), float(-np.sin(rot))
     hdr["PC2_1"], hdr["PC2_2"] = float(np.sin(rot)), float(np.cos(rot))
     return hdr
