@@ -11,7 +11,7 @@ import xarray as xr
 
 from .errors import StoreError
 
-__all__ = ["training_set", "training_set_path", "dataset_hash", "example_scan", "example_truth"]
+__all__ = ["training_set", "training_set_path", "dataset_hash", "store_digest", "example_scan", "example_truth"]
 
 
 def training_set_path() -> Path:
@@ -115,3 +115,16 @@ def example_truth() -> xr.Dataset:
         raise StoreError(f"{path}: no example truth here; make it with examples/make_example_scan.py")
     with xr.open_dataset(path) as ds:
         return ds.load()
+
+
+def store_digest(store: str | Path, metadata: bool = True) -> str:
+    """SHA-256 over the files of a Zarr store (relative names and bytes, sorted): equal
+    digests = identical stores. ``metadata=False`` skips the ``.z*`` metadata files, comparing
+    the data chunks only."""
+    h = hashlib.sha256()
+    root = Path(store)
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and (metadata or not p.name.startswith(".z")):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()

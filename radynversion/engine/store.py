@@ -37,6 +37,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..datasets import store_digest
 from ..errors import StoreError
 from ..lines import LINES
 from ..model.inn import RadynversionINN
@@ -84,17 +85,6 @@ def store_status(store: str | Path) -> dict[str, Any]:
     done = chunk_status(store)
     return {"complete": bool(attrs.get("radynversion_complete", False)),
             "chunks_done": int(done.sum()), "chunks": int(done.size)}
-
-
-def store_digest(store: str | Path) -> str:
-    """sha256 over every file of a store (names and bytes): equal digests = identical stores."""
-    h = hashlib.sha256()
-    root = Path(store)
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def _sha(*parts: Any) -> str:

@@ -20,7 +20,6 @@ index (:func:`radynversion.synth.prior.sample_atmosphere`) and Lightweaver runs 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import xarray as xr
 
 from ..atmosphere import VARIABLE_ATTRS, default_height_grid
 from ..config import from_toml, to_toml
+from ..datasets import store_digest as _store_digest
 from ..errors import StoreError
 from ..lines import LINES
 from .nlte import STATUS_NAMES, NLTEConfig, synthesise
@@ -298,11 +298,5 @@ def run_synthesis(
 
 
 def store_digest(store: str | Path) -> str:
-    """SHA-256 over the (sorted) chunk files of a store: equal digests = identical data."""
-    h = hashlib.sha256()
-    root = Path(store)
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.name.startswith(".z"):
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
+    """SHA-256 over the data chunks of a store (metadata files skipped): equal digests = identical data."""
+    return _store_digest(store, metadata=False)
