@@ -2,7 +2,8 @@
 
 ``synth -> import-radyn -> train -> evaluate -> invert -> plot -> verify``; ``demo`` runs
 the example end to end. Errors the package raises on purpose are printed as one line (no
-traceback unless ``--debug``) and exit with status 2.
+traceback unless ``--debug``) and exit with status 2; errors of the environment (``OSError``:
+a full disk, permissions) are printed as one line too and exit with status 1.
 """
 
 from __future__ import annotations
@@ -42,12 +43,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     mc = load_toml(ModelConfig, args.config, table="model") if args.config else ModelConfig()
     tc = load_toml(TrainConfig, args.config, table="train") if args.config else TrainConfig()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     data = training_set(args.data)
     res = train(data, args.out, mc, tc, progress=not args.no_progress, resume=not args.restart,
                 device=args.device)
     last = {k: v[-1] for k, v in res.history.items() if v}
     print(json.dumps({"out": str(args.out), "model": str(res.model_path), "checkpoint": str(res.checkpoint),
                       "samples": int(data.sizes["sample"]), "last_epoch": last}, default=float))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .datasets import training_set
+    from .model.evaluate import evaluate, write_report
+
+    data = training_set(args.data)
+    result = evaluate(args.model, data, samples=args.samples, noise=args.noise, seed=args.seed,
+                      all_samples=args.all_samples, max_samples=args.max_samples)
+    paths = write_report(result, args.out)
+    s = result.summary
+    chrom = {v: s["parameters"][v].get("chromosphere", {}) for v in s["parameters"]}
+    print(json.dumps({
+        "report": str(paths["report"]), "figures": [str(paths[k]) for k in ("coverage", "errors", "pixel")],
+        "evaluated": s["n_evaluated"],
+        "forward_rms_median_pct": {k: round(f["rms_median_pct"], 3) for k, f in s["forward_rms"].items()},
+        "round_trip_median_pct": round(s["round_trip"]["misfit_median_pct"], 3),
+        "chromosphere": {v: {k: round(c[k], 3) for k in ("median_abs_error", "prior_median_abs_error",
+                                                           "coverage68", "coverage90")}
+                         for v, c in chrom.items() if c},
+        "acceptance_all_pass": s["acceptance"]["all_pass"],
+    }))
     return 0
 
 
@@ -167,18 +195,30 @@ def _cmd_invert(args: argparse.Namespace) -> int:
 
         print(slurm_job_script(_slurm_options(args)))
         return 0
+    import math
+
     from .engine.cluster import cluster_client
+    from .engine.core import check_profiles
     from .engine.inputs import open_input
-    from .engine.store import check_output, invert_to_zarr
+    from .engine.store import check_free_space, check_output, estimate_store_bytes, invert_to_zarr
     from .engine.workers import model_spec
-    from .schema import validate_profiles
+    from .errors import ConfigError
+    from .model.preprocess import sample_dims
 
     chunks = _parse_chunks(args.chunks)
+    if args.samples < 1:
+        raise ConfigError(f"--samples {args.samples}: expected a positive number of draws")
+    if not args.quantiles or any(not 0.0 <= q <= 1.0 for q in args.quantiles):
+        raise ConfigError(f"--quantiles {' '.join(map(str, args.quantiles))}: expected values in [0, 1]")
     # everything that can be refused is checked before a cluster starts
-    check_output(args.out)
+    resume = check_output(args.out)
     ds = open_input(args.inputs, chunks)
-    validate_profiles(ds)
-    model_spec(args.model)
+    check_profiles(ds)
+    _, net = model_spec(args.model)
+    if not resume:
+        n_pixels = math.prod(int(ds.sizes[d]) for d in sample_dims(ds))
+        check_free_space(args.out, estimate_store_bytes(n_pixels, len(args.quantiles),
+                                                        int(net.height_Mm.numel())))
     kwargs = dict(model=args.model, samples=args.samples, quantiles=args.quantiles, seed=args.seed,
                   chunks=chunks, batch_size=args.batch_size, precision=args.precision,
                   progress=not args.no_progress, max_chunks=args.max_chunks)
@@ -228,8 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, help="TOML with [model] (ModelConfig) and [train] (TrainConfig) tables")
     t.add_argument("--device", help="torch device (default: CUDA if available, else CPU)")
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-progress", dest="no_progress", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="accuracy and calibration of a model on held-out atmospheres")
+    ev.add_argument("--model", type=Path, help="checkpoint (default: the packaged model)")
+    ev.add_argument("--data", type=Path, help="training-set store (default: the shipped set)")
+    ev.add_argument("--out", type=Path, required=True, help="report JSON; figures and per-height metrics beside it")
+    ev.add_argument("--samples", type=int, default=512, help="posterior draws per atmosphere")
+    ev.add_argument("--noise", type=float, default=0.01, help="noise, fraction of the joint peak")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--all-samples", dest="all_samples", action="store_true",
+                    help="evaluate every sample (a store independent of the training set)")
+    ev.add_argument("--max-samples", dest="max_samples", type=int, help="evaluate at most this many")
+    ev.set_defaults(func=_cmd_evaluate)
 
     pl = sub.add_parser("plot", help="maps of an inversion store (median, 68 % width, misfit) as PNG")
     pl.add_argument("store", type=Path, help="output of radynversion invert")
@@ -299,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if isinstance(err, RadynversionError):
+        return text or type(err).__name__
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``radynversion`` console script."""
     args = build_parser().parse_args(argv)
@@ -307,8 +367,14 @@ def main(argv: list[str] | None = None) -> int:
     except RadynversionError as err:
         if args.debug:
             raise
-        print(f"radynversion {args.command}: error: {err}", file=sys.stderr)
+        print(f"radynversion {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # the environment (disk full, permissions, a vanished file): not a bug
+        if args.debug:
+            raise
+        print(f"radynversion {args.command}: error: {_one_line(err)} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"radynversion {args.command}: interrupted", file=sys.stderr)
         return 130

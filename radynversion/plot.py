@@ -5,7 +5,10 @@
   histograms of the posterior samples of ``log_ne``, ``log_T`` and ``v`` against height (truth
   overplotted when known) and the round-trip profiles against the observed ones;
 * :func:`maps`: posterior medians and 68 % interval widths at chosen heights, and the
-  round-trip misfit, as images with helioprojective axes when the result carries a map header.
+  round-trip misfit, as images with helioprojective axes when the result carries a map header;
+* :func:`verification`: observed profiles against the NLTE re-synthesis of inferred atmospheres;
+* :func:`evaluation_coverage`, :func:`evaluation_errors`: calibration and accuracy of a model
+  against height (:func:`radynversion.model.evaluate.evaluate`).
 
 All functions take xarray objects or arrays, draw with matplotlib (Agg backend is fine) and
 return the ``Figure``; pass ``path`` to save a PNG.
@@ -21,8 +24,8 @@ import xarray as xr
 from .atmosphere import VARIABLES, default_height_grid, inverse_velocity_transform, velocity_transform
 from .lines import LINES
 
-__all__ = [
-    "verification","training_coverage", "core_wing_ratio", "posterior_samples", "posterior", "maps"]
+__all__ = ["training_coverage", "core_wing_ratio", "posterior_samples", "posterior", "maps", "verification",
+           "evaluation_coverage", "evaluation_errors"]
 
 #: axis labels (with units) of the atmosphere variables
 LABELS = {
@@ -578,4 +581,65 @@ def verification(report: xr.Dataset, path: str | Path | None = None, title: str 
     fig.suptitle(title or "NLTE check of the inferred atmospheres (misfits: RMS / joint peak)", fontsize=10)
     if path is not None:
         fig.savefig(path, dpi=110)
+    return fig
+
+
+def evaluation_coverage(per_height: xr.Dataset, path: str | Path | None = None, title: str | None = None):
+    """Calibration against height (:func:`radynversion.model.evaluate.evaluate`): the fraction
+    of true values inside the posterior's central 68 % and 90 % intervals, with the nominal
+    levels, the +-0.05 tolerance and the prior-only baseline (thin grey)."""
+    plt = _pyplot()
+    h = np.asarray(per_height["height"].values, dtype=float)
+    edges = _height_edges(h)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True, constrained_layout=True)
+    for ax, name in zip(axes, VARIABLES, strict=True):
+        ph = per_height.sel(variable=name)
+        for level, colour in ((68, "C0"), (90, "C1")):
+            nominal = level / 100
+            ax.axhspan(nominal - 0.05, nominal + 0.05, color=colour, alpha=0.12, lw=0)
+            ax.axhline(nominal, color=colour, lw=0.8, ls="--")
+            ax.plot(h, ph[f"prior_coverage{level}"].values, color="0.6", lw=0.8)
+            ax.plot(h, ph[f"coverage{level}"].values, ".-", color=colour, lw=1.2, ms=3,
+                    label=f"{level} % interval")
+        _height_axis(ax, edges)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("height [Mm]")
+        ax.set_title(LABELS[name], fontsize=10)
+    axes[0].set_ylabel("fraction of true values inside")
+    axes[0].plot([], [], color="0.6", lw=0.8, label="prior only")
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title or "Posterior calibration", fontsize=11)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def evaluation_errors(per_height: xr.Dataset, path: str | Path | None = None, title: str | None = None):
+    """Accuracy against height (:func:`radynversion.model.evaluate.evaluate`): top, the median
+    absolute error of the posterior median and of the prior-only baseline; bottom, the
+    posterior's 68 % width over the prior's (near 1: the profiles do not constrain it)."""
+    plt = _pyplot()
+    h = np.asarray(per_height["height"].values, dtype=float)
+    edges = _height_edges(h)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharex=True, constrained_layout=True)
+    for k, name in enumerate(VARIABLES):
+        ph = per_height.sel(variable=name)
+        ax = axes[0, k]
+        ax.plot(h, ph["error"].values, ".-", color="C3", lw=1.2, ms=3, label="INN posterior median")
+        ax.plot(h, ph["prior_error"].values, "-", color="0.5", lw=1.0, label="prior only")
+        ax.set_ylabel(f"median |error| [{_UNITS[name]}]")
+        ax.set_yscale("log")
+        ax.set_title(LABELS[name], fontsize=10)
+        ax = axes[1, k]
+        ax.plot(h, ph["width_ratio"].values, ".-", color="C2", lw=1.2, ms=3)
+        ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        ax.axhline(0.8, color="0.5", lw=0.6, ls=":")
+        ax.set_ylim(0, max(1.3, float(np.nanmax(ph["width_ratio"].values)) * 1.05))
+        ax.set_ylabel("68 % width / prior's")
+        ax.set_xlabel("height [Mm]")
+        _height_axis(ax, edges)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title or "Posterior accuracy", fontsize=11)
+    if path is not None:
+        fig.savefig(path, dpi=100)
     return fig

@@ -21,6 +21,7 @@ from radynversion.model import (
     TrainConfig,
     array_to_atmosphere,
     atmosphere_to_array,
+    evaluation_split,
     invert,
     load_model,
     mmd_imq,
@@ -289,7 +290,8 @@ def test_invert_is_independent_of_batching():
 
 # -- training --------------------------------------------------------------------------------
 # a short run: the default decay to 0.4 % of the learning rate would freeze it after 3 epochs
-FAST = TrainConfig(epochs=6, batch_size=16, val_fraction=0.1, lr_final_fraction=0.5, seed=0)
+FAST = TrainConfig(epochs=6, batch_size=16, val_fraction=0.1, test_fraction=0.0, lr_final_fraction=0.5,
+                   seed=0)
 
 
 def test_training_lowers_loss_and_writes_artefacts(tmp_path):
@@ -320,6 +322,22 @@ def test_training_skips_unconverged_samples(tmp_path):
     prov = read_checkpoint(res.model_path)["provenance"]
     assert prov["n_usable"] == 34
     assert not set(prov["val_samples"]) & set(range(6))
+
+
+def test_held_out_split_is_stable_and_never_trained_on(tmp_path):
+    labels = np.arange(5000)
+    split = evaluation_split(labels, 0.1)
+    assert 0.08 < split.mean() < 0.12
+    # membership depends on the label alone: a grown or reordered store keeps the same split
+    np.testing.assert_array_equal(evaluation_split(labels[::-1][:1000], 0.1), split[::-1][:1000])
+    data = training_set(60)
+    res = train(data, tmp_path, TINY, dataclasses.replace(FAST, epochs=1, test_fraction=0.3),
+                progress=False)
+    prov = read_checkpoint(res.model_path)["provenance"]
+    held = set(np.flatnonzero(evaluation_split(np.arange(60), 0.3)).tolist())
+    assert 5 < len(held) < 30 and prov["n_held_out"] == len(held)
+    seen = set(prov["train_samples"]) | set(prov["val_samples"])
+    assert not seen & held and len(seen) == 60 - len(held)
 
 
 def test_training_resumes_after_interruption(tmp_path, monkeypatch):

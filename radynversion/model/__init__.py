@@ -27,7 +27,7 @@ from .preprocess import (
     model_wavelengths,
     normalise_profiles,
 )
-from .train import TrainResult, train, usable_samples
+from .train import TrainResult, evaluation_split, sample_labels, train, usable_samples
 
 __all__ = [
     "ModelConfig",
@@ -43,6 +43,8 @@ __all__ = [
     "train",
     "TrainResult",
     "usable_samples",
+    "sample_labels",
+    "evaluation_split",
     "save_checkpoint",
     "read_checkpoint",
     "load_model",

@@ -148,7 +148,11 @@ class TrainConfig:
     #: (0 = no degradation); CRISP values (Scharmer et al. 2008; de la Cruz Rodriguez et al. 2015)
     fwhm_halpha_A: float = HALPHA.crisp_fwhm_A
     fwhm_ca8542_A: float = CA8542.crisp_fwhm_A
-    #: fraction of the (usable) training samples held out for validation
+    #: fraction of the samples held out for evaluation (``radynversion evaluate``): chosen by a
+    #: hash of each sample's label (:func:`radynversion.model.evaluation_split`), so the same
+    #: atmospheres stay out when the training set grows; never trained or validated on
+    test_fraction: float = 0.1
+    #: fraction of the remaining (usable) samples held out for validation (loss curves only)
     val_fraction: float = 0.1
     #: write the checkpoint every n epochs (and always after the last)
     checkpoint_every: int = 1
@@ -162,8 +166,9 @@ class TrainConfig:
         if self.batches_per_epoch < 0:
             raise ConfigError(f"TrainConfig.batches_per_epoch = {self.batches_per_epoch}; "
                               "expected >= 0 (0 = one pass)")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"TrainConfig.val_fraction = {self.val_fraction}; expected 0 <= f < 1")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)}; expected 0 <= f < 1")
         if not 0.0 < self.lr_final_fraction <= 1.0:
             raise ConfigError(f"TrainConfig.lr_final_fraction = {self.lr_final_fraction}; "
                               "expected 0 < f <= 1")

@@ -3,7 +3,8 @@
 :func:`train` selects the usable samples (``status == 0``, finite profiles and atmosphere),
 preprocesses them exactly as :func:`radynversion.model.invert` will preprocess observations
 (unit conversion, Gaussian instrument degradation, interpolation onto the model windows,
-joint-peak normalisation), holds out a validation split by a seeded permutation, and
+joint-peak normalisation), leaves out the evaluation split (:func:`evaluation_split`, by sample
+label), holds out a validation split of the rest by a seeded permutation, and
 minimises :func:`radynversion.model.losses.inn_losses` with Adam, element-wise gradient
 clamping and a step decay of the learning rate.
 
@@ -33,9 +34,10 @@ from .checkpoint import arrays_sha256, read_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .inn import RadynversionINN
 from .losses import LOSS_NAMES, inn_losses
+from .posterior import _splitmix64
 from .preprocess import atmosphere_to_array, normalise_profiles
 
-__all__ = ["TrainResult", "usable_samples", "train", "plot_history"]
+__all__ = ["TrainResult", "usable_samples", "sample_labels", "evaluation_split", "train", "plot_history"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -77,6 +79,46 @@ def usable_samples(data: xr.Dataset) -> np.ndarray:
         arr = np.asarray(data[name].transpose("sample", ...).values, dtype=float).reshape(n, -1)
         ok &= np.isfinite(arr).all(axis=1)
     return np.flatnonzero(ok)
+
+
+def sample_labels(data: xr.Dataset) -> np.ndarray:
+    """The labels of the samples: the ``sample`` coordinate (the draw index of a synthesised
+    atmosphere, stable as a store grows) or, without one, the positions; shape ``(N,)``, int64."""
+    if "sample" in data.coords and np.issubdtype(data["sample"].dtype, np.integer):
+        return np.asarray(data["sample"].values, dtype=np.int64)
+    return np.arange(data.sizes["sample"], dtype=np.int64)
+
+
+#: salt of the held-out hash (a constant: the split must never change)
+_TEST_SALT = np.uint64(0x7E57_5EED_2019_0873)
+
+
+def evaluation_split(labels: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Whether each sample belongs to the held-out evaluation split.
+
+    Membership is a SplitMix64 hash of the sample label alone, so it does not depend on which
+    other samples a store holds: a model trained on a grown set still never sees them.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape ``(N,)``
+        :func:`sample_labels`.
+    fraction : float
+        Expected held-out fraction.
+
+    Returns
+    -------
+    ndarray of bool, shape ``(N,)``
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from radynversion.model import evaluation_split
+    >>> round(float(evaluation_split(np.arange(100_000)).mean()), 2)
+    0.1
+    """
+    h = _splitmix64(np.asarray(labels).astype(np.int64).astype(np.uint64) ^ _TEST_SALT)
+    return (h >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
 
 
 def _stream_seed(seed: int, stream: int) -> int:
@@ -182,7 +224,10 @@ def train(
         raise ProfileSchemaError(f"{src}: a training set needs a 'sample' dim")
 
     # -- data --------------------------------------------------------------------------------
+    labels = sample_labels(data)
+    held_out = evaluation_split(labels, tc.test_fraction)
     keep = usable_samples(data)
+    keep = keep[~held_out[keep]]
     sub = data.isel(sample=keep)
     y_all, _ = normalise_profiles(sub, unit=mc.intensity_unit, fwhm_A=tc.fwhm_A(), source=src)
     atm_all = atmosphere_to_array(sub, source=src)
@@ -192,8 +237,8 @@ def train(
     n = keep.size
     n_val = int(round(tc.val_fraction * n))
     if n - n_val < 2:
-        raise ProfileSchemaError(f"{src}: {n} usable samples (status 0, finite, positive peak); "
-                                 "training needs at least 2 outside the validation split")
+        raise ProfileSchemaError(f"{src}: {n} usable samples (status 0, finite, positive peak, not "
+                                 "held out); training needs at least 2 outside the validation split")
     heights = np.asarray(sub["height"].values, dtype=float)
     data_sha = arrays_sha256(
         heights,
@@ -204,13 +249,17 @@ def train(
     )
     perm = np.random.default_rng(tc.seed).permutation(n)
     val_pos, train_pos = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    val_samples = [int(i) for i in keep[val_pos]]
+    val_samples = [int(i) for i in labels[keep[val_pos]]]
+    train_samples = [int(i) for i in labels[keep[train_pos]]]
     provenance: dict[str, Any] = {
         "n_input": int(data.sizes["sample"]),
+        "n_held_out": int(held_out.sum()),
         "n_usable": int(n),
         "n_train": int(train_pos.size),
         "n_val": int(val_pos.size),
+        "test_fraction": float(tc.test_fraction),
         "val_samples": val_samples,
+        "train_samples": train_samples,
         "val_samples_sha256": arrays_sha256(np.asarray(val_samples, dtype=np.int64)),
         "source": src,
     }

@@ -1,0 +1,404 @@
+"""How good is a model? Accuracy and calibration on atmospheres it never saw.
+
+:func:`evaluate` takes the held-out split of a training set (:func:`evaluation_split`: chosen
+by sample label, never trained or validated on), observes its profiles as CRISP would
+(:func:`radynversion.instrument.degrade` at the CRISP tunings, the model's transmission
+FWHM, Gaussian noise of a fraction of the joint peak), inverts them with
+:func:`radynversion.model.invert`, and compares with the true atmospheres:
+
+* **forward emulator**: ``forward(true atmosphere)`` vs the noise-free profiles on the model
+  windows, RMS per line in % of the joint peak;
+* **round trip**: ``forward(posterior samples)`` vs the observed profiles (``misfit``);
+* **accuracy**: median |posterior median - truth| per parameter and height band;
+* **calibration**: the fraction of true values inside the central 68 % (16-84 %) and 90 %
+  (5-95 %) intervals per parameter and band;
+* **constraint**: the posterior 68 % width over the prior's; near 1 the profiles do not
+  constrain the parameter there, and the report says so;
+* **prior-only baseline**: the same metrics for the per-height quantiles of the training
+  samples, ignoring the data. A model must beat it clearly.
+
+Height bands, per atmosphere: photosphere ``h < 0.5 Mm``; chromosphere from 0.5 Mm to the
+transition region (the lowest node with ``log_T >= 4.5``); corona above. Velocities are
+compared in km/s (positive = downflow).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .. import __version__
+from ..atmosphere import VARIABLES, velocity_transform
+from ..config import from_toml
+from ..errors import ProfileSchemaError
+from ..instrument import crisp_tunings, degrade
+from ..lines import LINES
+from .checkpoint import load_model
+from .config import TrainConfig
+from .inn import RadynversionINN
+from .invert import invert
+from .preprocess import atmosphere_to_array, normalise_profiles
+from .train import evaluation_split, sample_labels, usable_samples
+
+__all__ = ["BANDS", "TR_LOG_T", "EvaluationResult", "height_bands", "evaluate", "forward_profiles"]
+
+#: height bands of the report, in order
+BANDS: tuple[str, ...] = ("photosphere", "chromosphere", "corona")
+#: top of the photosphere band [Mm]
+PHOTOSPHERE_TOP_MM: float = 0.5
+#: the transition region starts at the lowest node with log10(T / K) at least this
+TR_LOG_T: float = 4.5
+#: quantiles the evaluation asks for (5, 16, 50, 84, 95 %)
+_Q = (0.05, 0.16, 0.5, 0.84, 0.95)
+#: a posterior whose 68 % interval is at least this fraction of the prior's is "unconstrained"
+UNCONSTRAINED_WIDTH_RATIO: float = 0.8
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What :func:`evaluate` returns.
+
+    Attributes
+    ----------
+    summary : dict
+        JSON-ready: settings, forward and round-trip errors, per parameter and band the
+        model's and the prior's median errors, coverages and width ratio, and plain-language
+        ``findings``.
+    per_height : xarray.Dataset
+        Over ``(variable, height)``: ``error``, ``prior_error`` (median absolute),
+        ``coverage68``, ``coverage90``, ``prior_coverage68``, ``prior_coverage90``,
+        ``width_ratio`` (posterior over prior 68 % width, medians).
+    pixel : xarray.Dataset
+        The example pixel of the single-pixel figure: ``log_ne_samples, ... (draw, height)``,
+        ``truth_<var>(height)``, ``observed(point)``, ``round_trip(draw_rt, point)``.
+    """
+
+    summary: dict[str, Any]
+    per_height: xr.Dataset
+    pixel: xr.Dataset
+
+
+def height_bands(log_T: np.ndarray, height_Mm: np.ndarray) -> np.ndarray:
+    """Band index (0 photosphere, 1 chromosphere, 2 corona) of each node of each atmosphere.
+
+    Parameters
+    ----------
+    log_T : ndarray, shape ``(N, H)``
+        True temperatures [dex K] on the nodes.
+    height_Mm : ndarray, shape ``(H,)``
+        Node heights [Mm], increasing.
+
+    Returns
+    -------
+    ndarray of int8, shape ``(N, H)``
+        An atmosphere whose temperature never reaches ``TR_LOG_T`` has no corona; nodes of
+        the photosphere band stay photosphere even if hot.
+    """
+    h = np.asarray(height_Mm, dtype=float)
+    hot = np.asarray(log_T, dtype=float) >= TR_LOG_T
+    hot &= (h >= PHOTOSPHERE_TOP_MM)[None, :]
+    first = np.where(hot.any(axis=1), hot.argmax(axis=1), h.size)
+    idx = np.arange(h.size)[None, :]
+    bands = np.where(idx >= first[:, None], 2, 1).astype(np.int8)
+    bands[:, h < PHOTOSPHERE_TOP_MM] = 0
+    return bands
+
+
+def forward_profiles(model: RadynversionINN, atm: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """The emulator: ``forward(atmosphere)`` profiles, shape ``(N, 60)`` (joint-peak units).
+
+    Parameters
+    ----------
+    model : RadynversionINN
+    atm : ndarray, shape ``(N, 3 H)``
+        ``[log_ne, log_T, v']`` (:func:`radynversion.model.atmosphere_to_array`).
+    """
+    out = []
+    with torch.no_grad():
+        for start in range(0, atm.shape[0], batch):
+            a = torch.as_tensor(atm[start : start + batch], device=model.device)
+            yz, _ = model(model.atmosphere_to_x(a))
+            out.append(model.unpack_yz(yz)[0].double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, sum(ln.model_points for ln in LINES)))
+
+
+def _median(a: np.ndarray) -> float:
+    a = a[np.isfinite(a)]
+    return float(np.median(a)) if a.size else float("nan")
+
+
+def _mean(a: np.ndarray) -> float:
+    a = a[np.isfinite(a)]
+    return float(np.mean(a)) if a.size else float("nan")
+
+
+def _metrics(q: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Element-wise error and interval membership; ``q`` ``(..., 5)`` at :data:`_Q`."""
+    return {
+        "error": np.abs(q[..., 2] - truth),
+        "in68": ((q[..., 1] <= truth) & (truth <= q[..., 3])).astype(float),
+        "in90": ((q[..., 0] <= truth) & (truth <= q[..., 4])).astype(float),
+        "width68": q[..., 3] - q[..., 1],
+    }
+
+
+def _select(data: xr.Dataset, model: RadynversionINN, all_samples: bool, max_samples: int | None,
+            src: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the evaluated samples and of the prior (training) samples."""
+    labels = sample_labels(data)
+    usable = np.zeros(data.sizes["sample"], dtype=bool)
+    usable[usable_samples(data)] = True
+    if all_samples:
+        held = np.ones_like(usable)
+    else:
+        tc_text = model.metadata.get("train_config")
+        fraction = from_toml(TrainConfig, tc_text).test_fraction if tc_text else 0.0
+        if fraction <= 0:
+            raise ProfileSchemaError(
+                f"{src}: the model was trained without a held-out split (test_fraction = 0); "
+                "evaluate it on an independent store with all_samples=True (--all-samples)")
+        held = evaluation_split(labels, fraction)
+        seen = set(model.metadata.get("provenance", {}).get("train_samples", []))
+        leaked = [int(i) for i in labels[held & usable] if int(i) in seen]
+        if leaked and str(model.metadata.get("provenance", {}).get("source", "")) == src:
+            raise ProfileSchemaError(f"{src}: samples {leaked[:5]} of the held-out split were "
+                                     "trained on; this model cannot be evaluated on this store")
+    evals = np.flatnonzero(held & usable)
+    if max_samples is not None and evals.size > max_samples:
+        evals = np.sort(np.random.default_rng(0).choice(evals, max_samples, replace=False))
+    prior = np.flatnonzero(~held & usable) if not all_samples else np.flatnonzero(usable)
+    if evals.size == 0:
+        raise ProfileSchemaError(f"{src}: no usable samples to evaluate (held-out split empty)")
+    return evals, prior
+
+
+def evaluate(
+    model: RadynversionINN | str | Path | None,
+    data: xr.Dataset,
+    samples: int = 512,
+    noise: float = 0.01,
+    seed: int = 0,
+    all_samples: bool = False,
+    max_samples: int | None = None,
+    pixel_samples: int = 2048,
+    prior: xr.Dataset | None = None,
+) -> EvaluationResult:
+    """Evaluate a model on held-out atmospheres, CRISP-degraded with noise.
+
+    Parameters
+    ----------
+    model : RadynversionINN or path or None
+        The network (None = the packaged default).
+    data : xarray.Dataset
+        A training-set store (:func:`radynversion.datasets.training_set`): fine profiles
+        ``I_<line>(sample, wl_<line>)`` and true ``log_ne, log_T, v (sample, height)``.
+    samples : int
+        Posterior draws per atmosphere.
+    noise : float
+        Noise standard deviation, fraction of each profile pair's joint peak.
+    seed : int
+        Seed of the noise and of the draws.
+    all_samples : bool
+        Evaluate every usable sample (for a store independent of the training set) instead of
+        the held-out split; the prior baseline is then taken from ``prior`` (or ``data``).
+    max_samples : int, optional
+        Evaluate at most this many (a seeded random subset).
+    pixel_samples : int
+        Draws of the single-pixel figure's pixel.
+    prior : xarray.Dataset, optional
+        Samples defining the prior-only baseline (default: the non-held-out samples of
+        ``data``).
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    net = model if isinstance(model, RadynversionINN) else load_model(model)
+    src = str(data.encoding.get("source") or data.attrs.get("source_file") or "<training set>")
+    evals, prior_pos = _select(data, net, all_samples, max_samples, src)
+    sub = data.isel(sample=evals)
+    prior_ds = prior if prior is not None else data.isel(sample=prior_pos)
+    fwhm = net.instrument_fwhm_A()
+    h = net.height_Mm.cpu().numpy().astype(float)
+
+    # -- observe as CRISP would, invert -----------------------------------------------------
+    profiles = sub[[ln.var for ln in LINES]]
+    obs = degrade(profiles, {ln.key: crisp_tunings(ln) for ln in LINES}, fwhm_A=fwhm, noise=noise,
+                  seed=seed)
+    res = invert(obs, net, samples=samples, quantiles=_Q, seed=seed)
+
+    # -- truth, bands ------------------------------------------------------------------------
+    truth = {v: np.asarray(sub[v].transpose("sample", "height").values, dtype=float) for v in VARIABLES}
+    bands = height_bands(truth["log_T"], h)
+    post_q = {v: np.moveaxis(np.asarray(res[v].transpose("sample", "quantile", "height").values,
+                                        dtype=float), 1, -1) for v in VARIABLES}
+    prior_q = {v: np.quantile(np.asarray(prior_ds[v].transpose("sample", "height").values, dtype=float),
+                              _Q, axis=0).T for v in VARIABLES}  # (H, 5)
+
+    # -- forward emulator and round trip -----------------------------------------------------
+    y_true, _ = normalise_profiles(profiles, unit=net.config.intensity_unit, fwhm_A=fwhm)
+    y_fwd = forward_profiles(net, atmosphere_to_array(sub))
+    forward: dict[str, Any] = {}
+    start = 0
+    for ln in LINES:
+        d = y_fwd[:, start : start + ln.model_points] - y_true[:, start : start + ln.model_points]
+        rms = 100.0 * np.sqrt(np.mean(d**2, axis=1))
+        forward[ln.key] = {"rms_median_pct": _median(rms), "rms_p90_pct": float(np.nanpercentile(rms, 90)),
+                           "max_abs_median_pct": _median(100.0 * np.abs(d).max(axis=1))}
+        start += ln.model_points
+    misfit = 100.0 * np.asarray(res["misfit"].values, dtype=float)
+    round_trip = {"misfit_median_pct": _median(misfit), "misfit_p90_pct": float(np.nanpercentile(misfit, 90)),
+                  "noise_pct": 100.0 * noise}
+
+    # -- accuracy and calibration ------------------------------------------------------------
+    per_height: dict[str, list[np.ndarray]] = {}
+    params: dict[str, Any] = {}
+    findings: list[str] = []
+    for v in VARIABLES:
+        m_post = _metrics(post_q[v], truth[v])
+        m_prior = _metrics(np.broadcast_to(prior_q[v], post_q[v].shape), truth[v])
+        ratio = m_post["width68"] / np.maximum(m_prior["width68"], 1e-6)
+        for key, arr in (("error", m_post["error"]), ("prior_error", m_prior["error"]),
+                         ("coverage68", m_post["in68"]), ("coverage90", m_post["in90"]),
+                         ("prior_coverage68", m_prior["in68"]), ("prior_coverage90", m_prior["in90"]),
+                         ("width_ratio", ratio)):
+            per_height.setdefault(key, []).append(
+                np.array([(_mean if key.startswith(("coverage", "prior_cov")) else _median)(arr[:, j])
+                          for j in range(h.size)]))
+        params[v] = {}
+        for b, band in enumerate(BANDS):
+            sel = bands == b
+            if not sel.any():
+                continue
+            err, perr = _median(m_post["error"][sel]), _median(m_prior["error"][sel])
+            wr = _median(ratio[sel])
+            params[v][band] = {
+                "nodes": int(sel.sum()),
+                "median_abs_error": err,
+                "prior_median_abs_error": perr,
+                "error_ratio_to_prior": err / perr if perr > 0 else float("nan"),
+                "coverage68": _mean(m_post["in68"][sel]),
+                "coverage90": _mean(m_post["in90"][sel]),
+                "prior_coverage68": _mean(m_prior["in68"][sel]),
+                "prior_coverage90": _mean(m_prior["in90"][sel]),
+                "width_ratio_to_prior": wr,
+                "constrained": bool(wr < UNCONSTRAINED_WIDTH_RATIO),
+            }
+            if wr >= UNCONSTRAINED_WIDTH_RATIO:
+                findings.append(f"{v} in the {band}: not constrained by the profiles (posterior 68 % "
+                                f"interval {wr:.0%} of the prior's); its median is the prior's, not a "
+                                "measurement")
+        loose = [f"{h[j]:.2f}" for j in range(h.size)
+                 if per_height["width_ratio"][-1][j] >= UNCONSTRAINED_WIDTH_RATIO]
+        if loose:
+            findings.append(f"{v}: posterior as wide as the prior (>= {UNCONSTRAINED_WIDTH_RATIO:.0%}) "
+                            f"at {len(loose)} of {h.size} heights: {', '.join(loose)} Mm")
+
+    # -- the single-pixel figure's pixel: a flare atmosphere with a typical misfit ----------
+    kind = np.asarray(sub["kind"].values) if "kind" in sub else np.zeros(evals.size)
+    cand = np.flatnonzero(kind == kind.max())
+    pick = int(cand[np.argsort(misfit[cand])[cand.size // 2]])
+    px = invert(obs.isel(sample=[pick]), net, samples=pixel_samples, quantiles=(0.5,), seed=seed,
+                return_samples=True, misfit=False)
+    y_obs, _ = normalise_profiles(obs.isel(sample=[pick]), unit=net.config.intensity_unit, fwhm_A=fwhm)
+    draws = np.stack([np.asarray(px[f"{v}_samples"].values[0], dtype=float) for v in VARIABLES], axis=1)
+    draws_x = draws.copy()
+
+    draws_x[:, 2] = velocity_transform(draws_x[:, 2])
+    rt = forward_profiles(net, draws_x[:256].reshape(min(256, draws.shape[0]), -1).astype(np.float32))
+    pixel = xr.Dataset(
+        {**{f"{v}_samples": (("draw", "height"), draws[:, k]) for k, v in enumerate(VARIABLES)},
+         **{f"truth_{v}": ("height", truth[v][pick]) for v in VARIABLES},
+         "observed": ("point", y_obs[0]),
+         "round_trip": (("draw_rt", "point"), rt)},
+        coords={"height": h},
+        attrs={"sample": int(sample_labels(sub)[pick]), "kind": int(kind[pick]),
+               "misfit_pct": float(misfit[pick])})
+
+    ph = xr.Dataset({k: (("variable", "height"), np.stack(v)) for k, v in per_height.items()},
+                    coords={"variable": list(VARIABLES), "height": h})
+    summary = {
+        "radynversion_version": __version__,
+        "model": str(net.metadata.get("path", "<in memory>")),
+        "model_training_set_sha256": str(net.metadata.get("training_set_sha256", "")),
+        "data": src,
+        "split": "all usable samples" if all_samples else "held-out split (evaluation_split)",
+        "n_evaluated": int(evals.size),
+        "n_prior": int(prior_ds.sizes["sample"]),
+        "samples_per_pixel": int(samples),
+        "noise_fraction_of_peak": float(noise),
+        "instrument": {"tunings": {ln.key: len(crisp_tunings(ln)) for ln in LINES}, "fwhm_A": fwhm},
+        "seed": int(seed),
+        "bands": {"photosphere": f"h < {PHOTOSPHERE_TOP_MM} Mm",
+                  "chromosphere": f"{PHOTOSPHERE_TOP_MM} Mm <= h < first node with log_T >= {TR_LOG_T}",
+                  "corona": f"h >= first node above {PHOTOSPHERE_TOP_MM} Mm with log_T >= {TR_LOG_T}"},
+        "units": {"log_ne": "dex cm^-3", "log_T": "dex K", "v": "km/s (positive = downflow)",
+                  "profiles": "% of the joint peak"},
+        "forward_rms": forward,
+        "round_trip": round_trip,
+        "parameters": params,
+        "findings": findings,
+    }
+    summary["acceptance"] = acceptance(summary)
+    return EvaluationResult(summary=summary, per_height=ph, pixel=pixel)
+
+
+def acceptance(summary: dict[str, Any]) -> dict[str, Any]:
+    """The model-quality goals checked on a summary (chromosphere, all parameters).
+
+    Coverage of the 68 % and 90 % intervals within 0.05 of nominal; median error below the
+    prior-only baseline's, at most half of it for ``log_ne`` and ``v``; median round trip
+    below 2 % of the peak.
+    """
+    checks: dict[str, Any] = {}
+    for v in VARIABLES:
+        c = summary["parameters"].get(v, {}).get("chromosphere")
+        if c is None:
+            continue
+        checks[f"{v}_coverage68"] = {"value": c["coverage68"], "goal": "0.63-0.73",
+                                     "pass": abs(c["coverage68"] - 0.68) <= 0.05}
+        checks[f"{v}_coverage90"] = {"value": c["coverage90"], "goal": "0.85-0.95",
+                                     "pass": abs(c["coverage90"] - 0.90) <= 0.05}
+        limit = 0.5 if v in ("log_ne", "v") else 1.0
+        checks[f"{v}_error_vs_prior"] = {"value": c["error_ratio_to_prior"], "goal": f"< {limit}",
+                                         "pass": c["error_ratio_to_prior"] < limit}
+    rt = summary["round_trip"]["misfit_median_pct"]
+    checks["round_trip_median_pct"] = {"value": rt, "goal": "< 2", "pass": rt < 2.0}
+    checks["all_pass"] = all(c["pass"] for c in checks.values())
+    return checks
+
+
+def write_report(result: EvaluationResult, path: str | Path) -> dict[str, Path]:
+    """Write ``report.json``, the per-height metrics (netCDF) and the figures beside it.
+
+    Returns the paths: ``report``, ``per_height``, ``coverage``, ``errors``, ``pixel``.
+    """
+    from .. import plot
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem = path.with_suffix("")
+    paths = {"report": path, "per_height": Path(f"{stem}_per_height.nc"),
+             "coverage": Path(f"{stem}_coverage.png"), "errors": Path(f"{stem}_errors.png"),
+             "pixel": Path(f"{stem}_pixel.png")}
+    path.write_text(json.dumps(result.summary, indent=2, default=float) + "\n")
+    result.per_height.to_netcdf(paths["per_height"])
+    plot.evaluation_coverage(result.per_height, paths["coverage"],
+                             title=f"Calibration on {result.summary['n_evaluated']} held-out atmospheres")
+    plot.evaluation_errors(result.per_height, paths["errors"],
+                           title=f"Accuracy on {result.summary['n_evaluated']} held-out atmospheres")
+    px = result.pixel
+    samples = np.stack([px[f"{v}_samples"].values for v in VARIABLES], axis=1)
+    truth = np.stack([px[f"truth_{v}"].values for v in VARIABLES])
+    fig = plot.posterior(samples, observed=px["observed"].values, round_trip=px["round_trip"].values,
+                         truth=truth, height_Mm=px["height"].values,
+                         title=f"Held-out atmosphere {px.attrs['sample']} (kind {px.attrs['kind']}), "
+                               f"round-trip misfit {px.attrs['misfit_pct']:.2f} %")
+    fig.savefig(paths["pixel"], dpi=100)
+    return paths

@@ -1,0 +1,104 @@
+"""`radynversion evaluate`: held-out split, metrics, baseline, report and figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from synthetic import TINY, training_set  # tests/synthetic.py
+
+from radynversion.cli import main
+from radynversion.errors import ProfileSchemaError
+from radynversion.model import TrainConfig, evaluation_split, train
+from radynversion.model.evaluate import BANDS, acceptance, evaluate, height_bands, write_report
+
+CFG = TrainConfig(epochs=30, batch_size=32, val_fraction=0.1, test_fraction=0.2, lr_final_fraction=0.2,
+                  seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = training_set(240)
+    data["kind"] = ("sample", np.where(np.arange(240) % 3 == 0, 2, 0).astype(np.float32))
+    out = tmp_path_factory.mktemp("model")
+    res = train(data, out, TINY, CFG, progress=False)
+    return data, res.model, res.model_path
+
+
+def test_height_bands_follow_each_atmosphere_transition_region():
+    h = np.array([0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0])
+    log_t = np.array([[3.8, 3.7, 3.9, 4.0, 4.6, 5.5, 6.0],   # TR at 1.5 Mm
+                      [3.8, 4.6, 3.9, 4.0, 4.2, 4.3, 4.4],   # hot photosphere node, never a corona
+                      [3.8, 3.7, 4.7, 5.0, 6.0, 6.0, 6.0]])  # TR right at 0.6 Mm
+    np.testing.assert_array_equal(height_bands(log_t, h), [[0, 0, 1, 1, 2, 2, 2],
+                                                             [0, 0, 1, 1, 1, 1, 1],
+                                                             [0, 0, 2, 2, 2, 2, 2]])
+
+
+def test_acceptance_checks_chromospheric_goals():
+    good = {"coverage68": 0.70, "coverage90": 0.88, "error_ratio_to_prior": 0.4}
+    summary = {"parameters": {v: {"chromosphere": dict(good)} for v in ("log_ne", "log_T", "v")},
+               "round_trip": {"misfit_median_pct": 1.5}}
+    assert acceptance(summary)["all_pass"]
+    summary["parameters"]["v"]["chromosphere"]["error_ratio_to_prior"] = 0.6  # v needs <= half
+    summary["parameters"]["log_T"]["chromosphere"]["coverage90"] = 0.80
+    checks = acceptance(summary)
+    assert not checks["all_pass"] and not checks["v_error_vs_prior"]["pass"]
+    assert not checks["log_T_coverage90"]["pass"] and checks["log_ne_coverage90"]["pass"]
+
+
+def test_evaluate_uses_only_the_held_out_split_and_beats_the_prior(trained):
+    data, model, _ = trained
+    res = evaluate(model, data, samples=128, noise=0.01)
+    s = res.summary
+    held = evaluation_split(np.arange(240), CFG.test_fraction)
+    assert s["n_evaluated"] == int(held.sum()) and s["n_prior"] == 240 - int(held.sum())
+    for v, bands in s["parameters"].items():
+        assert set(bands) <= set(BANDS)
+        for m in bands.values():
+            assert 0.0 <= m["coverage68"] <= m["coverage90"] <= 1.0
+            assert np.isfinite(m["median_abs_error"]) and m["width_ratio_to_prior"] > 0
+    # the profiles' depth follows the parameter that sets log_ne: the posterior beats the prior
+    chrom = s["parameters"]["log_ne"]["chromosphere"]
+    assert chrom["median_abs_error"] < 0.8 * chrom["prior_median_abs_error"]
+    # the synthetic profiles carry nothing of the photospheric velocity (zero there): flagged
+    assert any(f.startswith("v: posterior as wide as the prior") for f in s["findings"])
+    for line in ("halpha", "ca8542"):
+        assert 0 < s["forward_rms"][line]["rms_median_pct"] < 50
+    assert 0 < s["round_trip"]["misfit_median_pct"] < 50
+    assert res.per_height.sizes == {"variable": 3, "height": 50}
+    assert res.pixel.attrs["kind"] == 2 and res.pixel.sizes["draw"] == 2048
+
+
+def test_evaluate_refuses_a_model_without_held_out_split(trained, tmp_path):
+    data, _, _ = trained
+    res = train(data.isel(sample=slice(0, 40)), tmp_path, TINY,
+                dataclasses.replace(CFG, epochs=1, test_fraction=0.0), progress=False)
+    with pytest.raises(ProfileSchemaError, match="without a held-out split"):
+        evaluate(res.model, data, samples=8)
+    assert evaluate(res.model, data.isel(sample=slice(200, 240)), samples=8, all_samples=True,
+                    pixel_samples=16).summary["n_evaluated"] == 40
+
+
+def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
+    data, _, model_path = trained
+    store = tmp_path / "set.zarr"
+    data.to_zarr(store)
+    out = tmp_path / "eval" / "report.json"
+    assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out),
+                 "--samples", "64", "--max-samples", "20"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads(out.read_text())
+    assert report["n_evaluated"] == printed["evaluated"] == 20
+    assert set(report["acceptance"]) >= {"log_ne_coverage68", "round_trip_median_pct", "all_pass"}
+    for name in ("report_coverage.png", "report_errors.png", "report_pixel.png", "report_per_height.nc"):
+        assert (out.parent / name).stat().st_size > 10_000 or name.endswith(".nc")
+
+
+def test_write_report_round_trips_json(trained, tmp_path):
+    data, model, _ = trained
+    res = evaluate(model, data, samples=16, max_samples=8, pixel_samples=32)
+    paths = write_report(res, tmp_path / "r.json")
+    assert json.loads(paths["report"].read_text())["n_evaluated"] == 8
