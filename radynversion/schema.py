@@ -27,6 +27,7 @@ __all__ = [
     "RADIANCE_PER_AA",
     "profile_dataset",
     "validate_profiles",
+    "source_name",
     "wavelengths_air_A",
     "to_air_angstrom",
     "intensity_unit",
@@ -77,7 +78,22 @@ def profile_dataset(
 
 
 def _source(ds: xr.Dataset, source: str | None) -> str:
-    return source or str(ds.encoding.get("source") or ds.attrs.get("source_file") or "<dataset>")
+    return source or source_name(ds)
+
+
+def source_name(ds: xr.Dataset) -> str:
+    """The name of ``ds`` for error messages: the file it was opened from (``encoding['source']``,
+    or the ``source_file``/``source_files`` attrs readers set), else ``'<dataset>'``."""
+    name = getattr(ds, "encoding", {}).get("source") or getattr(ds, "attrs", {}).get("source_file")
+    if name:
+        return str(name)
+    files = getattr(ds, "attrs", {}).get("source_files")
+    if isinstance(files, str):
+        files = [files]
+    if files is not None and len(files) > 0:
+        files = [str(f) for f in files]
+        return ", ".join(files) if len(files) <= 3 else f"{files[0]} (+{len(files) - 1} files)"
+    return "<dataset>"
 
 
 def wavelengths_air_A(ds: xr.Dataset, line: Line, source: str | None = None) -> np.ndarray:
@@ -105,11 +121,11 @@ def wavelengths_air_A(ds: xr.Dataset, line: Line, source: str | None = None) -> 
                          "unit such as 'Angstrom' or 'nm'") from None
     medium = coord.attrs.get("wavelength_medium")
     if medium not in _MEDIA:
-        raise UnitsError(f"{src}: coordinate {line.dim} must declare wavelength_medium 'air' or "
-                         f"'vacuum' (got {medium!r})")
+        raise UnitsError(f"{src}: coordinate {line.dim} must declare wavelength_medium (got {medium!r}); "
+                         "expected 'air' or 'vacuum'")
     if wl.ndim != 1 or wl.size < 2 or not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
-        raise ProfileSchemaError(f"{src}: coordinate {line.dim} must be 1D, finite and strictly "
-                                 "increasing")
+        raise ProfileSchemaError(f"{src}: coordinate {line.dim} is not 1D, finite and strictly "
+                                 "increasing; expected one wavelength per tuning, in increasing order")
     air = wl if medium == "air" else vacuum_to_air(wl)
     expected = line.center_air_A
     if not (air[0] - _CENTRE_TOLERANCE_A <= expected <= air[-1] + _CENTRE_TOLERANCE_A):
@@ -120,7 +136,8 @@ def wavelengths_air_A(ds: xr.Dataset, line: Line, source: str | None = None) -> 
             hint = "; the values look like Angstrom labelled as nm"
         raise UnitsError(
             f"{src}: coordinate {line.dim} spans {air[0]:.2f}-{air[-1]:.2f} A ({medium}), which "
-            f"does not contain the {line.label} centre {expected:.2f} A air{hint}")
+            f"does not contain the {line.label} centre {expected:.2f} A air{hint}; expected a window "
+            "around the line centre, in the declared units and medium")
     # The window should centre on the line in the declared medium; a centre ~1.8 A (H-alpha)
     # or ~2.4 A (Ca II) off, towards the other medium's line centre, means a mislabelled medium.
     mid = 0.5 * (air[0] + air[-1])
@@ -130,6 +147,7 @@ def wavelengths_air_A(ds: xr.Dataset, line: Line, source: str | None = None) -> 
         raise UnitsError(
             f"{src}: coordinate {line.dim} is declared {medium} but centres on {0.5 * (wl[0] + wl[-1]):.2f} A, "
             f"the {line.label} centre in {other} ({line.center_air_A if other == 'air' else line.center_vacuum_A:.2f} A); "
+            f"expected the {medium} centre {line.center_air_A if medium == 'air' else line.center_vacuum_A:.2f} A: "
             f"set wavelength_medium = '{other}' if that is what the data are")
     return air
 
@@ -153,6 +171,15 @@ def validate_profiles(ds: xr.Dataset, source: str | None = None) -> None:
     src = _source(ds, source)
     if not isinstance(ds, xr.Dataset):
         raise ProfileSchemaError(f"{src}: expected an xarray.Dataset, got {type(ds).__name__}")
+    if not any(ln.var in ds.data_vars for ln in LINES):
+        expected = " and ".join(f"{ln.var}(..., {ln.dim})" for ln in LINES)
+        if ds.attrs.get("radynversion_store"):
+            raise ProfileSchemaError(f"{src}: is a {ds.attrs['radynversion_store']} store (an output), "
+                                     f"not profiles; expected {expected}")
+        have = sorted(str(v) for v in ds.data_vars)
+        raise ProfileSchemaError(f"{src}: holds none of the profile variables (has {have[:8]}"
+                                 f"{' ...' if len(have) > 8 else ''}); expected {expected} (the "
+                                 "profile schema)")
     for ln in LINES:
         if ln.var not in ds.data_vars:
             raise ProfileSchemaError(f"{src}: missing variable {ln.var} ({ln.label}); expected "
@@ -165,11 +192,13 @@ def validate_profiles(ds: xr.Dataset, source: str | None = None) -> None:
     others = [tuple(d for d in ds[ln.var].dims if d != ln.dim) for ln in LINES]
     if any(set(o) != set(others[0]) for o in others):
         raise ProfileSchemaError(f"{src}: the lines have different non-spectral dims "
-                                 f"({', '.join(f'{ln.var}: {o}' for ln, o in zip(LINES, others, strict=True))})")
+                                 f"({', '.join(f'{ln.var}: {o}' for ln, o in zip(LINES, others, strict=True))}); "
+                                 "expected the same dims (e.g. y, x) for every line")
     for d in others[0]:
         sizes = {ln.var: ds[ln.var].sizes[d] for ln in LINES}
         if len(set(sizes.values())) > 1:
-            raise ProfileSchemaError(f"{src}: dim {d!r} differs in size between lines {sizes}")
+            raise ProfileSchemaError(f"{src}: dim {d!r} differs in size between lines {sizes}; expected "
+                                     "every line on the same pixels")
 
 
 def to_air_angstrom(ds: xr.Dataset, source: str | None = None) -> xr.Dataset:

@@ -55,7 +55,7 @@ def test_evaluate_uses_only_the_held_out_split_and_beats_the_prior(trained):
     s = res.summary
     held = evaluation_split(np.arange(240), CFG.test_fraction)
     assert s["n_evaluated"] == int(held.sum()) and s["n_prior"] == 240 - int(held.sum())
-    for v, bands in s["parameters"].items():
+    for bands in s["parameters"].values():
         assert set(bands) <= set(BANDS)
         for m in bands.values():
             assert 0.0 <= m["coverage68"] <= m["coverage90"] <= 1.0

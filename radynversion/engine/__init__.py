@@ -18,13 +18,14 @@ from . import accessor  # noqa: F401  (registers ds.radyn)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import SlurmOptions, cluster_client, local_cluster, slurm_cluster, slurm_job_script
-    from .core import Plan, invert, plan_inversion, runtime_settings
+    from .core import Plan, check_profiles, invert, plan_inversion, runtime_settings
     from .inputs import open_input
     from .store import STORE_KIND, chunk_status, invert_to_zarr, store_digest, store_status
     from .workers import ModelPlugin, ModelSpec, model_spec, worker_model
 
 _WHERE = {
     "invert": "core", "plan_inversion": "core", "Plan": "core", "runtime_settings": "core",
+    "check_profiles": "core",
     "invert_to_zarr": "store", "chunk_status": "store", "store_status": "store",
     "store_digest": "store", "STORE_KIND": "store",
     "open_input": "inputs",
@@ -38,6 +39,7 @@ __all__ = [
     "plan_inversion",
     "Plan",
     "runtime_settings",
+    "check_profiles",
     "invert_to_zarr",
     "chunk_status",
     "store_status",

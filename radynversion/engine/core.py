@@ -32,7 +32,7 @@ import xarray as xr
 
 from .. import __version__
 from ..atmosphere import VARIABLE_ATTRS, VARIABLES
-from ..errors import ProfileSchemaError
+from ..errors import ConfigError, ProfileSchemaError
 from ..lines import LINES
 from ..model.inn import RadynversionINN
 from ..model.posterior import (
@@ -45,13 +45,18 @@ from ..model.posterior import (
     select_precision,
 )
 from ..model.preprocess import normalise_profiles, sample_dims
-from ..schema import validate_profiles
+from ..schema import intensity_unit, source_name, validate_profiles, wavelengths_air_A
 from .workers import ModelPlugin, ModelSpec, model_spec, worker_device, worker_model
 
-__all__ = ["DEFAULT_CHUNK_PIXELS", "Plan", "plan_inversion", "invert", "runtime_settings", "ensure_plugin"]
+__all__ = ["DEFAULT_CHUNK_PIXELS", "Plan", "check_profiles", "plan_inversion", "invert", "runtime_settings",
+           "ensure_plugin"]
 
 #: pixels per chunk when the input is not chunked and no chunks are given
 DEFAULT_CHUNK_PIXELS = 4096
+#: a model window may exceed the data by this much [Angstrom] (as in radynversion.model.preprocess)
+_COVER_TOLERANCE_A = 1e-3
+#: values checked at a time by the in-memory intensity check
+_CHECK_BLOCK = 1 << 22
 _LETTERS = "abcdefghijklmnopqrstuv"
 
 
@@ -112,8 +117,9 @@ def _invert_block(*args: Any) -> dict[str, Any]:
     idx = [np.asarray(i) for i in args[n_lines:-2]]
     net = worker_model(spec)
     block_shape = tuple(i.size for i in idx)
-    y, peak = normalise_profiles(p.block_dataset(arrays), unit=net.config.intensity_unit,
-                                 fwhm_A=net.instrument_fwhm_A(), degrade=p.degrade, source=p.source)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN pixels are masked, not warned about
+        y, peak = normalise_profiles(p.block_dataset(arrays), unit=net.config.intensity_unit,
+                                     fwhm_A=net.instrument_fwhm_A(), degrade=p.degrade, source=p.source)
     if idx:
         flat = np.ravel_multi_index(np.meshgrid(*idx, indexing="ij"), p.shape).reshape(-1)
     else:
@@ -190,9 +196,9 @@ def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int |
         run use these, so workers cannot disagree.
     """
     if precision != "auto" and precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}; expected 'auto' or one of {PRECISIONS}")
+        raise ConfigError(f"precision {precision!r}; expected 'auto' or one of {PRECISIONS}")
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size = {batch_size}; expected >= 1")
+        raise ConfigError(f"batch_size = {batch_size}; expected >= 1")
     client = client if client is not None else _current_client()
     if client is not None:
         return client.submit(_runtime_info, spec, precision, batch_size, probe, pure=False).result()
@@ -216,8 +222,10 @@ def _probe_profiles(profiles: xr.Dataset, dims: tuple[str, ...], net: Radynversi
         take = max(1, min(size, left))
         sel[d] = slice(0, take)
         left = max(1, left // take)
-    y, _ = normalise_profiles(profiles.isel(sel).compute(), unit=net.config.intensity_unit,
-                              fwhm_A=net.instrument_fwhm_A(), degrade=degrade)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y, _ = normalise_profiles(profiles.isel(sel).compute(), unit=net.config.intensity_unit,
+                                  fwhm_A=net.instrument_fwhm_A(), degrade=degrade,
+                                  source=source_name(profiles))
     y = y[np.isfinite(y).all(axis=1)][:n]
     return y if y.size else None
 
@@ -376,6 +384,71 @@ class Plan:
         return xr.Dataset(data_vars, coords=self.coords, attrs=self.attrs)
 
 
+def _check_coverage(profiles: xr.Dataset, source: str) -> None:
+    """Each line's wavelengths (air) must cover its model window, or nothing can be inverted."""
+    for ln in LINES:
+        wl = wavelengths_air_A(profiles, ln, source)
+        target = ln.model_wavelengths()
+        if target[0] < wl[0] - _COVER_TOLERANCE_A or target[-1] > wl[-1] + _COVER_TOLERANCE_A:
+            raise ProfileSchemaError(
+                f"{source}: {ln.var} covers {wl[0]:.3f}-{wl[-1]:.3f} A (air), short of the model window "
+                f"{target[0]:.3f}-{target[-1]:.3f} A of {ln.label}; expected tunings that cover the "
+                "whole window")
+
+
+def _check_values(profiles: xr.Dataset, source: str) -> None:
+    """Refuse in-memory intensities of which no pixel can be inverted (lazy ones, Dask or file
+    backed, are not read here: :func:`radynversion.engine.invert_to_zarr` checks the mask of
+    its store at the end)."""
+    if not all(getattr(profiles[ln.var].variable, "_in_memory", False) for ln in LINES):
+        return
+    peaks = []
+    for ln in LINES:
+        a = np.asarray(profiles[ln.var].values)
+        if a.dtype.kind not in "fiu":
+            raise ProfileSchemaError(f"{source}: {ln.var} has dtype {a.dtype}; expected real numbers "
+                                     "(spectral radiances)")
+        flat = a.reshape(-1)
+        peak, any_inf = -np.inf, False
+        for start in range(0, flat.size, _CHECK_BLOCK):  # in blocks: no full-size temporaries
+            part = flat[start:start + _CHECK_BLOCK]
+            finite = np.isfinite(part)
+            if finite.any():
+                peak = max(peak, float(part[finite].max()))
+            any_inf = any_inf or bool(np.isinf(part).any())
+        if flat.size and peak == -np.inf:
+            what = "NaN or inf" if any_inf else "NaN"
+            raise ProfileSchemaError(f"{source}: every value of {ln.var} is {what}; expected finite "
+                                     "spectral radiances (NaN only where a pixel is bad)")
+        peaks.append((ln, peak if flat.size else np.nan))
+    if all(np.isfinite(pk) and pk <= 0 for _, pk in peaks):
+        detail = ", ".join(f"{ln.var} max {pk:.3g} {intensity_unit(profiles, ln, source).to_string()}"
+                           for ln, pk in peaks)
+        raise ProfileSchemaError(f"{source}: no positive intensity in any line ({detail}); expected "
+                                 "positive spectral radiances (Stokes I, not Q/U/V or a difference)")
+
+
+def check_profiles(profiles: xr.Dataset, source: str | None = None) -> str:
+    """Everything about ``profiles`` that would make an inversion fail, checked before any work:
+    the profile schema (:func:`radynversion.schema.validate_profiles`), wavelengths that cover
+    the model windows, and (for in-memory data) intensities of which at least one pixel can be
+    inverted. Returns the name of the data used in messages.
+
+    Partly bad data are not refused: pixels with NaN or inf, or no positive intensity, come out
+    NaN with ``mask`` True.
+
+    Raises
+    ------
+    ProfileSchemaError, UnitsError
+        A one-line message naming the file, the variable and what was expected.
+    """
+    src = source or source_name(profiles)
+    validate_profiles(profiles, src)
+    _check_coverage(profiles, src)
+    _check_values(profiles, src)
+    return src
+
+
 def plan_inversion(
     profiles: xr.Dataset,
     model: RadynversionINN | str | Path | None = None,
@@ -402,13 +475,12 @@ def plan_inversion(
     of returning it; ``regular`` makes the chunks equal (as Zarr needs); ``spec`` reuses a
     :func:`radynversion.engine.workers.model_spec` result.
     """
-    source = str(profiles.encoding.get("source") or profiles.attrs.get("source_file") or "<dataset>")
-    validate_profiles(profiles, source)
+    source = check_profiles(profiles)
     if samples < 1:
-        raise ValueError(f"invert: samples = {samples}; expected >= 1")
+        raise ConfigError(f"invert: samples = {samples}; expected >= 1")
     q = tuple(float(v) for v in quantiles)
     if not q or any(not 0.0 <= v <= 1.0 for v in q):
-        raise ValueError(f"invert: quantiles {list(q)}; expected values in [0, 1]")
+        raise ConfigError(f"invert: quantiles {list(q)}; expected values in [0, 1]")
     dims = sample_dims(profiles)
     if len(dims) > len(_LETTERS):
         raise ProfileSchemaError(f"{source}: {len(dims)} non-spectral dims; at most {len(_LETTERS)}")

@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,15 +39,15 @@ import numpy as np
 import xarray as xr
 
 from ..datasets import store_digest
-from ..errors import StoreError
+from ..errors import ProfileSchemaError, StoreError
 from ..lines import LINES
 from ..model.inn import RadynversionINN
 from ..model.posterior import DEFAULT_QUANTILES
 from .core import Plan, plan_inversion
 from .workers import model_spec
 
-__all__ = ["STORE_KIND", "invert_to_zarr", "check_output", "write_region", "chunk_status", "store_status",
-           "store_digest"]
+__all__ = ["STORE_KIND", "invert_to_zarr", "check_output", "check_free_space", "estimate_store_bytes",
+           "write_region", "chunk_status", "store_status", "store_digest"]
 
 STORE_KIND = "radynversion inversion"
 _FLAG_CHUNK = 1024
@@ -184,18 +185,75 @@ def _exists(out: Path) -> bool:
     return out.exists() and (not out.is_dir() or any(out.iterdir()))
 
 
+def _write_target(out: Path) -> Path:
+    """The directory written into: the store itself when it exists (resume), else the nearest
+    existing ancestor of its parent (created folders and the store are made there)."""
+    if _exists(out):
+        return out
+    target = out.parent
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    return target
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an output whose directory cannot be written, before any work starts (a probe
+    folder is made and removed: permission bits, read-only mounts and quotas all show)."""
+    target = _write_target(out)
+    if not target.is_dir():
+        raise StoreError(f"{out}: cannot be created, {target} is a file, not a directory; expected an "
+                         "output path in a writable directory")
+    try:
+        probe = tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=target)
+        os.rmdir(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise StoreError(f"{out}: cannot write in {target} ({reason}); expected a writable output "
+                         "directory (nothing was written)") from None
+
+
+def estimate_store_bytes(n_pixels: int, n_quantiles: int, n_heights: int) -> int:
+    """Upper estimate [bytes] of an inversion store of ``n_pixels`` pixels: the uncompressed
+    float32 quantiles of the three variables, ``misfit``, ``peak`` and ``mask``."""
+    per_pixel = 4 * (3 * int(n_quantiles) * int(n_heights) + 2) + 1
+    return int(n_pixels) * per_pixel + 64 * 1024
+
+
+def check_free_space(out: str | Path, nbytes: int) -> None:
+    """Refuse to start when the file system of ``out`` has less than ``nbytes`` free.
+
+    Raises
+    ------
+    StoreError
+        Not enough free space (the estimate, uncompressed, is an upper bound).
+    """
+    out = Path(out)
+    target = _write_target(out)
+    try:
+        free = shutil.disk_usage(target).free
+    except OSError:  # cannot tell: let the writes report it
+        return
+    if free < nbytes:
+        raise StoreError(f"{out}: needs about {nbytes / 1e9:.3g} GB (uncompressed estimate) but only "
+                         f"{free / 1e9:.3g} GB are free on {target}; expected room for the output (free "
+                         "space, choose another output, or fewer quantiles)")
+
+
 def check_output(out: str | Path) -> bool:
     """Whether ``out`` is an existing inversion store (to resume); False if it is absent.
 
     Raises
     ------
     StoreError
-        ``out`` exists and is not a radynversion inversion store.
+        ``out`` exists and is not a radynversion inversion store, or it (or the directory it
+        would be created in) cannot be written.
     """
     out = Path(out)
     if not _exists(out):
+        _check_writable(out)
         return False
     _check_existing(out, None)
+    _check_writable(out)
     return True
 
 
@@ -205,11 +263,11 @@ def _check_existing(out: Path, run: Mapping[str, Any] | None) -> dict[str, Any]:
     try:
         attrs = dict(zarr.open_group(str(out), mode="r").attrs)
     except Exception as err:  # noqa: BLE001 - zarr raises many types for foreign paths
-        raise StoreError(f"{out}: exists and is not a Zarr store ({type(err).__name__}); choose "
-                         "another output or remove it") from None
+        raise StoreError(f"{out}: exists and is not a Zarr store ({type(err).__name__}); expected a new "
+                         "path or an inversion store to resume: choose another output or remove it") from None
     if attrs.get("radynversion_store") != STORE_KIND:
-        raise StoreError(f"{out}: exists and is not a radynversion inversion store; choose another "
-                         "output (nothing was overwritten)")
+        raise StoreError(f"{out}: exists and is not a radynversion inversion store; expected a new path "
+                         "or an inversion store to resume: choose another output (nothing was overwritten)")
     if run is None:
         return attrs
     try:
@@ -223,6 +281,19 @@ def _check_existing(out: Path, run: Mapping[str, Any] | None) -> dict[str, Any]:
         raise StoreError(f"{out}: was made with other inputs or settings ({detail[:400]}); rerun "
                          "with the same options or choose another output")
     return attrs
+
+
+def _check_not_all_masked(out: Path, plan: Plan) -> None:
+    """A complete store in which every pixel is masked means the input held nothing invertible."""
+    import zarr
+
+    mask = np.asarray(zarr.open_array(str(out / "mask"), mode="r")[...])
+    if mask.size and mask.all():
+        names = " or ".join(ln.var for ln in plan.params.lines)
+        raise ProfileSchemaError(
+            f"{plan.params.source}: no pixel could be inverted, each has NaN or inf in {names}, or no "
+            f"positive intensity (the complete store {out} holds only NaN); expected finite, positive "
+            "spectral radiances (Stokes I)")
 
 
 def _finalise(out: Path) -> None:
@@ -324,19 +395,32 @@ def invert_to_zarr(
     Raises
     ------
     StoreError
-        ``out`` exists and is not ours, or was made with other inputs or settings.
+        ``out`` exists and is not ours, or was made with other inputs or settings; it cannot
+        be written, or its file system has less room than the output needs (checked before
+        any chunk runs).
+    ProfileSchemaError, UnitsError
+        The input breaks the schema or does not cover the model windows
+        (:func:`radynversion.engine.core.check_profiles`), or no pixel could be inverted (all
+        NaN, inf or non-positive: refused up front for in-memory data, once the store is
+        complete for lazy data).
     """
     t0 = time.perf_counter()
     out = Path(out)
+    check_output(out)  # a foreign or unwritable output is refused before anything else
     spec = model_spec(model, device=device)
     plan = plan_inversion(
         profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
         precision=precision, degrade=degrade, misfit=misfit, device=device, client=client,
         store=out.resolve(), regular=True, spec=spec)
     run = _run_signature(plan, profiles)
+    n_pixels = int(np.prod(plan.shape))
+    need = estimate_store_bytes(n_pixels, len(plan.params.quantiles), plan.params.n_heights)
     if _exists(out):
         _check_existing(out, run)
+        left = 1.0 - float(chunk_status(out).mean()) if plan.n_chunks else 0.0
+        check_free_space(out, int(need * left))
     else:
+        check_free_space(out, need)
         with contextlib.suppress(OSError):
             out.rmdir()
         _create(out, plan, run)
@@ -350,6 +434,7 @@ def invert_to_zarr(
     complete = bool(done.all())
     if complete:
         _finalise(out)
+        _check_not_all_masked(out, plan)
     sizes = [np.asarray(c) for c in plan.chunks]
     per_chunk = [int(np.prod([s[i] for s, i in zip(sizes, b, strict=True)]))
                  for b in np.ndindex(*(len(c) for c in plan.chunks))]

@@ -134,7 +134,9 @@ def _load(spec: ModelSpec, device: torch.device) -> RadynversionINN:
         try:
             ckpt = torch.load(io.BytesIO(spec.blob), map_location=device, weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises many types
-            raise CheckpointError(f"<in-memory model {spec.sha256[:12]}>: unreadable ({err})") from None
+            text = " ".join(str(err).split()).split(". ")[0][:160]
+            raise CheckpointError(f"<in-memory model {spec.sha256[:12]}>: unreadable ({type(err).__name__}: "
+                                  f"{text}); expected the bytes of a radynversion checkpoint") from None
         net = model_from_checkpoint(ckpt, f"<in-memory model {spec.sha256[:12]}>",
                                     height_Mm=np.asarray(ckpt["height_Mm"], dtype=float))
         net = net.to(device)

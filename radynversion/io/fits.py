@@ -132,6 +132,11 @@ _OBSERVER_KEYS = (
 )
 _CELESTIAL_KEY = re.compile(r"^(WCSAXES|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CTYPE\d|PC\d_\d|CD\d_\d|LONPOLE|LATPOLE|PV\d_\d+)$")
 _COMPRESSED = (".gz", ".bz2", ".zip", ".xz")
+#: FITS files are written in blocks of this many bytes
+_BLOCK = 2880
+#: how far [A] the centre of the tuning range may sit from the line centre of the inferred medium
+#: (radynversion.schema's tolerance for a declared medium)
+_MEDIUM_TOLERANCE_A = 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,12 +173,23 @@ def _open_fits(path: Path) -> fits.HDUList:
                             "FITS file from SSTRED or crisPy") from None
     if not path.name.lower().endswith(_COMPRESSED):
         size = path.stat().st_size
+        end = 0
         for i, hdu in enumerate(hdul):
             end = hdul.fileinfo(i)["datLoc"] + hdu.size
             if end > size:
                 hdul.close()
                 raise DataFileError(f"{path}: truncated FITS file ({size} bytes; HDU {i} needs "
                                     f"{end}); expected a complete copy")
+        # astropy drops an extension whose header was cut off: its start is still there
+        padded = -(-end // _BLOCK) * _BLOCK
+        if size > padded:
+            with open(path, "rb") as f:
+                f.seek(padded)
+                tail = f.read(8)
+            if tail == b"XTENSION":
+                hdul.close()
+                raise DataFileError(f"{path}: truncated FITS file ({size} bytes; the header of HDU "
+                                    f"{len(hdul)} at byte {padded} is incomplete); expected a complete copy")
     if hdul[0].header.get("NAXIS", 0) == 0:
         hdul.close()
         raise ProfileSchemaError(f"{path}: primary HDU holds no data; expected the spectral cube "
@@ -256,6 +272,22 @@ def _axis_kind(ctype: str) -> str | None:
     return None
 
 
+def _check_medium_unambiguous(wl: np.ndarray, line: Line, medium: str, source: str) -> None:
+    """The medium is inferred from the median tuning; refuse tunings whose range centres on the
+    other medium's line centre, which :func:`radynversion.schema.validate_profiles` would
+    refuse later with a message about a medium nobody declared."""
+    centres = {"air": line.center_air_A, "vacuum": line.center_vacuum_A}
+    other = "vacuum" if medium == "air" else "air"
+    mid = 0.5 * (float(np.min(wl)) + float(np.max(wl)))
+    if abs(mid - centres[medium]) > _MEDIUM_TOLERANCE_A and abs(mid - centres[other]) < abs(mid - centres[medium]):
+        raise UnitsError(
+            f"{source}: {line.dim} is ambiguous between air and vacuum (the file does not say which): "
+            f"the median tuning {np.median(wl):.2f} A is nearest the {line.label} centre in {medium} "
+            f"({centres[medium]:.2f} A) but the range {np.min(wl):.2f}-{np.max(wl):.2f} A centres on the "
+            f"one in {other} ({centres[other]:.2f} A); expected tunings around the line centre, or a "
+            "netCDF/Zarr file that declares wavelength_medium")
+
+
 def _pad_tab_tdim(header: fits.Header, hdul: fits.HDUList) -> fits.HDUList | None:
     """A copy of ``hdul`` whose ``-TAB`` coordinate columns have the ``M + 1`` TDIM entries
     wcslib needs (IDL drops trailing unit dims of single-scan SSTRED tables); None if no change."""
@@ -292,8 +324,29 @@ def _pad_tab_tdim(header: fits.Header, hdul: fits.HDUList) -> fits.HDUList | Non
     return new
 
 
+def _check_tab_indices(header: fits.Header, hdul: fits.HDUList, source: str) -> None:
+    """Refuse ``-TAB`` index vectors (``PSi_2``) that are not strictly monotonic: wcslib
+    aborts the process on them (a double free) instead of raising."""
+    for i in range(1, int(header.get("NAXIS", 0)) + 1):
+        if not str(header.get(f"CTYPE{i}", "")).upper().endswith("-TAB"):
+            continue
+        extname, colname = header.get(f"PS{i}_0"), header.get(f"PS{i}_2")
+        if not extname or not colname or extname not in hdul:
+            continue
+        try:
+            index = np.asarray(hdul[extname].data[colname], dtype=float)[0].ravel()
+        except Exception:  # noqa: BLE001 - a missing column: left to astropy's own error
+            continue
+        steps = np.diff(index)
+        if not (np.all(np.isfinite(index)) and (np.all(steps > 0) or np.all(steps < 0))):
+            raise DataFileError(f"{source}: -TAB index {colname} (PS{i}_2) of {extname} is "
+                                f"{index.tolist()}; expected a strictly monotonic index vector (one "
+                                f"value per tabulated pixel of axis {i})")
+
+
 def _make_wcs(header: fits.Header, hdul: fits.HDUList, source: str) -> tuple[WCS, list[str]]:
     """The WCS of the primary HDU with ``-TAB`` evaluated; distortion keywords are left out."""
+    _check_tab_indices(header, hdul, source)
     hdr = header.copy()
     ignored = [k for k in hdr if _DISTORTION_KEY.match(k)]
     for k in ignored:
@@ -309,6 +362,13 @@ def _make_wcs(header: fits.Header, hdul: fits.HDUList, source: str) -> tuple[WCS
                 return WCS(hdr, fobj=fobj), sorted({k.split(".")[0] for k in ignored})
         except Exception as e:  # wcslib raises ValueError, KeyError and its own errors
             err = err or e
+    tab = sorted({str(header.get(f"PS{i}_0")) for i in range(1, int(header.get("NAXIS", 0)) + 1)
+                  if str(header.get(f"CTYPE{i}", "")).upper().endswith("-TAB") and header.get(f"PS{i}_0")})
+    missing = [name for name in tab if name not in hdul]
+    if missing:
+        raise DataFileError(f"{source}: its -TAB axes need the extension {missing[0]!r}, which the file "
+                            f"lacks ({len(hdul)} HDU{'s' if len(hdul) != 1 else ''}; truncated?); expected "
+                            "a complete SSTRED cube")
     raise DataFileError(f"{source}: its WCS cannot be evaluated by astropy ({_one_line(err)}); "
                         "expected SOLARNET WCS keywords (-TAB axes need the WCS-TAB extension)")
 
@@ -392,7 +452,8 @@ def _celestial_header(wcs: WCS, header: fits.Header, axes: dict[str, int], nx: i
                 pix.append(np.full(np.shape(px), others.get(i, 0.0)))
         return (_world(wcs, pix, ix).to_value(u.arcsec), _world(wcs, pix, iy).to_value(u.arcsec))
 
-    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 3), np.linspace(0, ny - 1, 3))
+    # at least one pixel's span along each axis: a field one pixel wide still has a scale
+    gx, gy = np.meshgrid(np.linspace(0, max(nx - 1, 1), 3), np.linspace(0, max(ny - 1, 1), 3))
     gx, gy = gx.ravel(), gy.ravel()
     lon, lat = lonlat(gx, gy)
     design = np.column_stack([np.ones_like(gx), gx - (nx - 1) / 2, gy - (ny - 1) / 2])
@@ -497,6 +558,7 @@ def _read_cube(path: str | Path, stokes: str, chunks: Any, reader: str,
                 f"{src}: tuning wavelengths differ between scans by up to {deviation * 1e3:.1f} mA; "
                 f"expected the same tunings in every scan (within {WAVELENGTH_TOLERANCE_A * 1e3:g} mA)")
         line, medium = identify_line(wl, src)
+        _check_medium_unambiguous(wl, line, medium, src)
         order = np.argsort(wl, kind="stable")
         wl = wl[order]
         if np.any(np.diff(wl) <= 0):
@@ -1038,7 +1100,10 @@ def write_sstred_cube(
 
     # spatial corners, the same for every scan and tuning
     hdr2d = _spatial_header(ds, ln, nx, ny, centre_arcsec, scale_arcsec, rotation_deg, spatial_header)
-    lon, lat = _corner_coordinates(hdr2d, nx, ny)
+    # the corners of pixels 1 and n tabulated at index [1, n]; a field one pixel wide is tabulated
+    # over two pixels (its own and the next), as wcslib needs a strictly monotonic index
+    tx, ty = max(nx, 2), max(ny, 2)
+    lon, lat = _corner_coordinates(hdr2d, tx, ty)
 
     names = ["HPLN", "HPLT", "WAVE"] + (["TIME"] if time_axis else [])
     coords = np.zeros((nscan, ntune, 2, 2, len(names)))  # scan, tuning, y corner, x corner, M
@@ -1093,8 +1158,8 @@ def write_sstred_cube(
         fits.Column(name=ttype, format=f"{coords.size}D",
                     dim="(" + ",".join(map(str, coords.shape[::-1])) + ")",
                     array=coords.reshape((1,) + coords.shape)),
-        fits.Column(name="HPLN-INDEX", format="2E", array=np.array([[1.0, nx]])),
-        fits.Column(name="HPLT-INDEX", format="2E", array=np.array([[1.0, ny]])),
+        fits.Column(name="HPLN-INDEX", format="2E", array=np.array([[1.0, tx]])),
+        fits.Column(name="HPLT-INDEX", format="2E", array=np.array([[1.0, ty]])),
     ]
     table = fits.BinTableHDU.from_columns(cols, name="WCS-TAB")
     table.header["SOLARNET"] = 0.5

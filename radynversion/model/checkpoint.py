@@ -135,20 +135,25 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such checkpoint file; expected a model file written by "
+                              "radynversion (radynversion train)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for truncated/corrupt/unsafe files
-        msg = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {msg})") from None
+        msg = " ".join(str(err).split()).split(". ")[0][:160]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {msg}); expected "
+                              "a complete file written by radynversion (radynversion train)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a radynversion checkpoint (no format = {FORMAT!r})")
+        raise CheckpointError(f"{path}: not a radynversion checkpoint (no format = {FORMAT!r}); expected "
+                              "a file written by radynversion (radynversion train)")
     if ckpt.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')!r}; "
-                              f"this radynversion reads version {FORMAT_VERSION}")
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')!r} "
+                              f"(written by radynversion {ckpt.get('package_version', '?')}); expected "
+                              f"version {FORMAT_VERSION}, the one this radynversion reads")
     missing = [k for k in ("model_config", "height_Mm", "wavelengths_A", "state_dict") if k not in ckpt]
     if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}; expected a complete radynversion "
+                              "checkpoint")
     return ckpt
 
 
@@ -160,7 +165,8 @@ def _check_grid(path: Path, what: str, have: Any, want: np.ndarray) -> None:
         else:
             i = int(np.argmax(np.abs(have_a - want)))
             detail = f"point {i} is {have_a[i]:.6g}, expected {want[i]:.6g}"
-        raise CheckpointError(f"{path}: {what} differs from the expected grid ({detail})")
+        raise CheckpointError(f"{path}: {what} differs from the expected grid ({detail}); expected a "
+                              "model trained on this radynversion's grid")
 
 
 def model_from_checkpoint(
@@ -178,7 +184,8 @@ def model_from_checkpoint(
     wls = ckpt["wavelengths_A"]
     for key, want in model_wavelengths().items():
         if not isinstance(wls, dict) or key not in wls:
-            raise CheckpointError(f"{path}: checkpoint has no model window for line {key!r}")
+            raise CheckpointError(f"{path}: checkpoint has no model window for line {key!r}; expected "
+                              f"wavelengths_A for {list(model_wavelengths())}")
         _check_grid(path, f"model window wavelengths_A[{key!r}]", wls[key], want)
     try:
         config = from_toml(ModelConfig, ckpt["model_config"], where=f"{path}: model_config")
@@ -189,8 +196,10 @@ def model_from_checkpoint(
         model = RadynversionINN(config, height_Mm=want_h, fwhm_A=fwhm)
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (ConfigError, RuntimeError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0][:200]
-        raise CheckpointError(f"{path}: weights do not fit the model config ({first})") from None
+        text = " ".join(str(err).split())
+        text = text.removeprefix("Error(s) in loading state_dict for RadynversionINN:").strip()[:240]
+        raise CheckpointError(f"{path}: state_dict does not fit its model_config ({text}); expected the "
+                              "weights the checkpoint's config builds") from None
     model.metadata = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training")}
     model.metadata["path"] = str(path)
     return model
