@@ -234,8 +234,11 @@ def _cmd_invert(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    print("radynversion demo: not yet available (lands with the observation/demo issue). "
-          "The training-set factory works: try `radynversion synth --n 4 --out /tmp/train.zarr`.")
+    from .demo import run_demo
+
+    res = run_demo(args.out, samples=args.samples, workers=args.workers, model=args.model,
+                   progress=not args.no_progress)
+    print(res["summary"])
     return 0
 
 
@@ -347,7 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-progress", dest="no_progress", action="store_true")
     v.set_defaults(func=_cmd_invert)
 
-    d = sub.add_parser("demo", help="invert the example scan with the default model")
+    d = sub.add_parser("demo", help="invert the example scan with the default model on a local Dask cluster")
+    d.add_argument("--out", type=Path, default=Path("radynversion-demo"), help="output directory")
+    d.add_argument("--samples", type=int, default=256, help="posterior draws per pixel")
+    d.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each)")
+    d.add_argument("--model", type=Path, help="checkpoint (default: the packaged model)")
+    d.add_argument("--no-progress", dest="no_progress", action="store_true")
     d.set_defaults(func=_cmd_demo)
     return p
 

@@ -8,7 +8,8 @@
   round-trip misfit, as images with helioprojective axes when the result carries a map header;
 * :func:`verification`: observed profiles against the NLTE re-synthesis of inferred atmospheres;
 * :func:`evaluation_coverage`, :func:`evaluation_errors`: calibration and accuracy of a model
-  against height (:func:`radynversion.model.evaluate.evaluate`).
+  against height (:func:`radynversion.model.evaluate.evaluate`);
+* :func:`truth_comparison`: an inversion of a synthetic scan against its true atmospheres.
 
 All functions take xarray objects or arrays, draw with matplotlib (Agg backend is fine) and
 return the ``Figure``; pass ``path`` to save a PNG.
@@ -25,7 +26,7 @@ from .atmosphere import VARIABLES, default_height_grid, inverse_velocity_transfo
 from .lines import LINES
 
 __all__ = ["training_coverage", "core_wing_ratio", "posterior_samples", "posterior", "maps", "verification",
-           "evaluation_coverage", "evaluation_errors"]
+           "evaluation_coverage", "evaluation_errors", "truth_comparison"]
 
 #: axis labels (with units) of the atmosphere variables
 LABELS = {
@@ -642,4 +643,84 @@ def evaluation_errors(per_height: xr.Dataset, path: str | Path | None = None, ti
     fig.suptitle(title or "Posterior accuracy", fontsize=11)
     if path is not None:
         fig.savefig(path, dpi=100)
+    return fig
+
+
+def truth_comparison(
+    result: xr.Dataset,
+    truth: xr.Dataset,
+    height_Mm: float = 1.0,
+    path: str | Path | None = None,
+    title: str | None = None,
+):
+    """An inversion against known true atmospheres (synthetic scans such as the example scan).
+
+    One row per variable: the true map and the posterior-median map at ``height_Mm`` (nearest
+    node, one colour scale), their difference, and the median against the truth over every
+    pixel and every chromospheric node (0.5 Mm to the transition region of the true
+    atmosphere, :func:`radynversion.model.evaluate.height_bands`) as a 2D histogram with the
+    1:1 line.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        ``log_ne, log_T, v (y, x, quantile, height)`` (an inversion store or
+        :func:`radynversion.model.invert` output).
+    truth : xarray.Dataset
+        ``log_ne, log_T, v (y, x, height)`` on the same pixels and nodes
+        (:func:`radynversion.datasets.example_truth`).
+    """
+    from .model.evaluate import height_bands
+
+    plt = _pyplot()
+    med = result.sel(quantile=0.5, method="nearest")
+    h = np.asarray(result["height"].values, dtype=float)
+    j = int(np.argmin(np.abs(h - height_Mm)))
+    t_log_t = np.asarray(truth["log_T"].transpose("y", "x", "height").values, dtype=float)
+    chrom = (height_bands(t_log_t.reshape(-1, h.size), h) == 1).reshape(t_log_t.shape)
+    fig, axes = plt.subplots(3, 4, figsize=(15, 10), constrained_layout=True)
+    for r, name in enumerate(VARIABLES):
+        tv = np.asarray(truth[name].transpose("y", "x", "height").values, dtype=float)
+        mv = np.asarray(med[name].transpose("y", "x", "height").values, dtype=float)
+        both = np.concatenate([tv[..., j].ravel(), mv[..., j].ravel()])
+        both = both[np.isfinite(both)]
+        if name == "v":
+            lim = max(float(np.percentile(np.abs(both), 99)), 1.0) if both.size else 1.0
+            lo, hi = -lim, lim
+        else:
+            lo, hi = np.percentile(both, [1, 99]) if both.size else (0.0, 1.0)
+        for c, (img, what) in enumerate(((tv[..., j], "true"), (mv[..., j], "inferred median"))):
+            im = axes[r, c].imshow(img, origin="lower", cmap=_CMAPS[name], vmin=lo, vmax=hi,
+                                   interpolation="nearest")
+            axes[r, c].set_title(f"{_SHORT[name]} {what}, {h[j]:.2f} Mm", fontsize=9)
+            fig.colorbar(im, ax=axes[r, c], shrink=0.85).set_label(LABELS[name], fontsize=8)
+        diff = mv[..., j] - tv[..., j]
+        dl = float(np.nanpercentile(np.abs(diff), 98)) if np.isfinite(diff).any() else 1.0
+        im = axes[r, 2].imshow(diff, origin="lower", cmap="RdBu_r", vmin=-dl, vmax=dl, interpolation="nearest")
+        axes[r, 2].set_title(f"inferred - true, {h[j]:.2f} Mm", fontsize=9)
+        fig.colorbar(im, ax=axes[r, 2], shrink=0.85).set_label(f"[{_UNITS[name]}]", fontsize=8)
+        for c in range(3):
+            axes[r, c].set_xlabel("x [pixel]", fontsize=8)
+            axes[r, c].set_ylabel("y [pixel]", fontsize=8)
+        ax = axes[r, 3]
+        ok = chrom & np.isfinite(mv) & np.isfinite(tv)
+        tx, my = tv[ok], mv[ok]
+        if name == "v":
+            tx, my = velocity_transform(tx), velocity_transform(my)
+        if tx.size:
+            lo2, hi2 = np.percentile(np.concatenate([tx, my]), [0.5, 99.5])
+            ax.hist2d(tx, my, bins=60, range=[[lo2, hi2], [lo2, hi2]], cmap="Greys", cmin=1)
+            ax.plot([lo2, hi2], [lo2, hi2], "C3-", lw=0.8)
+            err = np.median(np.abs(mv[ok] - tv[ok]))
+            ax.set_title(f"chromosphere: median |error| {err:.2g} {_UNITS[name]}".replace("$", "")
+                         if name != "v" else f"chromosphere: median |error| {err:.2g} km/s", fontsize=9)
+        if name == "v":
+            ticks = np.array([-100, -10, -1, 0, 1, 10, 100], dtype=float)
+            ax.set_xticks(velocity_transform(ticks), [f"{t:g}" for t in ticks])
+            ax.set_yticks(velocity_transform(ticks), [f"{t:g}" for t in ticks])
+        ax.set_xlabel(f"true {LABELS[name]}", fontsize=8)
+        ax.set_ylabel(f"inferred median {LABELS[name]}", fontsize=8)
+    fig.suptitle(title or "Inversion against the true atmospheres", fontsize=11)
+    if path is not None:
+        fig.savefig(path, dpi=90)
     return fig
