@@ -635,7 +635,7 @@ def evaluation_errors(per_height: xr.Dataset, path: str | Path | None = None, ti
         ax.plot(h, ph["width_ratio"].values, ".-", color="C2", lw=1.2, ms=3)
         ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
         ax.axhline(0.8, color="0.5", lw=0.6, ls=":")
-        ax.set_ylim(0, max(1.3, float(np.nanmax(ph["width_ratio"].values)) * 1.05))
+        ax.set_ylim(0, min(3.0, max(1.3, float(np.nanmax(ph["width_ratio"].values)) * 1.05)))
         ax.set_ylabel("68 % width / prior's")
         ax.set_xlabel("height [Mm]")
         _height_axis(ax, edges)

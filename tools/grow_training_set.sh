@@ -3,7 +3,8 @@
 #
 #   bash tools/grow_training_set.sh [WORKERS]        # from the repository root, after `make test` made .venv
 #
-# Resumes radynversion/data/training_set.zarr with its own config (each sample is seeded by its
+# Runs at the lowest CPU priority (nice 19) so that work beside it is not slowed. Resumes
+# radynversion/data/training_set.zarr with its own config (each sample is seeded by its
 # index, so a resumed store equals an uninterrupted one) and, every 10 minutes, commits the shards
 # written so far (path-limited commits: nothing else in the work tree is touched). Logs go to
 # synth_log.txt (one line per atmosphere) and synth_run.out (progress bar).
@@ -12,7 +13,7 @@ cd "$(git rev-parse --show-toplevel)"
 workers=${1:-2}
 store=radynversion/data/training_set.zarr
 cfg=radynversion/data/training_set.toml
-nohup .venv/bin/radynversion synth --config "$cfg" --out "$store" --workers "$workers" \
+nohup nice -n 19 .venv/bin/radynversion synth --config "$cfg" --out "$store" --workers "$workers" \
     --log synth_log.txt > synth_run.out 2>&1 &
 synth_pid=$!
 echo "synth running as pid $synth_pid (progress: tail -c 300 synth_run.out)"
