@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sunpy.map
 import xarray as xr
 from synthetic import tiny_model  # tests/synthetic.py
 
@@ -11,6 +12,7 @@ from radynversion.cli import main
 from radynversion.datasets import example_truth
 from radynversion.demo import run_demo, truth_scores
 from radynversion.errors import StoreError
+from radynversion.io import map_header
 from radynversion.model import save_checkpoint
 
 
@@ -41,6 +43,14 @@ def test_demo_inverts_the_example_scan_and_draws_it(model_path, tmp_path, capsys
     assert np.isfinite(result["log_T"].values).all()
     for name in ("maps.png", "truth.png", "pixel.png"):
         assert (out / name).stat().st_size > 20_000
+    # the observation's metadata travels into the store: output maps become sunpy Maps
+    meta = map_header(result)
+    temp = sunpy.map.Map(result["log_T"].isel(time=0).sel(quantile=0.5, height=1.0, method="nearest").values, meta)
+    assert temp.meta["telescop"] == result.attrs["telescope"] and temp.date.isot.startswith("20")
+    assert temp.observer_coordinate is not None
+    assert temp.scale.axis1.to_value("arcsec / pix") == pytest.approx(result.attrs["pixel_scale_arcsec"][0],
+                                                                      rel=1e-3)
+    assert result.attrs["model_sha256"] and "training_set_sha256" in result.attrs
     # a rerun replaces its own store (a fresh, timed run), but never a store that is not ours
     foreign = tmp_path / "foreign"
     (foreign / "example_scan.zarr").mkdir(parents=True)
