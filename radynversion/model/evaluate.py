@@ -295,6 +295,12 @@ def evaluate(
                 "width_ratio_to_prior": wr,
                 "constrained": bool(wr < UNCONSTRAINED_WIDTH_RATIO),
             }
+            cov = params[v][band]["coverage68"]
+            if wr < UNCONSTRAINED_WIDTH_RATIO and perr > 0 and err / perr >= 0.9 and cov < 0.58:
+                findings.append(f"{v} in the {band}: the posterior is narrow ({wr:.0%} of the prior's "
+                                f"68 % width) but no more accurate than the prior (median error "
+                                f"{err:.3g} vs {perr:.3g}; 68 % coverage {cov:.2f}): overconfident, do "
+                                "not trust its intervals")
             if wr >= UNCONSTRAINED_WIDTH_RATIO:
                 findings.append(f"{v} in the {band}: not constrained by the profiles (posterior 68 % "
                                 f"interval {wr:.0%} of the prior's); its median is the prior's, not a "
