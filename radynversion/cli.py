@@ -48,6 +48,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     data = training_set(args.data)
+    if args.first is not None:  # a fixed subset of a store that may still be growing
+        from .model.train import sample_labels
+
+        data = data.isel(sample=sample_labels(data) < args.first)
     res = train(data, args.out, mc, tc, progress=not args.no_progress, resume=not args.restart,
                 device=args.device)
     last = {k: v[-1] for k, v in res.history.items() if v}
@@ -272,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="torch device (default: CUDA if available, else CPU)")
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--first", type=int, help="use only the first N draws (sample label < N): a fixed "
+                   "training set while the store is still growing")
     t.add_argument("--no-progress", dest="no_progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 
