@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="invert the example scan with the default model on a local Dask cluster")
     d.add_argument("--out", type=Path, default=Path("radynversion-demo"), help="output directory")
-    d.add_argument("--samples", type=int, default=256, help="posterior draws per pixel")
+    d.add_argument("--samples", type=int, default=64, help="posterior draws per pixel (1024 for science)")
     d.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each)")
     d.add_argument("--model", type=Path, help="checkpoint (default: the packaged model)")
     d.add_argument("--no-progress", dest="no_progress", action="store_true")
