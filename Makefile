@@ -26,8 +26,18 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# quick versions of every benchmark, in sequence (under 10 minutes on 2 cores); the JSON summary
+# of each (its last stdout line) is printed and kept in $(BENCH_OUT)/<name>.json
+BENCH_OUT ?= /tmp/radynversion-bench
+BENCHES := synth engine efficiency baseline scaling training
+
 bench: $(STAMP)
-	$(PY) benchmarks/synth.py --quick
+	@mkdir -p $(BENCH_OUT)
+	@for b in $(BENCHES); do \
+		echo "== benchmarks/$$b.py --quick" >&2; \
+		$(PY) benchmarks/$$b.py --quick > $(BENCH_OUT)/$$b.json || exit 1; \
+		tail -n 1 $(BENCH_OUT)/$$b.json; \
+	done
 
 bench-engine: $(STAMP)
 	$(PY) benchmarks/engine.py

@@ -13,8 +13,8 @@ then times
   worker, before the clock starts; the start-up is reported separately).
 
 The bare core runs before and after the engine and its two rates are averaged, so that
-a change in the machine's load during the run biases neither side. Prints one JSON object,
-including ``ratio`` = engine rate / bare rate (1.0 = no overhead; the target is >= 0.85).
+a change in the machine's load during the run biases neither side. Prints one JSON object (the last
+line of stdout), including ``ratio`` = engine rate / bare rate (1.0 = no overhead; the target is >= 0.85).
 
     python benchmarks/engine.py                  # quick: 16 x 32 pixels, 32 samples
     python benchmarks/engine.py --ny 64 --nx 64 --samples 256 --batch-size 8192
@@ -26,7 +26,6 @@ has its full padded shape, so a chunk that fills a pass partly wastes the rest.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import emit, synthetic_scan
 
 from radynversion.engine import invert_to_zarr, open_input
 from radynversion.engine.cluster import local_cluster
@@ -41,27 +41,6 @@ from radynversion.engine.core import ensure_plugin
 from radynversion.engine.workers import model_spec
 from radynversion.lines import LINES
 from radynversion.model import ModelConfig, RadynversionINN, normalise_profiles, posterior, save_checkpoint
-from radynversion.schema import RADIANCE_PER_HZ, profile_dataset
-
-C_KMS = 299792.458
-
-
-def synthetic_scan(ny: int, nx: int, seed: int = 0):
-    """Gaussian absorption/emission lines on the fine synthesis grids [W / (m2 Hz sr)]."""
-    rng = np.random.default_rng(seed)
-    p = rng.uniform(0, 1, size=(ny * nx, 3))
-    wls, ints = {}, {}
-    for k, ln in enumerate(LINES):
-        wl = ln.synth_wavelengths()
-        depth = 0.8 - 1.2 * p[:, 1:2] ** 2
-        width = 0.3 + 0.2 * p[:, 0:1] + 0.1 * k
-        shift = ln.center_air_A * (60.0 * p[:, 2:3] - 20.0) * 0.5 / C_KMS
-        prof = 3e-8 * (1.0 + 0.2 * k) * (1.0 - depth * np.exp(-(((wl - ln.center_air_A - shift) / width) ** 2)))
-        wls[ln.key] = wl
-        ints[ln.key] = prof.reshape(ny, nx, wl.size).astype(np.float32)
-    ds = profile_dataset(wls, ints, RADIANCE_PER_HZ, dims=("y", "x"))
-    return ds.assign_coords(y=("y", np.arange(ny) * 0.057, {"units": "arcsec"}),
-                            x=("x", np.arange(nx) * 0.057, {"units": "arcsec"}))
 
 
 def bare_rate(net: RadynversionINN, ds, samples: int, batch_size: int, threads: int) -> dict:
@@ -76,6 +55,7 @@ def bare_rate(net: RadynversionINN, ds, samples: int, batch_size: int, threads: 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="the defaults (for make bench)")
     p.add_argument("--ny", type=int, default=16)
     p.add_argument("--nx", type=int, default=32)
     p.add_argument("--samples", type=int, default=32)
@@ -131,7 +111,7 @@ def main() -> None:
         "note": "bare = posterior core in one process with torch on workers x threads threads, profiles "
                 "in memory; engine = netCDF on disk -> Zarr on disk on a warm LocalCluster",
     })
-    print(json.dumps(out, indent=1))
+    emit(out)
 
 
 if __name__ == "__main__":

@@ -11,19 +11,19 @@ log of a production run (``radynversion synth --log``).
 
 ``--cpu-time`` runs the atmospheres in this process and counts process CPU time, which a busy
 machine does not inflate (unlike wall time): the figure to quote as "seconds per atmosphere
-per core".
+per core". Prints one JSON object (the last line of stdout).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import emit
 
 from radynversion.synth.factory import SynthConfig, run_synthesis
 from radynversion.synth.nlte import NLTEConfig
@@ -107,7 +107,7 @@ def main() -> None:
         })
     if args.log:
         out["production"] = summarise_log(args.log)
-    print(json.dumps(out, indent=1))
+    emit(out)
 
 
 if __name__ == "__main__":

@@ -212,6 +212,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     chunks = _parse_chunks(args.chunks)
     if args.samples < 1:
         raise ConfigError(f"--samples {args.samples}: expected a positive number of draws")
+    if args.misfit_samples < 0:
+        raise ConfigError(f"--misfit-samples {args.misfit_samples}: expected >= 0 (0 = every draw)")
     if not args.quantiles or any(not 0.0 <= q <= 1.0 for q in args.quantiles):
         raise ConfigError(f"--quantiles {' '.join(map(str, args.quantiles))}: expected values in [0, 1]")
     # everything that can be refused is checked before a cluster starts
@@ -225,7 +227,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                                                         int(net.height_Mm.numel())))
     kwargs = dict(model=args.model, samples=args.samples, quantiles=args.quantiles, seed=args.seed,
                   chunks=chunks, batch_size=args.batch_size, precision=args.precision,
-                  progress=not args.no_progress, max_chunks=args.max_chunks)
+                  progress=not args.no_progress, max_chunks=args.max_chunks,
+                  misfit_samples=args.misfit_samples or None)
     if args.workers == 0 and not (args.scheduler or args.slurm):
         stats = invert_to_zarr(ds, args.out, num_workers=args.threads_per_worker, **kwargs)
     else:
@@ -327,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--chunks", help="chunks of the non-spectral dims, e.g. 'y=64,x=64' (default: the "
                    "input's, or about 4096 pixels)")
     v.add_argument("--batch-size", dest="batch_size", type=int,
-                   help="rows (pixels x samples) per network pass (default 8192 on CPU, 65536 on GPU)")
+                   help="rows (pixels x samples) per network pass (default 2048 on CPU, 65536 on GPU)")
+    v.add_argument("--misfit-samples", dest="misfit_samples", type=int, default=64,
+                   help="draws per pixel in the round-trip misfit (default 64; 0 = every draw)")
     v.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"], default="auto",
                    help="arithmetic (auto: fastest within 1e-2 dex of fp32 on GPU, fp32 on CPU)")
     g = v.add_mutually_exclusive_group()

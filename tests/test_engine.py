@@ -34,11 +34,18 @@ from radynversion.engine import (
     store_status,
 )
 from radynversion.engine import invert as engine_invert
-from radynversion.engine.workers import clear_models
-from radynversion.errors import CheckpointError, ProfileSchemaError, SelectionTooLargeError, StoreError
+from radynversion.engine.workers import clear_models, tune_malloc
+from radynversion.errors import (
+    CheckpointError,
+    ConfigError,
+    ProfileSchemaError,
+    SelectionTooLargeError,
+    StoreError,
+)
 from radynversion.model import ModelConfig, RadynversionINN, invert, posterior, save_checkpoint
 from radynversion.model.posterior import (
     pass_layout,
+    pixel_seeds,
     precision_error,
     select_precision,
 )
@@ -107,6 +114,63 @@ def test_posterior_is_exactly_per_pixel(net):
         np.testing.assert_array_equal(sub.misfit, ref.misfit[perm])
     other = posterior(net, y, ids + 1, samples=40, batch_size=BATCH)
     assert not np.array_equal(other.quantiles, ref.quantiles)
+
+
+def test_misfit_on_a_subset_of_the_draws_is_exact_per_pixel(net):
+    """``misfit_samples``: the round trip of the first m draws of each pixel; the quantiles
+    do not depend on it; the result is the same in any batching, also when a pixel spans
+    several passes (samples > batch_size) and when its m draws do (m > batch_size)."""
+    ds = scan(3, 5)
+    y, _ = radynversion.model.normalise_profiles(ds, fwhm_A=net.instrument_fwhm_A())
+    ids = np.arange(15)
+    every = posterior(net, y, ids, samples=40, batch_size=BATCH, misfit_samples=None)
+    assert np.array_equal(posterior(net, y, ids, samples=40, batch_size=BATCH, misfit_samples=40).misfit,
+                          every.misfit)
+    perm = np.array([7, 3, 11, 0])
+    for m in (8, 24):
+        ref = posterior(net, y, ids, samples=40, batch_size=BATCH, misfit_samples=m)
+        np.testing.assert_array_equal(ref.quantiles, every.quantiles)
+        assert not np.array_equal(ref.misfit, every.misfit)
+        for bs in (BATCH, 40, 16, 4096):
+            sub = posterior(net, y[perm], ids[perm], samples=40, batch_size=bs, misfit_samples=m)
+            np.testing.assert_array_equal(sub.quantiles, ref.quantiles[perm])
+            np.testing.assert_array_equal(sub.misfit, ref.misfit[perm])
+        # what it means: the mean RMS round trip of the pixel's first m draws
+        i = 7
+        gen = torch.Generator().manual_seed(int(pixel_seeds(0, np.array([i]))[0]))
+        with torch.inference_mode():
+            z = torch.randn(40, net.n_z, generator=gen)
+            y_rep = torch.as_tensor(y[i]).expand(40, -1)
+            atm = net.x_to_atmosphere(net.reverse(net.pack_yz(y_rep, z)))[:m]
+            y_fwd, _ = net.unpack_yz(net(net.atmosphere_to_x(atm))[0])
+            expect = float(((y_fwd - y_rep[:m]) ** 2).mean(dim=1).sqrt().mean())
+        assert ref.misfit[i] == pytest.approx(expect, rel=1e-5)
+    with pytest.raises(ValueError, match="misfit_samples"):
+        posterior(net, y, ids, samples=40, misfit_samples=0)
+
+
+def test_misfit_samples_in_the_engine_and_its_store(net, model_path, tmp_path):
+    ds = scan(4, 5)
+    ref = invert(ds, net, samples=32, batch_size=BATCH, misfit_samples=8)
+    assert ref.attrs["misfit_samples"] == 8
+    out = engine_invert(ds, net, samples=32, batch_size=BATCH, chunks={"y": 3, "x": 2}, misfit_samples=8)
+    assert out.attrs["misfit_samples"] == 8
+    assert_same(out.compute(), ref, ("log_ne", "log_T", "v", "misfit"))
+    default = invert(ds, net, samples=128, batch_size=BATCH)
+    assert default.attrs["misfit_samples"] == 64  # DEFAULT_MISFIT_SAMPLES
+    with pytest.raises(ConfigError, match="misfit_samples"):
+        engine_invert(ds, net, samples=32, misfit_samples=0)
+    kw = dict(model=model_path, samples=16, batch_size=BATCH, progress=False)
+    invert_to_zarr(ds, tmp_path / "m.zarr", misfit_samples=4, **kw)
+    assert xr.open_zarr(tmp_path / "m.zarr").attrs["misfit_samples"] == 4
+    with pytest.raises(StoreError, match="misfit_samples"):
+        invert_to_zarr(ds, tmp_path / "m.zarr", misfit_samples=8, **kw)
+
+
+def test_tune_malloc_only_where_the_environment_fixed_the_trim_threshold():
+    assert tune_malloc({}) is False  # glibc's own (dynamic) thresholds are left alone
+    if sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION"):
+        assert tune_malloc({"MALLOC_TRIM_THRESHOLD_": "65536"}) is True  # as Dask's nanny sets it
 
 
 def test_posterior_quantiles_match_numpy_on_returned_samples(net):
@@ -291,14 +355,15 @@ def test_cli_invert_netcdf_in_process(model_path, tmp_path, capsys):
     ds.to_netcdf(tmp_path / "scan.nc")
     rc = cli.main(["invert", str(tmp_path / "scan.nc"), "-o", str(tmp_path / "out.zarr"), "--model",
                    str(model_path), "--samples", "8", "--quantiles", "0.1", "0.5", "0.9",
-                   "--chunks", "y=2,x=4", "--batch-size", str(BATCH), "--workers", "0", "--no-progress"])
+                   "--chunks", "y=2,x=4", "--batch-size", str(BATCH), "--workers", "0", "--no-progress",
+                   "--misfit-samples", "4"])
     assert rc == 0
     stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert stats["complete"] and stats["chunks"] == 2
     out = xr.open_zarr(tmp_path / "out.zarr")
     np.testing.assert_allclose(out["quantile"], (0.1, 0.5, 0.9))
-    assert out.attrs["TELESCOP"] == "SST"
-    ref = invert(ds, model_path, samples=8, quantiles=(0.1, 0.5, 0.9), batch_size=BATCH)
+    assert out.attrs["TELESCOP"] == "SST" and out.attrs["misfit_samples"] == 4
+    ref = invert(ds, model_path, samples=8, quantiles=(0.1, 0.5, 0.9), batch_size=BATCH, misfit_samples=4)
     assert_same(out, ref, ("log_ne", "log_T", "v", "misfit"))
     # radynversion plot OUT.zarr: maps as PNG next to the store
     assert cli.main(["plot", str(tmp_path / "out.zarr"), "--heights", "0.5", "1.5"]) == 0

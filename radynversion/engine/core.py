@@ -36,11 +36,13 @@ from ..errors import ConfigError, ProfileSchemaError
 from ..lines import LINES
 from ..model.inn import RadynversionINN
 from ..model.posterior import (
+    DEFAULT_MISFIT_SAMPLES,
     DEFAULT_QUANTILES,
     MAX_SAMPLES_BYTES,
     PRECISIONS,
     check_samples_size,
     default_batch_size,
+    misfit_draws,
     posterior,
     select_precision,
 )
@@ -88,6 +90,7 @@ class BlockParams:
     return_samples: bool
     n_heights: int
     store: str | None = None
+    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES
 
     def block_dataset(self, arrays: Sequence[np.ndarray]) -> xr.Dataset:
         """The chunk's profiles as a Dataset in the profile schema."""
@@ -126,7 +129,8 @@ def _invert_block(*args: Any) -> dict[str, Any]:
         flat = np.zeros(1, dtype=np.int64)
     res = posterior(net, y, flat, samples=p.samples, quantiles=p.quantiles, seed=p.seed,
                     batch_size=p.batch_size, misfit=p.misfit, precision=p.precision,
-                    return_samples=p.return_samples, max_samples_bytes=2**62)
+                    return_samples=p.return_samples, max_samples_bytes=2**62,
+                    misfit_samples=p.misfit_samples)
     n_q = len(p.quantiles)
     out: dict[str, np.ndarray] = {}
     for k, name in enumerate(VARIABLES):
@@ -361,7 +365,8 @@ class Plan:
                                           (*self.chunks, (self.params.samples,), (n_h,)), np.float32,
                                           {**VARIABLE_ATTRS[name], "long_name": f"posterior samples of {name}"})
         out["misfit"] = (self.dims, self.chunks, np.float32, {
-            "long_name": "RMS of forward(posterior sample) minus observed profiles, mean over samples",
+            "long_name": "RMS of forward(posterior sample) minus observed profiles, mean over the first "
+                     "misfit_samples draws (attrs)",
             "units": "fraction of the joint peak"})
         out["peak"] = (self.dims, self.chunks, np.float32, {
             "long_name": "joint peak of the two lines on the model windows",
@@ -468,6 +473,7 @@ def plan_inversion(
     store: str | Path | None = None,
     regular: bool = False,
     spec: tuple[ModelSpec, RadynversionINN] | None = None,
+    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
 ) -> Plan:
     """Plan the chunk tasks of an inversion (see :func:`invert` for the parameters).
 
@@ -478,6 +484,8 @@ def plan_inversion(
     source = check_profiles(profiles)
     if samples < 1:
         raise ConfigError(f"invert: samples = {samples}; expected >= 1")
+    if misfit_samples is not None and int(misfit_samples) < 1:
+        raise ConfigError(f"invert: misfit_samples = {misfit_samples}; expected >= 1 (or None: every draw)")
     q = tuple(float(v) for v in quantiles)
     if not q or any(not 0.0 <= v <= 1.0 for v in q):
         raise ConfigError(f"invert: quantiles {list(q)}; expected values in [0, 1]")
@@ -515,7 +523,8 @@ def plan_inversion(
         dims=dims, shape=shape, starts=starts, lines=tuple(lines), source=source, samples=int(samples),
         quantiles=q, seed=int(seed), batch_size=int(rt["batch_size"]), precision=str(rt["precision"]),
         degrade=degrade, misfit=bool(misfit), return_samples=bool(return_samples),
-        n_heights=int(net.height_Mm.numel()), store=None if store is None else str(store))
+        n_heights=int(net.height_Mm.numel()), store=None if store is None else str(store),
+        misfit_samples=misfit_draws(int(samples), misfit_samples) if misfit else None)
     spec_key = dask.delayed(spec_, name=f"radynversion-model-{spec_.sha256}")
     letters = _LETTERS[: len(dims)]
     index_args: list[Any] = []
@@ -550,6 +559,7 @@ def plan_inversion(
         "samples": int(samples),
         "quantiles": list(q),
         "seed": int(seed),
+        "misfit_samples": int(params.misfit_samples or 0),
         "precision": params.precision,
         "batch_size": params.batch_size,
         "device": str(rt["device"]),
@@ -579,6 +589,7 @@ def invert(
     max_samples_bytes: int = MAX_SAMPLES_BYTES,
     device: str | None = None,
     client: Any = None,
+    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
 ) -> xr.Dataset:
     """Invert a scan lazily: one Dask task per chunk, posterior quantiles per pixel.
 
@@ -601,13 +612,18 @@ def invert(
         Chunk sizes of the non-spectral dims; default the input's chunks, or about 4096
         pixels per chunk for numpy-backed input.
     batch_size : int, optional
-        Rows (pixels x samples) per pass; default 8192 on CPU, 65536 on CUDA.
+        Rows (pixels x samples) per pass; default 2048 on CPU, 65536 on CUDA.
     precision : {"auto", "fp32", "tf32", "bf16"}
         Arithmetic; ``"auto"`` = the fastest within 1e-2 dex of fp32 on CUDA, fp32 on CPU.
     degrade : bool, optional
         Force or forbid the instrument convolution; default only for finely sampled data.
     misfit : bool
         Compute the round-trip misfit.
+    misfit_samples : int or None
+        Draws per pixel in the round trip (default 64; None = all ``samples``): the misfit is
+        the mean RMS over the first ``min(samples, misfit_samples)`` draws of each pixel
+        (:func:`radynversion.model.posterior.posterior`); the same pixels give the same
+        misfit as :func:`radynversion.model.invert` with the same value.
     return_samples : bool
         Also return ``*_samples(*dims, draw, height)``; refused above ``max_samples_bytes``.
     max_samples_bytes : int
@@ -642,4 +658,5 @@ def invert(
     return plan_inversion(
         profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
         precision=precision, degrade=degrade, misfit=misfit, return_samples=return_samples,
-        max_samples_bytes=max_samples_bytes, device=device, client=client).dataset()
+        max_samples_bytes=max_samples_bytes, device=device, client=client,
+        misfit_samples=misfit_samples).dataset()

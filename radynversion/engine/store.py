@@ -42,7 +42,7 @@ from ..datasets import store_digest
 from ..errors import ProfileSchemaError, StoreError
 from ..lines import LINES
 from ..model.inn import RadynversionINN
-from ..model.posterior import DEFAULT_QUANTILES
+from ..model.posterior import DEFAULT_MISFIT_SAMPLES, DEFAULT_QUANTILES
 from .core import Plan, plan_inversion
 from .workers import model_spec
 
@@ -112,6 +112,7 @@ def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
         "device": plan.attrs["device"],
         "degrade": plan.attrs["degrade"],
         "misfit": p.misfit,
+        "misfit_samples": p.misfit_samples,
         "dims": list(plan.dims),
         "shape": list(plan.shape),
         "chunks": [list(c) for c in plan.chunks],
@@ -365,6 +366,7 @@ def invert_to_zarr(
     progress: bool = True,
     max_chunks: int | None = None,
     num_workers: int | None = None,
+    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
 ) -> dict[str, Any]:
     """Invert a scan into a Zarr store, chunk by chunk; resume an interrupted store.
 
@@ -375,7 +377,7 @@ def invert_to_zarr(
     out : path
         The Zarr store. Created if absent; if present it must be an inversion store made from
         the same input with the same model and settings, and only its missing chunks run.
-    model, samples, quantiles, seed, chunks, batch_size, precision, degrade, misfit, device
+    model, samples, quantiles, seed, chunks, batch_size, precision, degrade, misfit, device, misfit_samples
         As :func:`radynversion.engine.invert` (irregular chunks are made regular).
     client : distributed.Client, optional
         Run on this cluster; default the threaded scheduler in this process.
@@ -411,7 +413,7 @@ def invert_to_zarr(
     plan = plan_inversion(
         profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
         precision=precision, degrade=degrade, misfit=misfit, device=device, client=client,
-        store=out.resolve(), regular=True, spec=spec)
+        store=out.resolve(), regular=True, spec=spec, misfit_samples=misfit_samples)
     run = _run_signature(plan, profiles)
     n_pixels = int(np.prod(plan.shape))
     need = estimate_store_bytes(n_pixels, len(plan.params.quantiles), plan.params.n_heights)

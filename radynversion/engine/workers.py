@@ -22,12 +22,17 @@ Devices and threads: a worker uses ``cuda`` (its current device: with dask-cuda'
 device 0) when CUDA is available, else the CPU. Each of a worker's ``T`` Dask threads runs
 its own passes with one torch intra-op thread, so torch uses ``T`` threads in all, matched
 to the worker, with no oversubscription, and a pass's arithmetic does not depend on ``T``.
+Worker processes started by a Dask nanny also get malloc settings that keep the passes'
+tensors on the heap (:func:`tune_malloc`: without them a chunk runs 2-2.5x slower there).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import io
+import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -40,7 +45,8 @@ from ..errors import CheckpointError
 from ..model.checkpoint import DEFAULT_MODEL_PATH, load_model, model_from_checkpoint, save_checkpoint
 from ..model.inn import RadynversionINN
 
-__all__ = ["ModelSpec", "model_spec", "worker_device", "worker_model", "warm_up", "clear_models", "ModelPlugin"]
+__all__ = ["ModelSpec", "model_spec", "worker_device", "worker_model", "warm_up", "clear_models", "ModelPlugin",
+           "tune_malloc"]
 
 _LOCK = threading.Lock()
 _MODELS: dict[tuple[str, str], RadynversionINN] = {}
@@ -152,11 +158,47 @@ def worker_device(spec: ModelSpec | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+#: glibc malloc settings of processes whose trim threshold came from the environment
+#: (:func:`tune_malloc`): blocks below 32 MiB (every tensor of a pass) stay on the heap, and
+#: up to 64 MiB of freed heap is kept for the next pass instead of going back to the system
+_MMAP_THRESHOLD = 32 * 2**20
+_TRIM_THRESHOLD = 64 * 2**20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+
+
+def tune_malloc(environ: dict[str, str] | None = None) -> bool:
+    """Keep the passes' tensors on the heap in processes whose glibc malloc trim threshold was
+    set through the environment; True if the settings were changed.
+
+    Dask's nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536``
+    (``distributed.nanny.pre-spawn-environ``). A trim threshold set that way also switches off
+    glibc's dynamic mmap threshold, which then stays at 128 KiB: every tensor above it (most
+    activations of a pass) is mmapped on allocation and unmapped on release, so each pass
+    page-faults its working set afresh. Measured here: 213,000 minor faults and 0.6 s of
+    system time for 64 pixels x 128 samples, a chunk 2-2.5x slower in a worker than in a
+    plain process; with :data:`_MMAP_THRESHOLD` and :data:`_TRIM_THRESHOLD` set by ``mallopt``
+    the worker runs as fast as a plain process. A no-op where the environment sets neither
+    variable, and off glibc.
+    """
+    env = os.environ if environ is None else environ
+    if "MALLOC_TRIM_THRESHOLD_" not in env and "MALLOC_MMAP_THRESHOLD_" not in env:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+                and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1)
+
+
 def _configure_process() -> None:
-    """One torch intra-op thread per Dask thread (once per process)."""
+    """One torch intra-op thread per Dask thread, and malloc settings that keep the passes'
+    tensors on the heap (:func:`tune_malloc`); once per process."""
     global _CONFIGURED
     if not _CONFIGURED:
         torch.set_num_threads(1)
+        tune_malloc()
         _CONFIGURED = True
 
 

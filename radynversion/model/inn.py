@@ -74,6 +74,16 @@ def subnet_constructor(
     return build
 
 
+class _Permute(PermuteRandom):
+    """FrEIA's ``PermuteRandom`` (same permutation, same parameters and state-dict keys), with
+    the columns gathered by ``torch.index_select`` instead of advanced indexing: the same
+    values, about 6x faster on CPU (advanced indexing along dim 1 took ~8 % of a posterior pass
+    of the default network)."""
+
+    def forward(self, x, rev=False, jac=True):  # noqa: ANN001, ANN201 - FrEIA's signature
+        return [torch.index_select(x[0], 1, self.perm_inv if rev else self.perm)], 0.0
+
+
 class RadynversionINN(nn.Module):
     """Invertible map between atmospheres and (latent, profiles), all padded to ``width``.
 
@@ -157,7 +167,7 @@ class RadynversionINN(nn.Module):
                 for k in range(config.n_blocks):
                     inn.append(GLOWCouplingBlock, subnet_constructor=make_subnet, clamp=config.clamp)
                     if k < config.n_blocks - 1:
-                        inn.append(PermuteRandom, seed=config.seed * 1000 + k)
+                        inn.append(_Permute, seed=config.seed * 1000 + k)
         finally:
             np.random.set_state(np_state)
         return inn

@@ -7,7 +7,8 @@ For every pixel the profiles are preprocessed like the training set
 (:func:`radynversion.model.posterior.posterior`, the one implementation that the chunked
 engine, :mod:`radynversion.engine`, also runs). The round trip ``forward(posterior sample)``
 (atmosphere only, padding zeroed) is compared with the observed profiles: ``misfit`` is the
-RMS difference over the 60 points, in units of the joint peak, averaged over the samples.
+RMS difference over the 60 points, in units of the joint peak, averaged over the first
+``misfit_samples`` (default 64) draws of each pixel.
 
 Reproducibility: the draws of a pixel come from a generator seeded by ``(seed, pixel index)``
 (the pixel's flat C-order index among the non-spectral dims, or ``pixel_index``), and every
@@ -30,7 +31,15 @@ from ..errors import ProfileSchemaError
 from ..lines import LINES
 from .checkpoint import load_model
 from .inn import RadynversionINN
-from .posterior import DEFAULT_QUANTILES, MAX_SAMPLES_BYTES, check_samples_size, pixel_seeds, posterior
+from .posterior import (
+    DEFAULT_MISFIT_SAMPLES,
+    DEFAULT_QUANTILES,
+    MAX_SAMPLES_BYTES,
+    check_samples_size,
+    misfit_draws,
+    pixel_seeds,
+    posterior,
+)
 from .preprocess import normalise_profiles, sample_dims
 
 __all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert"]
@@ -55,6 +64,7 @@ def invert(
     precision: str = "fp32",
     return_samples: bool = False,
     max_samples_bytes: int = MAX_SAMPLES_BYTES,
+    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
 ) -> xr.Dataset:
     """Invert profiles into posterior quantiles of the atmosphere.
 
@@ -74,14 +84,17 @@ def invert(
         Seed of the draws (combined with each pixel's index).
     batch_size : int, optional
         Rows (pixels x samples) per pass (pixels per pass = ``batch_size // samples``, at
-        least 1); default 8192 on CPU, 65536 on CUDA.
+        least 1); default 2048 on CPU, 65536 on CUDA.
     pixel_index : ndarray of int, shape ``dims``, optional
         Global indices of the pixels (e.g. of a chunk within a scan), for the seeds; default
         their flat C-order positions in ``profiles``.
     degrade : bool, optional
         Force or forbid the instrument convolution; default only for finely sampled data.
     misfit : bool
-        Compute the round-trip misfit (one forward pass per sample).
+        Compute the round-trip misfit (one forward pass per draw that takes part).
+    misfit_samples : int or None
+        Draws per pixel in the round trip (default 64; None = all ``samples``): ``misfit`` is
+        the mean over the first ``min(samples, misfit_samples)`` draws of each pixel.
     precision : {"fp32", "tf32", "bf16"}
         Arithmetic of the passes (:mod:`radynversion.model.posterior`).
     return_samples : bool
@@ -127,7 +140,8 @@ def invert(
                                      f"pixel ({n_pix}, dims {dims})")
     res = posterior(net, y, ids, samples=samples, quantiles=q_list, seed=seed,
                     batch_size=batch_size, misfit=misfit, precision=precision,
-                    return_samples=return_samples, max_samples_bytes=max_samples_bytes)
+                    return_samples=return_samples, max_samples_bytes=max_samples_bytes,
+                    misfit_samples=misfit_samples)
     n_h = net.height_Mm.numel()
     n_q = len(q_list)
 
@@ -149,7 +163,8 @@ def invert(
                 (*dims, "draw", "height"), res.samples[:, :, k, :].reshape(*shape, samples, n_h),
                 {**VARIABLE_ATTRS[name], "long_name": f"posterior samples of {name}"})
     data_vars["misfit"] = (dims, res.misfit.reshape(shape), {
-        "long_name": "RMS of forward(posterior sample) minus observed profiles, mean over samples",
+        "long_name": "RMS of forward(posterior sample) minus observed profiles, mean over the first "
+                     "misfit_samples draws (attrs)",
         "units": "fraction of the joint peak"})
     data_vars["peak"] = (dims, peak.reshape(shape), {
         "long_name": "joint peak of the two lines on the model windows",
@@ -162,6 +177,7 @@ def invert(
         "model_config": str(meta.get("model_config", "")),
         "samples": int(samples),
         "seed": int(seed),
+        "misfit_samples": misfit_draws(samples, misfit_samples) if misfit else 0,
         "precision": precision,
         "instrument_fwhm_A": str(net.instrument_fwhm_A()),
     }
