@@ -18,3 +18,19 @@ def _torch_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def net():
+    """A tiny untrained network, standardised on synthetic profiles (tests/synthetic.py)."""
+    from synthetic import tiny_model
+
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, net):
+    """``net`` saved as a checkpoint file."""
+    from radynversion.model import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", net)

@@ -51,16 +51,6 @@ NY, NX = 4, 4
 FAST = ["--samples", "4", "--batch-size", "64", "--workers", "0", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def net() -> RadynversionINN:
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, net) -> Path:
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", net)
-
-
 # -- helpers ------------------------------------------------------------------------------------
 def good_scan() -> xr.Dataset:
     """4 x 4 pixels of both lines, on the fine synthesis grids [W / (m2 Hz sr), air Angstrom]."""

@@ -64,16 +64,6 @@ def assert_same(a: xr.Dataset, b: xr.Dataset, names=OUTPUTS) -> None:
 
 
 @pytest.fixture(scope="module")
-def net() -> RadynversionINN:
-    return tiny_model()
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory, net) -> Path:
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", net)
-
-
-@pytest.fixture(scope="module")
 def client():
     from distributed import Client, LocalCluster
 
