@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .atmosphere import VARIABLES, velocity_transform
+from .atmosphere import VARIABLES
 from .errors import StoreError
 
 __all__ = ["run_demo", "demo_figures", "truth_scores"]
@@ -84,7 +84,7 @@ def demo_figures(result: xr.Dataset, scan: xr.Dataset, truth: xr.Dataset, net: A
     posterior with 2048 draws); returns their paths and the pixel ``(y, x)``."""
     from . import plot
     from .model import invert
-    from .model.evaluate import forward_profiles
+    from .model.evaluate import round_trip_profiles
     from .model.preprocess import normalise_profiles
 
     figures = {"maps": out / "maps.png", "truth": out / "truth.png", "pixel": out / "pixel.png"}
@@ -96,9 +96,7 @@ def demo_figures(result: xr.Dataset, scan: xr.Dataset, truth: xr.Dataset, net: A
     one = scan.isel(y=[yy], x=[xx]).load()
     px = invert(one, net, samples=2048, quantiles=(0.5,), return_samples=True, misfit=False)
     draws = np.stack([np.asarray(px[f"{v}_samples"].values[0, 0], dtype=float) for v in VARIABLES], axis=1)
-    draws_x = draws[:256].copy()
-    draws_x[:, 2] = velocity_transform(draws_x[:, 2])
-    round_trip = forward_profiles(net, draws_x.reshape(draws_x.shape[0], -1).astype(np.float32))
+    round_trip = round_trip_profiles(net, draws[:256])
     y_obs, _ = normalise_profiles(one, unit=net.config.intensity_unit, fwhm_A=net.instrument_fwhm_A())
     true_px = truth.isel(y=yy, x=xx)
     plot.posterior(draws, observed=y_obs[0], round_trip=round_trip,

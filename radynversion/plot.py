@@ -553,11 +553,7 @@ def verification(report: xr.Dataset, path: str | Path | None = None, title: str 
     """Observed profiles against the NLTE re-synthesis of the inferred atmospheres
     (:func:`radynversion.verify.verify`), one panel per pixel, with both misfits in the title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     n = report.sizes["pixel"]
     cols = min(4, max(n, 1))
     rows = max(1, -(-n // cols))

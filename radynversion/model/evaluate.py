@@ -47,7 +47,8 @@ from .invert import invert
 from .preprocess import atmosphere_to_array, normalise_profiles
 from .train import evaluation_split, sample_labels, usable_samples
 
-__all__ = ["BANDS", "TR_LOG_T", "EvaluationResult", "height_bands", "evaluate", "forward_profiles"]
+__all__ = ["BANDS", "TR_LOG_T", "EvaluationResult", "height_bands", "evaluate", "forward_profiles",
+           "round_trip_profiles"]
 
 #: height bands of the report, in order
 BANDS: tuple[str, ...] = ("photosphere", "chromosphere", "corona")
@@ -131,6 +132,21 @@ def forward_profiles(model: RadynversionINN, atm: np.ndarray, batch: int = 4096)
             yz, _ = model(model.atmosphere_to_x(a))
             out.append(model.unpack_yz(yz)[0].double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, sum(ln.model_points for ln in LINES)))
+
+
+def round_trip_profiles(model: RadynversionINN, draws: np.ndarray) -> np.ndarray:
+    """``forward(posterior sample)`` profiles of one pixel's draws, shape ``(S, 60)``.
+
+    Parameters
+    ----------
+    model : RadynversionINN
+    draws : ndarray, shape ``(S, 3, H)``
+        ``[log_ne, log_T, v]`` with ``v`` in km/s (as :func:`radynversion.model.invert` returns
+        them with ``return_samples=True``).
+    """
+    x = np.array(draws, dtype=np.float32)
+    x[:, 2] = velocity_transform(x[:, 2])
+    return forward_profiles(model, x.reshape(x.shape[0], -1))
 
 
 def _median(a: np.ndarray) -> float:
@@ -319,10 +335,7 @@ def evaluate(
                 return_samples=True, misfit=False)
     y_obs, _ = normalise_profiles(obs.isel(sample=[pick]), unit=net.config.intensity_unit, fwhm_A=fwhm)
     draws = np.stack([np.asarray(px[f"{v}_samples"].values[0], dtype=float) for v in VARIABLES], axis=1)
-    draws_x = draws.copy()
-
-    draws_x[:, 2] = velocity_transform(draws_x[:, 2])
-    rt = forward_profiles(net, draws_x[:256].reshape(min(256, draws.shape[0]), -1).astype(np.float32))
+    rt = round_trip_profiles(net, draws[:256])
     pixel = xr.Dataset(
         {**{f"{v}_samples": (("draw", "height"), draws[:, k]) for k, v in enumerate(VARIABLES)},
          **{f"truth_{v}": ("height", truth[v][pick]) for v in VARIABLES},
