@@ -177,17 +177,22 @@ def model_file(net: Any, info: dict[str, Any], folder: Path) -> Path:
 
 
 def flops_per_sample(net: Any, rows: int = 64) -> dict[str, float]:
-    """Matmul FLOPs per row of the reverse and of the forward pass, counted by
+    """Matmul FLOPs per row of the sampling pass (``reverse``: :meth:`sample`, the context of
+    :meth:`condition` is computed once per pixel and not counted) and of the emulator pass
+    (``forward``: :meth:`emulate`, the round trip), counted by
     ``torch.utils.flop_counter.FlopCounterMode`` on ``net`` itself (2 x MACs of all Linear
     layers; element-wise work is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(rows, net.width, device=net.device)
-    out = {}
+    dev = net.device
     with torch.inference_mode():
-        for name, fn in (("reverse", net.reverse), ("forward", lambda t: net(t)[0])):
+        ctx = net.condition(torch.full((rows, net.n_y), 0.5, device=dev))
+        z = torch.zeros(rows, net.n_z, device=dev)
+        atm = net.x_mean.expand(rows, -1).clone()
+        out = {}
+        for name, fn in (("reverse", lambda: net.sample(ctx, z)), ("forward", lambda: net.emulate(atm))):
             with FlopCounterMode(display=False) as counter:
-                fn(x)
+                fn()
             out[name] = counter.get_total_flops() / rows
     return out
 

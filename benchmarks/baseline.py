@@ -68,8 +68,8 @@ def baseline_pixel(net, y: np.ndarray, seed: int, samples: int, quantiles: np.nd
         gen.manual_seed(seed)
         z = torch.randn(samples, net.n_z, generator=gen, device=net.device)
         y_rep = torch.as_tensor(y, device=net.device).expand(samples, -1)
-        atm = net.x_to_atmosphere(net.reverse(net.pack_yz(y_rep, z)))
-        y_fwd, _ = net.unpack_yz(net(net.atmosphere_to_x(atm))[0])
+        atm = net.sample(net.condition(y_rep), z)
+        y_fwd = net.emulate(atm)
         misfit = float(((y_fwd - y_rep) ** 2).mean(dim=1).sqrt().mean())
     s = atm.double().cpu().numpy()
     v = s[:, 2 * n_h:]

@@ -38,10 +38,18 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_toml
     from .datasets import training_set
-    from .model.config import ModelConfig, TrainConfig
+    from .errors import ConfigError
+    from .model.config import ModelConfig, TrainConfig, model_config_table
     from .model.train import train
 
-    mc = load_toml(ModelConfig, args.config, table="model") if args.config else ModelConfig()
+    if args.config:
+        try:
+            text = Path(args.config).read_text()
+        except OSError as err:
+            raise ConfigError(f"{args.config}: cannot read config ({err.strerror})") from None
+        mc = model_config_table(text, where=str(args.config))
+    else:
+        mc = ModelConfig()
     tc = load_toml(TrainConfig, args.config, table="train") if args.config else TrainConfig()
     if args.threads:
         import torch
@@ -272,10 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", dest="no_progress", action="store_true")
     s.set_defaults(func=_cmd_synth)
 
-    t = sub.add_parser("train", help="train the INN on a training set (resumable)")
+    t = sub.add_parser("train", help="train the INN or the conditional INN on a training set (resumable)")
     t.add_argument("--data", type=Path, help="training-set store (default: the shipped set)")
     t.add_argument("--out", type=Path, required=True, help="output directory (checkpoint, model.pt, loss curves)")
-    t.add_argument("--config", type=Path, help="TOML with [model] (ModelConfig) and [train] (TrainConfig) tables")
+    t.add_argument("--config", type=Path, help="TOML with [model] (ModelConfig: the INN) or [cinn] (CINNConfig: the "
+                   "conditional INN) and [train] (TrainConfig) tables")
     t.add_argument("--device", help="torch device (default: CUDA if available, else CPU)")
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

@@ -611,10 +611,12 @@ def evaluation_coverage(per_height: xr.Dataset, path: str | Path | None = None, 
     return fig
 
 
-def evaluation_errors(per_height: xr.Dataset, path: str | Path | None = None, title: str | None = None):
+def evaluation_errors(per_height: xr.Dataset, path: str | Path | None = None, title: str | None = None,
+                      label: str = "posterior median"):
     """Accuracy against height (:func:`radynversion.model.evaluate.evaluate`): top, the median
-    absolute error of the posterior median and of the prior-only baseline; bottom, the
-    posterior's 68 % width over the prior's (near 1: the profiles do not constrain it)."""
+    absolute error of the posterior median (legend ``label``) and of the prior-only baseline;
+    bottom, the posterior's 68 % width over the prior's (near 1: the profiles do not constrain
+    it)."""
     plt = _pyplot()
     h = np.asarray(per_height["height"].values, dtype=float)
     edges = _height_edges(h)
@@ -622,7 +624,7 @@ def evaluation_errors(per_height: xr.Dataset, path: str | Path | None = None, ti
     for k, name in enumerate(VARIABLES):
         ph = per_height.sel(variable=name)
         ax = axes[0, k]
-        ax.plot(h, ph["error"].values, ".-", color="C3", lw=1.2, ms=3, label="INN posterior median")
+        ax.plot(h, ph["error"].values, ".-", color="C3", lw=1.2, ms=3, label=label)
         ax.plot(h, ph["prior_error"].values, "-", color="0.5", lw=1.0, label="prior only")
         ax.set_ylabel(f"median |error| [{_UNITS[name]}]")
         ax.set_yscale("log")

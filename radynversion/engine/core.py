@@ -34,7 +34,7 @@ from .. import __version__
 from ..atmosphere import VARIABLE_ATTRS, VARIABLES
 from ..errors import ConfigError, ProfileSchemaError
 from ..lines import LINES
-from ..model.inn import RadynversionINN
+from ..model.base import PosteriorModel
 from ..model.posterior import (
     DEFAULT_MISFIT_SAMPLES,
     DEFAULT_QUANTILES,
@@ -216,7 +216,7 @@ def _may_use_cuda(spec: ModelSpec, client: Any) -> bool:
     return client is not None or worker_device(spec).type == "cuda"
 
 
-def _probe_profiles(profiles: xr.Dataset, dims: tuple[str, ...], net: RadynversionINN,
+def _probe_profiles(profiles: xr.Dataset, dims: tuple[str, ...], net: PosteriorModel,
                     degrade: bool | None, n: int = 32) -> np.ndarray | None:
     """Normalised profiles of up to ``n`` valid pixels from the start of the data."""
     sel: dict[str, Any] = {}
@@ -330,7 +330,7 @@ class Plan:
         Output attrs (input attrs + provenance).
     params : BlockParams
     spec : ModelSpec
-    net : RadynversionINN
+    net : PosteriorModel
         CPU copy of the model (metadata).
     """
 
@@ -342,7 +342,7 @@ class Plan:
     attrs: dict[str, Any]
     params: BlockParams
     spec: ModelSpec
-    net: RadynversionINN
+    net: PosteriorModel
 
     @property
     def n_chunks(self) -> int:
@@ -456,7 +456,7 @@ def check_profiles(profiles: xr.Dataset, source: str | None = None) -> str:
 
 def plan_inversion(
     profiles: xr.Dataset,
-    model: RadynversionINN | str | Path | None = None,
+    model: PosteriorModel | str | Path | None = None,
     samples: int = 1024,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     seed: int = 0,
@@ -472,7 +472,7 @@ def plan_inversion(
     client: Any = None,
     store: str | Path | None = None,
     regular: bool = False,
-    spec: tuple[ModelSpec, RadynversionINN] | None = None,
+    spec: tuple[ModelSpec, PosteriorModel] | None = None,
     misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
 ) -> Plan:
     """Plan the chunk tasks of an inversion (see :func:`invert` for the parameters).
@@ -575,7 +575,7 @@ def plan_inversion(
 
 def invert(
     profiles: xr.Dataset,
-    model: RadynversionINN | str | Path | None = None,
+    model: PosteriorModel | str | Path | None = None,
     samples: int = 1024,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     seed: int = 0,
@@ -599,7 +599,7 @@ def invert(
         In the profile schema (:mod:`radynversion.schema`), numpy- or Dask-backed, any
         non-spectral dims (``y``, ``x``, ``time``...). A wavelength axis split into several
         chunks is rechunked to one.
-    model : RadynversionINN or path, optional
+    model : PosteriorModel or path, optional
         The network (sent to the workers), a checkpoint every worker can read, or None for
         the packaged model.
     samples : int

@@ -41,7 +41,7 @@ import xarray as xr
 from ..datasets import store_digest
 from ..errors import ProfileSchemaError, StoreError
 from ..lines import LINES
-from ..model.inn import RadynversionINN
+from ..model.base import PosteriorModel
 from ..model.posterior import DEFAULT_MISFIT_SAMPLES, DEFAULT_QUANTILES
 from .core import Plan, plan_inversion
 from .workers import model_spec
@@ -351,7 +351,7 @@ def _execute(plan: Plan, todo: Sequence[int], out: Path, client: Any, progress: 
 def invert_to_zarr(
     profiles: xr.Dataset,
     out: str | Path,
-    model: RadynversionINN | str | Path | None = None,
+    model: PosteriorModel | str | Path | None = None,
     samples: int = 1024,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     seed: int = 0,

@@ -42,16 +42,16 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..model.base import PosteriorModel
 from ..model.checkpoint import DEFAULT_MODEL_PATH, load_model, model_from_checkpoint, save_checkpoint
-from ..model.inn import RadynversionINN
 
 __all__ = ["ModelSpec", "model_spec", "worker_device", "worker_model", "warm_up", "clear_models", "ModelPlugin",
            "tune_malloc"]
 
 _LOCK = threading.Lock()
-_MODELS: dict[tuple[str, str], RadynversionINN] = {}
+_MODELS: dict[tuple[str, str], PosteriorModel] = {}
 #: model_spec of checkpoint files, keyed by (path, size, mtime): a file is read once per process
-_SPECS: dict[tuple[str, int, int, str | None], tuple[ModelSpec, RadynversionINN]] = {}
+_SPECS: dict[tuple[str, int, int, str | None], tuple[ModelSpec, PosteriorModel]] = {}
 _CONFIGURED = False
 
 
@@ -90,13 +90,13 @@ def _sha256_file(path: Path) -> str:
 
 
 def model_spec(
-    model: RadynversionINN | str | Path | None, device: str | None = None
-) -> tuple[ModelSpec, RadynversionINN]:
+    model: PosteriorModel | str | Path | None, device: str | None = None
+) -> tuple[ModelSpec, PosteriorModel]:
     """The :class:`ModelSpec` of ``model`` and a CPU copy of the network (for its metadata).
 
     Parameters
     ----------
-    model : RadynversionINN, path or None
+    model : PosteriorModel, path or None
         A network in memory (shipped to the workers as checkpoint bytes), a checkpoint file
         (read by every worker), or None for the packaged default model.
     device : str, optional
@@ -107,7 +107,7 @@ def model_spec(
     CheckpointError
         The checkpoint is missing, corrupt or incompatible.
     """
-    if isinstance(model, RadynversionINN):
+    if isinstance(model, PosteriorModel):
         meta = dict(model.metadata)
         with tempfile.TemporaryDirectory() as tmp:
             path = save_checkpoint(Path(tmp) / "model.pt", model,
@@ -133,7 +133,7 @@ def model_spec(
     return spec, net
 
 
-def _load(spec: ModelSpec, device: torch.device) -> RadynversionINN:
+def _load(spec: ModelSpec, device: torch.device) -> PosteriorModel:
     if spec.path is not None:
         net = load_model(spec.path, map_location=device)
     else:
@@ -202,7 +202,7 @@ def _configure_process() -> None:
         _CONFIGURED = True
 
 
-def worker_model(spec: ModelSpec) -> RadynversionINN:
+def worker_model(spec: ModelSpec) -> PosteriorModel:
     """This process's copy of the model of ``spec``, on :func:`worker_device`, loaded once."""
     device = worker_device(spec)
     key = (spec.sha256, str(device))
@@ -218,7 +218,7 @@ def worker_model(spec: ModelSpec) -> RadynversionINN:
     return net
 
 
-def warm_up(net: RadynversionINN) -> None:
+def warm_up(net: PosteriorModel) -> None:
     """Run a few small passes, so that the first chunk does not pay torch's first-call costs."""
     from ..model.posterior import posterior
 

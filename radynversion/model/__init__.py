@@ -2,10 +2,13 @@
 
 The user's workflow: ``train(training_set, out_dir) -> load_model(path) -> invert(scan)``.
 
-* :mod:`.config`: :class:`ModelConfig`, :class:`TrainConfig` (frozen, TOML round-trip);
+* :mod:`.config`: :class:`ModelConfig`, :class:`CINNConfig`, :class:`TrainConfig` (frozen, TOML
+  round-trip);
 * :mod:`.preprocess`: profiles -> normalised ``y`` (N, 60); atmospheres <-> ``x`` (N, 150);
-* :mod:`.inn`: :class:`RadynversionINN` (FrEIA GLOW coupling blocks);
-* :mod:`.losses`: the training objective (L2 + MMD terms);
+* :mod:`.base`: :class:`PosteriorModel`, the interface inference uses (condition, sample, emulate);
+* :mod:`.inn`: :class:`RadynversionINN` (FrEIA GLOW coupling blocks; the original);
+* :mod:`.cinn`: :class:`ConditionalINN` (conditional flow, maximum likelihood, with an emulator);
+* :mod:`.losses`: the INN's training objective (L2 + MMD terms);
 * :mod:`.train`: :func:`train` (resumable, checkpointed);
 * :mod:`.checkpoint`: :func:`save_checkpoint`, :func:`load_model`;
 * :mod:`.posterior`: :func:`posterior` (the batched core: draws, passes, on-device reductions);
@@ -14,8 +17,10 @@ The user's workflow: ``train(training_set, out_dir) -> load_model(path) -> inver
 
 from __future__ import annotations
 
+from .base import PosteriorModel
 from .checkpoint import DEFAULT_MODEL_PATH, arrays_sha256, load_model, read_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
+from .cinn import ConditionalINN
+from .config import CINNConfig, ModelConfig, TrainConfig
 from .inn import RadynversionINN
 from .invert import DEFAULT_QUANTILES, invert
 from .losses import inn_losses, mmd_imq
@@ -31,8 +36,11 @@ from .train import TrainResult, evaluation_split, sample_labels, train, usable_s
 
 __all__ = [
     "ModelConfig",
+    "CINNConfig",
     "TrainConfig",
+    "PosteriorModel",
     "RadynversionINN",
+    "ConditionalINN",
     "normalise_profiles",
     "denormalise_profiles",
     "atmosphere_to_array",

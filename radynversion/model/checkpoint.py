@@ -6,7 +6,8 @@ hold no code)::
     format            "radynversion-checkpoint"
     format_version    1
     package_version   radynversion.__version__ of the writer
-    model_config      ModelConfig as TOML
+    model_kind        "inn" (RadynversionINN) or "cinn" (ConditionalINN); absent = "inn"
+    model_config      ModelConfig or CINNConfig as TOML
     train_config      TrainConfig as TOML ("" if unknown)
     height_Mm         list of H node heights [Mm]
     wavelengths_A     {line key: list of model-window wavelengths [air Angstrom]}
@@ -38,7 +39,9 @@ from .. import __version__
 from ..atmosphere import default_height_grid
 from ..config import from_toml, to_toml
 from ..errors import CheckpointError, ConfigError
-from .config import ModelConfig, TrainConfig
+from .base import PosteriorModel
+from .cinn import ConditionalINN
+from .config import CINNConfig, ModelConfig, TrainConfig
 from .inn import RadynversionINN
 from .preprocess import model_wavelengths
 
@@ -56,6 +59,11 @@ __all__ = [
 FORMAT = "radynversion-checkpoint"
 FORMAT_VERSION = 1
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "default_model.pt"
+#: model kind -> (class, config class)
+MODEL_KINDS: dict[str, tuple[type[PosteriorModel], type]] = {
+    "inn": (RadynversionINN, ModelConfig),
+    "cinn": (ConditionalINN, CINNConfig),
+}
 #: tolerance [Mm, Angstrom] when comparing grids
 _GRID_ATOL = 1e-5
 
@@ -72,7 +80,7 @@ def arrays_sha256(*arrays: np.ndarray) -> str:
 
 def save_checkpoint(
     path: str | Path,
-    model: RadynversionINN,
+    model: PosteriorModel,
     train_config: TrainConfig | None = None,
     training_set_sha256: str = "",
     provenance: dict[str, Any] | None = None,
@@ -84,8 +92,9 @@ def save_checkpoint(
     ----------
     path : str or Path
         Output file (conventionally ``*.pt``).
-    model : RadynversionINN
-        The network; its config, heights, instrument FWHM and standardisation are saved.
+    model : PosteriorModel
+        The network (either kind); its config, heights, instrument FWHM and standardisation
+        are saved.
     train_config : TrainConfig, optional
         How it was trained.
     training_set_sha256 : str
@@ -104,6 +113,7 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
+        "model_kind": model.kind,
         "model_config": to_toml(model.config),
         "train_config": to_toml(train_config) if train_config is not None else "",
         "height_Mm": [float(h) for h in model.height_Mm.cpu().tolist()],
@@ -173,11 +183,11 @@ def model_from_checkpoint(
     ckpt: dict[str, Any],
     path: str | Path = "<checkpoint>",
     height_Mm: np.ndarray | None = None,
-) -> RadynversionINN:
-    """Build the :class:`RadynversionINN` of a checkpoint dict (see :func:`read_checkpoint`),
-    checking its height grid against ``height_Mm`` (default
-    :func:`radynversion.atmosphere.default_height_grid`) and its model windows against
-    :mod:`radynversion.lines`."""
+) -> PosteriorModel:
+    """Build the model (:class:`RadynversionINN` or :class:`ConditionalINN`, by ``model_kind``)
+    of a checkpoint dict (see :func:`read_checkpoint`), checking its height grid against
+    ``height_Mm`` (default :func:`radynversion.atmosphere.default_height_grid`) and its model
+    windows against :mod:`radynversion.lines`."""
     path = Path(path)
     want_h = default_height_grid() if height_Mm is None else np.asarray(height_Mm, dtype=float)
     _check_grid(path, "height grid (height_Mm)", ckpt["height_Mm"], want_h)
@@ -187,17 +197,21 @@ def model_from_checkpoint(
             raise CheckpointError(f"{path}: checkpoint has no model window for line {key!r}; expected "
                               f"wavelengths_A for {list(model_wavelengths())}")
         _check_grid(path, f"model window wavelengths_A[{key!r}]", wls[key], want)
+    kind = ckpt.get("model_kind", "inn")
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(f"{path}: model_kind {kind!r}; expected one of {sorted(MODEL_KINDS)}")
+    cls, config_cls = MODEL_KINDS[kind]
     try:
-        config = from_toml(ModelConfig, ckpt["model_config"], where=f"{path}: model_config")
+        config = from_toml(config_cls, ckpt["model_config"], where=f"{path}: model_config")
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
     fwhm = ckpt.get("instrument", {}).get("fwhm_A", {})
     try:
-        model = RadynversionINN(config, height_Mm=want_h, fwhm_A=fwhm)
+        model = cls(config, height_Mm=want_h, fwhm_A=fwhm)
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (ConfigError, RuntimeError, KeyError, TypeError) as err:
         text = " ".join(str(err).split())
-        text = text.removeprefix("Error(s) in loading state_dict for RadynversionINN:").strip()[:240]
+        text = text.removeprefix(f"Error(s) in loading state_dict for {cls.__name__}:").strip()[:240]
         raise CheckpointError(f"{path}: state_dict does not fit its model_config ({text}); expected the "
                               "weights the checkpoint's config builds") from None
     model.metadata = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training")}
@@ -209,8 +223,8 @@ def load_model(
     path: str | Path | None = None,
     map_location: str | torch.device = "cpu",
     height_Mm: np.ndarray | None = None,
-) -> RadynversionINN:
-    """Load a trained model for inversion (in eval mode).
+) -> PosteriorModel:
+    """Load a trained model (either kind) for inversion (in eval mode).
 
     Parameters
     ----------

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..lines import CA8542, HALPHA, LINES
 from ..schema import RADIANCE_PER_AA, RADIANCE_PER_HZ
 
-__all__ = ["ModelConfig", "TrainConfig"]
+__all__ = ["ModelConfig", "CINNConfig", "TrainConfig", "model_config_table"]
 
 
 @dataclass(frozen=True)
@@ -79,14 +79,103 @@ class ModelConfig:
         if self.clamp <= 0 or self.std_floor <= 0 or self.output_init_scale < 0:
             raise ConfigError("ModelConfig: clamp and std_floor must be > 0 and output_init_scale "
                               ">= 0")
-        try:
-            unit = u.Unit(self.intensity_unit)
-            ok = unit.is_equivalent(RADIANCE_PER_HZ) or unit.is_equivalent(RADIANCE_PER_AA)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ConfigError(f"ModelConfig.intensity_unit = {self.intensity_unit!r}; expected a "
-                              "spectral radiance such as 'W / (m2 Hz sr)'")
+        _check_intensity_unit("ModelConfig", self.intensity_unit)
+
+
+def _check_intensity_unit(cls: str, unit_text: str) -> None:
+    try:
+        unit = u.Unit(unit_text)
+        ok = unit.is_equivalent(RADIANCE_PER_HZ) or unit.is_equivalent(RADIANCE_PER_AA)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{cls}.intensity_unit = {unit_text!r}; expected a spectral radiance such "
+                          "as 'W / (m2 Hz sr)'")
+
+
+@dataclass(frozen=True)
+class CINNConfig:
+    """Architecture of :class:`radynversion.model.ConditionalINN`.
+
+    A conditional normalising flow of the standardised atmosphere ``x`` (3 x 50 node values)
+    given the profiles: ``n_blocks`` FrEIA GLOW coupling blocks on ``x`` whose subnets also see
+    a context vector, computed once per pixel from the standardised profiles by a fully
+    connected conditioning network; fixed random permutations between blocks. The latent has
+    the size of ``x`` (no padding). A separate fully connected emulator maps ``x`` to the
+    profiles, for the round-trip misfit and the forward evaluation.
+
+    Example
+    -------
+    >>> from radynversion.model import CINNConfig
+    >>> CINNConfig(n_blocks=6).cond_features
+    64
+    """
+
+    #: number of conditional GLOW coupling blocks
+    n_blocks: int = 8
+    #: hidden width and number of hidden layers of each coupling subnet
+    subnet_hidden: int = 256
+    subnet_layers: int = 2
+    #: size of the context vector and the conditioning network's hidden width and layers
+    cond_features: int = 64
+    cond_hidden: int = 256
+    cond_layers: int = 2
+    #: hidden width and number of hidden layers of the forward emulator
+    emulator_hidden: int = 256
+    emulator_layers: int = 3
+    #: negative slope of the leaky ReLUs
+    leaky_slope: float = 0.01
+    #: standard deviation of the initial weights of each coupling subnet's output layer
+    output_init_scale: float = 1e-3
+    #: soft clamp of the log scale of the affine couplings
+    clamp: float = 2.0
+    #: standardise x and y with the training split's per-feature mean/std (as ModelConfig)
+    standardise: bool = True
+    std_floor: float = 1e-2
+    #: seed of the initial weights and of the permutations
+    seed: int = 0
+    #: the intensity unit of the joint-peak normalisation (as ModelConfig)
+    intensity_unit: str = "W / (m2 Hz sr)"
+
+    def __post_init__(self) -> None:
+        for name in ("n_blocks", "subnet_hidden", "subnet_layers", "cond_features", "cond_hidden",
+                     "emulator_hidden", "emulator_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"CINNConfig.{name} = {getattr(self, name)}; expected >= 1")
+        if self.cond_layers < 0:
+            raise ConfigError(f"CINNConfig.cond_layers = {self.cond_layers}; expected >= 0")
+        if self.clamp <= 0 or self.std_floor <= 0 or self.output_init_scale < 0:
+            raise ConfigError("CINNConfig: clamp and std_floor must be > 0 and output_init_scale "
+                              ">= 0")
+        _check_intensity_unit("CINNConfig", self.intensity_unit)
+
+
+#: the TOML table of each architecture config (``radynversion train --config``)
+_TABLES = {"model": ModelConfig, "cinn": CINNConfig}
+
+
+def model_config_table(text: str, where: str = "TOML") -> ModelConfig | CINNConfig:
+    """The architecture in TOML ``text``: a ``[model]`` table (:class:`ModelConfig`, the INN), a
+    ``[cinn]`` table (:class:`CINNConfig`, the conditional INN), or neither (the default INN).
+
+    Raises
+    ------
+    ConfigError
+        Invalid TOML, unknown keys, or both tables.
+    """
+    import tomllib
+
+    from ..config import from_dict
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{where}: not valid TOML ({err})") from None
+    found = [t for t in _TABLES if t in data]
+    if len(found) > 1:
+        raise ConfigError(f"{where}: has both [model] and [cinn] tables; expected one architecture")
+    table = found[0] if found else "model"
+    return from_dict(_TABLES[table], data.get(table, {}), where=f"{where} [{table}]")
 
 
 @dataclass(frozen=True)
@@ -104,6 +193,12 @@ class TrainConfig:
     epoch ``e`` (0-based); the padding noise is ``pad_noise * (1 - f(e))``. MMDs use sums of
     inverse multiquadric kernels ``1 / (1 + |a - b|^2 / (c D))`` over the scales ``c`` (``D``
     the dimension of the compared vectors, so that ``c`` does not depend on it).
+
+    For the conditional INN (:class:`CINNConfig`) the loss is maximum likelihood::
+
+        NLL(x + pad_noise N(0, 1) | y + noise) / (3 H)  +  w_forward * L2(emulator(x), y)
+
+    (per dimension; the MMD weights, kernel scales and the fade-in do not apply).
 
     Example
     -------
@@ -134,7 +229,8 @@ class TrainConfig:
     #: reverse-loss fade-in ``(e / (fraction * epochs))^power``
     fade_in_fraction: float = 0.4
     fade_in_power: float = 3.0
-    #: standard deviation of the noise in the padding dims (standardised units), fading out
+    #: standard deviation of the noise in the padding dims (standardised units), fading out;
+    #: for the conditional INN: of the noise added to the standardised atmospheres (constant)
     pad_noise: float = 5e-3
     #: standard deviation of the noise added to the profiles fed to the reverse pass, as a
     #: fraction of the joint peak (0 = none); drawn afresh for every batch
@@ -156,6 +252,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     #: write the checkpoint every n epochs (and always after the last)
     checkpoint_every: int = 1
+    #: ``model.pt`` holds the weights of the epoch with the lowest validation total (early
+    #: stopping) instead of the last epoch's; needs a validation split
+    keep_best: bool = False
     #: seed of the split, the batches and the noise
     seed: int = 0
 
@@ -176,6 +275,9 @@ class TrainConfig:
             raise ConfigError("TrainConfig: FWHMs and noise levels must be >= 0")
         if not self.mmd_scales_latent or not self.mmd_scales_reverse:
             raise ConfigError("TrainConfig: MMD scales must not be empty")
+        if self.keep_best and self.val_fraction <= 0:
+            raise ConfigError("TrainConfig.keep_best needs a validation split; expected "
+                              "val_fraction > 0")
 
     def fwhm_A(self) -> dict[str, float]:
         """Instrument FWHM per line key [Angstrom]."""

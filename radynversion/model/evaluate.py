@@ -40,9 +40,9 @@ from ..config import from_toml
 from ..errors import ProfileSchemaError
 from ..instrument import crisp_tunings, degrade
 from ..lines import LINES
+from .base import PosteriorModel
 from .checkpoint import load_model
 from .config import TrainConfig
-from .inn import RadynversionINN
 from .invert import invert
 from .preprocess import atmosphere_to_array, normalise_profiles
 from .train import evaluation_split, sample_labels, usable_samples
@@ -58,6 +58,8 @@ PHOTOSPHERE_TOP_MM: float = 0.5
 TR_LOG_T: float = 4.5
 #: quantiles the evaluation asks for (5, 16, 50, 84, 95 %)
 _Q = (0.05, 0.16, 0.5, 0.84, 0.95)
+#: how figures name each model kind
+MODEL_LABELS = {"inn": "INN", "cinn": "cINN"}
 #: a posterior whose 68 % interval is at least this fraction of the prior's is "unconstrained"
 UNCONSTRAINED_WIDTH_RATIO: float = 0.8
 #: smallest prior 68 % width a posterior width is compared with (dex, dex, km/s): where the
@@ -116,12 +118,13 @@ def height_bands(log_T: np.ndarray, height_Mm: np.ndarray) -> np.ndarray:
     return bands
 
 
-def forward_profiles(model: RadynversionINN, atm: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """The emulator: ``forward(atmosphere)`` profiles, shape ``(N, 60)`` (joint-peak units).
+def forward_profiles(model: PosteriorModel, atm: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """The emulator: the model's forward profiles of atmospheres, shape ``(N, 60)`` (joint-peak
+    units).
 
     Parameters
     ----------
-    model : RadynversionINN
+    model : PosteriorModel
     atm : ndarray, shape ``(N, 3 H)``
         ``[log_ne, log_T, v']`` (:func:`radynversion.model.atmosphere_to_array`).
     """
@@ -129,17 +132,16 @@ def forward_profiles(model: RadynversionINN, atm: np.ndarray, batch: int = 4096)
     with torch.no_grad():
         for start in range(0, atm.shape[0], batch):
             a = torch.as_tensor(atm[start : start + batch], device=model.device)
-            yz, _ = model(model.atmosphere_to_x(a))
-            out.append(model.unpack_yz(yz)[0].double().cpu().numpy())
+            out.append(model.emulate(a).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, sum(ln.model_points for ln in LINES)))
 
 
-def round_trip_profiles(model: RadynversionINN, draws: np.ndarray) -> np.ndarray:
+def round_trip_profiles(model: PosteriorModel, draws: np.ndarray) -> np.ndarray:
     """``forward(posterior sample)`` profiles of one pixel's draws, shape ``(S, 60)``.
 
     Parameters
     ----------
-    model : RadynversionINN
+    model : PosteriorModel
     draws : ndarray, shape ``(S, 3, H)``
         ``[log_ne, log_T, v]`` with ``v`` in km/s (as :func:`radynversion.model.invert` returns
         them with ``return_samples=True``).
@@ -169,7 +171,7 @@ def _metrics(q: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _select(data: xr.Dataset, model: RadynversionINN, all_samples: bool, max_samples: int | None,
+def _select(data: xr.Dataset, model: PosteriorModel, all_samples: bool, max_samples: int | None,
             src: str) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the evaluated samples and of the prior (training) samples."""
     labels = sample_labels(data)
@@ -200,7 +202,7 @@ def _select(data: xr.Dataset, model: RadynversionINN, all_samples: bool, max_sam
 
 
 def evaluate(
-    model: RadynversionINN | str | Path | None,
+    model: PosteriorModel | str | Path | None,
     data: xr.Dataset,
     samples: int = 512,
     noise: float = 0.01,
@@ -214,7 +216,7 @@ def evaluate(
 
     Parameters
     ----------
-    model : RadynversionINN or path or None
+    model : PosteriorModel or path or None
         The network (None = the packaged default).
     data : xarray.Dataset
         A training-set store (:func:`radynversion.datasets.training_set`): fine profiles
@@ -240,7 +242,7 @@ def evaluate(
     -------
     EvaluationResult
     """
-    net = model if isinstance(model, RadynversionINN) else load_model(model)
+    net = model if isinstance(model, PosteriorModel) else load_model(model)
     src = str(data.encoding.get("source") or data.attrs.get("source_file") or "<training set>")
     evals, prior_pos = _select(data, net, all_samples, max_samples, src)
     sub = data.isel(sample=evals)
@@ -350,6 +352,7 @@ def evaluate(
     summary = {
         "radynversion_version": __version__,
         "model": str(net.metadata.get("path", "<in memory>")),
+        "model_kind": net.kind,
         "model_training_set_sha256": str(net.metadata.get("training_set_sha256", "")),
         "data": src,
         "split": "all usable samples" if all_samples else "held-out split (evaluation_split)",
@@ -413,10 +416,13 @@ def write_report(result: EvaluationResult, path: str | Path) -> dict[str, Path]:
              "pixel": Path(f"{stem}_pixel.png")}
     path.write_text(json.dumps(result.summary, indent=2, default=float) + "\n")
     result.per_height.to_netcdf(paths["per_height"])
+    label = MODEL_LABELS.get(result.summary.get("model_kind", "inn"), "model")
+    n_eval = result.summary["n_evaluated"]
     plot.evaluation_coverage(result.per_height, paths["coverage"],
-                             title=f"Calibration on {result.summary['n_evaluated']} held-out atmospheres")
+                             title=f"Calibration of the {label} on {n_eval} held-out atmospheres")
     plot.evaluation_errors(result.per_height, paths["errors"],
-                           title=f"Accuracy on {result.summary['n_evaluated']} held-out atmospheres")
+                           title=f"Accuracy of the {label} on {n_eval} held-out atmospheres",
+                           label=f"{label} posterior median")
     px = result.pixel
     samples = np.stack([px[f"{v}_samples"].values for v in VARIABLES], axis=1)
     truth = np.stack([px[f"truth_{v}"].values for v in VARIABLES])

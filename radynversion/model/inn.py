@@ -27,17 +27,16 @@ from FrEIA.framework import SequenceINN
 from FrEIA.modules import GLOWCouplingBlock, PermuteRandom
 from torch import Tensor, nn
 
-from ..atmosphere import default_height_grid
 from ..errors import ConfigError
-from ..lines import LINES
-from .config import ModelConfig
-from .preprocess import N_PROFILE
+from .base import PosteriorModel
+from .config import ModelConfig, TrainConfig
+from .losses import LOSS_NAMES, inn_losses
 
 __all__ = ["RadynversionINN", "subnet_constructor"]
 
 
 def subnet_constructor(
-    hidden: int, layers: int, slope: float = 0.01, init_scale: float = 1e-3
+    hidden: int, layers: int, slope: float = 0.01, init_scale: float | None = 1e-3
 ) -> Callable[[int, int], nn.Module]:
     """Factory of the coupling subnets: fully connected, leaky ReLU.
 
@@ -49,9 +48,10 @@ def subnet_constructor(
         Number of hidden layers.
     slope : float
         Negative slope of the leaky ReLU.
-    init_scale : float
+    init_scale : float or None
         Standard deviation of the initial output-layer weights (biases start at 0), so that
-        every coupling starts close to the identity.
+        every coupling starts close to the identity; None keeps torch's default initialisation
+        (for networks that are not couplings).
 
     Returns
     -------
@@ -66,8 +66,9 @@ def subnet_constructor(
             mods += [nn.Linear(n_in, width), nn.LeakyReLU(slope)]
             n_in = width
         out = nn.Linear(n_in, dims_out)
-        nn.init.normal_(out.weight, std=init_scale)
-        nn.init.zeros_(out.bias)
+        if init_scale is not None:
+            nn.init.normal_(out.weight, std=init_scale)
+            nn.init.zeros_(out.bias)
         mods.append(out)
         return nn.Sequential(*mods)
 
@@ -84,7 +85,7 @@ class _Permute(PermuteRandom):
         return [torch.index_select(x[0], 1, self.perm_inv if rev else self.perm)], 0.0
 
 
-class RadynversionINN(nn.Module):
+class RadynversionINN(PosteriorModel):
     """Invertible map between atmospheres and (latent, profiles), all padded to ``width``.
 
     Parameters
@@ -118,12 +119,8 @@ class RadynversionINN(nn.Module):
     True
     """
 
-    height_Mm: Tensor
-    fwhm_A: Tensor
-    x_mean: Tensor
-    x_std: Tensor
-    y_mean: Tensor
-    y_std: Tensor
+    kind = "inn"
+    loss_names = LOSS_NAMES
 
     def __init__(
         self,
@@ -131,26 +128,14 @@ class RadynversionINN(nn.Module):
         height_Mm: np.ndarray | None = None,
         fwhm_A: dict[str, float] | None = None,
     ) -> None:
-        super().__init__()
-        self.config = config = config or ModelConfig()
-        heights = default_height_grid() if height_Mm is None else np.array(height_Mm, dtype=float)
-        self.n_x = 3 * heights.size
-        self.n_y = N_PROFILE
+        config = config or ModelConfig()
+        super().__init__(config, height_Mm=height_Mm, fwhm_A=fwhm_A)
         self.n_z = config.latent_dim
         if config.width < self.n_x or config.width < self.n_z + self.n_y:
             raise ConfigError(
                 f"ModelConfig: width {config.width} is too small; expected width >= {self.n_x} "
-                f"(3 x {heights.size} heights) and >= latent_dim + {self.n_y} = "
+                f"(3 x {self.height_Mm.numel()} heights) and >= latent_dim + {self.n_y} = "
                 f"{self.n_z + self.n_y}")
-        fwhm = dict(fwhm_A or {})
-        self.register_buffer("height_Mm", torch.as_tensor(heights, dtype=torch.float64))
-        self.register_buffer(
-            "fwhm_A", torch.tensor([float(fwhm.get(ln.key, 0.0)) for ln in LINES], dtype=torch.float64))
-        self.register_buffer("x_mean", torch.zeros(self.n_x))
-        self.register_buffer("x_std", torch.ones(self.n_x))
-        self.register_buffer("y_mean", torch.zeros(self.n_y))
-        self.register_buffer("y_std", torch.ones(self.n_y))
-        self.metadata: dict = {}
         self.inn = self._build(config)
 
     @staticmethod
@@ -230,7 +215,7 @@ class RadynversionINN(nn.Module):
     ) -> Tensor:
         """Normalised profiles ``y`` ``(N, 60)`` and latent ``z`` ``(N, latent_dim)`` ->
         ``[z, standardised y, padding]`` ``(N, width)``."""
-        ys = (y.to(self.y_mean.dtype) - self.y_mean) / self.y_std
+        ys = self.standardise_y(y)
         return self._pad(torch.cat([z.to(ys.dtype), ys], dim=1), pad_noise, generator)
 
     def unpack_yz(self, yz: Tensor) -> tuple[Tensor, Tensor]:
@@ -239,23 +224,22 @@ class RadynversionINN(nn.Module):
         y = yz[:, self.n_z : self.n_z + self.n_y] * self.y_std + self.y_mean
         return y, z
 
-    # -- standardisation ------------------------------------------------------------------
-    def set_standardisation(self, atm: np.ndarray | Tensor, y: np.ndarray | Tensor) -> None:
-        """Set the per-feature means/stds from training arrays ``atm`` ``(N, 3 H)`` and ``y``
-        ``(N, 60)`` (no-op unless ``config.standardise``)."""
-        if not self.config.standardise:
-            return
-        floor = self.config.std_floor
-        for name, arr in (("x", atm), ("y", y)):
-            t = torch.as_tensor(np.asarray(arr), dtype=torch.float64)
-            getattr(self, f"{name}_mean").copy_(t.mean(0))
-            getattr(self, f"{name}_std").copy_(t.std(0).clamp_min(floor))
+    # -- the inference interface (PosteriorModel) -------------------------------------------
+    def condition(self, y: Tensor) -> Tensor:
+        """Normalised profiles ``(N, 60)`` -> standardised profiles ``(N, 60)`` (the context)."""
+        return self.standardise_y(y)
 
-    def instrument_fwhm_A(self) -> dict[str, float]:
-        """Instrument FWHM per line key [Angstrom] recorded with the model."""
-        return {ln.key: float(f) for ln, f in zip(LINES, self.fwhm_A.tolist(), strict=True)}
+    def sample(self, context: Tensor, z: Tensor) -> Tensor:
+        """``reverse([z, context, 0])`` -> ``[log_ne, log_T, v']`` ``(M, 3 H)``."""
+        core = torch.cat([z.to(context.dtype), context], dim=1)
+        return self.x_to_atmosphere(self.reverse(self._pad(core, 0.0, None)))
 
-    @property
-    def device(self) -> torch.device:
-        """Device of the parameters."""
-        return self.x_mean.device
+    def emulate(self, atm: Tensor) -> Tensor:
+        """The profile part of ``forward(atm)``: normalised profiles ``(M, 60)``."""
+        yz, _ = self.inn(self.atmosphere_to_x(atm), jac=False)
+        return self.unpack_yz(yz)[0]
+
+    def training_losses(self, atm: Tensor, y: Tensor, config: TrainConfig, fade: float,
+                        generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """:func:`radynversion.model.losses.inn_losses`."""
+        return inn_losses(self, atm, y, config, fade, generator)

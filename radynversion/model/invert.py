@@ -29,8 +29,8 @@ from .. import __version__
 from ..atmosphere import VARIABLE_ATTRS, VARIABLES
 from ..errors import ProfileSchemaError
 from ..lines import LINES
+from .base import PosteriorModel
 from .checkpoint import load_model
-from .inn import RadynversionINN
 from .posterior import (
     DEFAULT_MISFIT_SAMPLES,
     DEFAULT_QUANTILES,
@@ -45,15 +45,15 @@ from .preprocess import normalise_profiles, sample_dims
 __all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert"]
 
 
-def _resolve_model(model: RadynversionINN | str | Path | None) -> RadynversionINN:
-    if isinstance(model, RadynversionINN):
+def _resolve_model(model: PosteriorModel | str | Path | None) -> PosteriorModel:
+    if isinstance(model, PosteriorModel):
         return model
     return load_model(model)
 
 
 def invert(
     profiles: xr.Dataset,
-    model: RadynversionINN | str | Path | None = None,
+    model: PosteriorModel | str | Path | None = None,
     samples: int = 1024,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     seed: int = 0,
@@ -74,7 +74,7 @@ def invert(
         In the profile schema: ``I_halpha(*dims, wl_halpha)``, ``I_ca8542(*dims, wl_ca8542)``,
         any supported units, air or vacuum, any sampling covering the model windows.
         Pixels with NaNs give NaN outputs.
-    model : RadynversionINN or path, optional
+    model : PosteriorModel or path, optional
         The network, or a checkpoint to load; default the packaged model.
     samples : int
         Posterior draws per pixel.

@@ -19,12 +19,15 @@ from the target, with squared distances scaled by the dimension of the compared 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from .config import TrainConfig
-from .inn import RadynversionINN
+
+if TYPE_CHECKING:
+    from .inn import RadynversionINN
 
 __all__ = ["LOSS_NAMES", "mmd_imq", "inn_losses"]
 

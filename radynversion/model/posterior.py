@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from ..errors import SelectionTooLargeError
-from .inn import RadynversionINN
+from .base import PosteriorModel
 
 __all__ = [
     "DEFAULT_QUANTILES",
@@ -322,7 +322,7 @@ def _group_quantiles(atm: torch.Tensor, ks: np.ndarray, ks_t: torch.Tensor, k_lo
 
 
 def posterior(
-    net: RadynversionINN,
+    net: PosteriorModel,
     y: np.ndarray,
     pixel_index: np.ndarray,
     samples: int = 1024,
@@ -339,8 +339,8 @@ def posterior(
 
     Parameters
     ----------
-    net : RadynversionINN
-        The network (any device); put in eval mode for the call.
+    net : PosteriorModel
+        The model (either kind, any device); put in eval mode for the call.
     y : ndarray, shape ``(N, 60)``
         Normalised profiles (:func:`radynversion.model.normalise_profiles`); rows with
         NaNs are skipped (NaN outputs).
@@ -442,14 +442,13 @@ def posterior(
     net.eval()
     try:
         with torch.inference_mode(), precision_context(precision, dev):
-            ys_mean, ys_std = net.y_mean, net.y_std
             for start in range(0, todo.size, per_group):
                 pix = todo[start : start + per_group]
                 n = pix.size
                 y_g = torch.zeros(per_group, n_y, device=dev)
                 y_g[:n] = torch.as_tensor(y[pix], device=dev)
-                # standardised once per pixel: the same element-wise arithmetic as pack_yz
-                ys_g = (y_g.to(ys_mean.dtype) - ys_mean) / ys_std
+                ctx_g = net.condition(y_g)  # once per pixel
+                n_c = ctx_g.shape[1]
                 z_g = torch.zeros(group_rows, n_z, device=dev)
                 for j, i in enumerate(pix):
                     gen.manual_seed(int(seeds[i]))
@@ -460,13 +459,14 @@ def posterior(
                 for p in range(n_pass):
                     r0, r1 = p * rows_pass, min((p + 1) * rows_pass, group_rows)
                     k = r1 - r0
-                    yz = torch.zeros(rows_alloc, net.width, device=dev, dtype=ys_g.dtype)
-                    yz[:k, :n_z] = z_g[r0:r1]
-                    if whole:  # k = per_group * samples: each pixel's y repeated over its draws
-                        yz[:k, n_z : n_z + n_y].view(per_group, samples, n_y).copy_(ys_g[:, None, :])
+                    z_p = torch.zeros(rows_alloc, n_z, device=dev, dtype=ctx_g.dtype)
+                    z_p[:k] = z_g[r0:r1]
+                    ctx_p = torch.zeros(rows_alloc, n_c, device=dev, dtype=ctx_g.dtype)
+                    if whole:  # k = per_group * samples: each pixel's context repeated over its draws
+                        ctx_p[:k].view(per_group, samples, n_c).copy_(ctx_g[:, None, :])
                     else:  # one pixel
-                        yz[:k, n_z : n_z + n_y] = ys_g[0]
-                    atm = net.x_to_atmosphere(net.reverse(yz)).float()
+                        ctx_p[:k] = ctx_g[0]
+                    atm = net.sample(ctx_p, z_p).float()
                     atm_g[r0:r1] = atm[:k]
                     if not n_mis:
                         continue
@@ -480,7 +480,7 @@ def posterior(
                         x_f = torch.zeros(mis_alloc, n_x, device=dev, dtype=atm.dtype)
                         x_f[:cnt] = atm.index_select(0, mis_idx) if whole else atm[:cnt]
                         y_f = y_g[:per_group].repeat_interleave(n_mis, dim=0) if whole else y_g[:1]
-                    y_fwd, _ = net.unpack_yz(net(net.atmosphere_to_x(x_f))[0])
+                    y_fwd = net.emulate(x_f)
                     rms = ((y_fwd[:cnt].float() - y_f) ** 2).mean(dim=1).sqrt()
                     if whole:
                         rms_g[:, :] = rms.view(per_group, -1)[:, :n_mis]
@@ -506,19 +506,18 @@ def posterior(
     )
 
 
-def _probe_profiles(net: RadynversionINN, n: int, seed: int) -> np.ndarray:
+def _probe_profiles(net: PosteriorModel, n: int, seed: int) -> np.ndarray:
     """Profiles ``(n, 60)`` the network itself maps standard-normal (standardised)
     atmospheres to: a probe set in the training distribution's neighbourhood."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(n, net.n_x, generator=gen).to(net.device)
     with torch.inference_mode():
-        core = torch.cat([x, x.new_zeros(n, net.width - net.n_x)], dim=1)
-        y, _ = net.unpack_yz(net(core)[0])
+        y = net.emulate(x * net.x_std + net.x_mean)
     return y.float().cpu().numpy()
 
 
 def precision_error(
-    net: RadynversionINN,
+    net: PosteriorModel,
     precision: str,
     y: np.ndarray | None = None,
     n_probe: int = 32,
@@ -533,7 +532,7 @@ def precision_error(
 
     Parameters
     ----------
-    net : RadynversionINN
+    net : PosteriorModel
     precision : {"fp32", "tf32", "bf16"}
     y : ndarray, shape ``(N, 60)``, optional
         Probe profiles (e.g. a few pixels of the data to invert); default ``n_probe``
@@ -559,7 +558,7 @@ def precision_error(
 
 
 def select_precision(
-    net: RadynversionINN,
+    net: PosteriorModel,
     y: np.ndarray | None = None,
     candidates: Sequence[str] = ("bf16", "tf32"),
     tol_dex: float = 1e-2,

@@ -4,9 +4,10 @@
 preprocesses them exactly as :func:`radynversion.model.invert` will preprocess observations
 (unit conversion, Gaussian instrument degradation, interpolation onto the model windows,
 joint-peak normalisation), leaves out the evaluation split (:func:`evaluation_split`, by sample
-label), holds out a validation split of the rest by a seeded permutation, and
-minimises :func:`radynversion.model.losses.inn_losses` with Adam, element-wise gradient
-clamping and a step decay of the learning rate.
+label), holds out a validation split of the rest by a seeded permutation, and minimises the
+model's objective (:func:`radynversion.model.losses.inn_losses` for the INN, maximum likelihood
+:func:`radynversion.model.cinn.cinn_losses` for the conditional INN) with Adam, element-wise
+gradient clamping and a step decay of the learning rate.
 
 ``out_dir`` receives, after every ``checkpoint_every`` epochs, ``checkpoint.pt`` (model +
 optimiser state + history: rerunning :func:`train` with the same data and configs continues
@@ -28,12 +29,11 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..config import to_toml
-from ..errors import CheckpointError, ProfileSchemaError
+from ..errors import CheckpointError, ConfigError, ProfileSchemaError
 from ..lines import LINES
-from .checkpoint import arrays_sha256, read_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
-from .inn import RadynversionINN
-from .losses import LOSS_NAMES, inn_losses
+from .base import PosteriorModel
+from .checkpoint import MODEL_KINDS, arrays_sha256, read_checkpoint, save_checkpoint
+from .config import CINNConfig, ModelConfig, TrainConfig
 from .posterior import _splitmix64
 from .preprocess import atmosphere_to_array, normalise_profiles
 
@@ -51,18 +51,18 @@ class TrainResult:
 
     Attributes
     ----------
-    model : RadynversionINN
+    model : PosteriorModel
         The trained network (eval mode, on the training device).
     history : dict of str -> list of float
         Per-epoch ``epoch``, ``lr``, ``fade``, ``seconds``, ``train_<loss>`` and ``val_<loss>``
-        for every loss in :data:`radynversion.model.losses.LOSS_NAMES` and ``total``.
+        for every loss in the model's ``loss_names`` and ``total``.
     checkpoint : Path
         The resumable checkpoint.
     model_path : Path
         The model-only checkpoint.
     """
 
-    model: RadynversionINN
+    model: PosteriorModel
     history: dict[str, list[float]]
     checkpoint: Path
     model_path: Path
@@ -126,25 +126,33 @@ def _stream_seed(seed: int, stream: int) -> int:
 
 
 def plot_history(history: dict[str, list[float]], path: str | Path) -> Path:
-    """Loss curves (train solid, validation dashed, log scale) as a PNG at ``path``."""
+    """Loss curves (train solid, validation dashed) as a PNG at ``path``: components that stay
+    positive on a log scale; those that go negative (a log-likelihood) on a linear one beside."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
     epochs = np.asarray(history.get("epoch", []))
-    for i, name in enumerate((*LOSS_NAMES, "total")):
-        colour = f"C{i}"
+    names = [k.removeprefix("train_") for k in history if k.startswith("train_")]
+    curves = {n: {split: np.asarray(history.get(f"{split}_{n}", []), dtype=float)
+                  for split in ("train", "val")} for n in names}
+    signed = [n for n in names if any(np.any(c <= 0) for c in curves[n].values() if c.size)]
+    fig = Figure(figsize=(12 if signed else 8, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if signed else 1, squeeze=False)[0]
+    for i, name in enumerate(names):
+        ax = axes[1] if name in signed else axes[0]
         for split, style in (("train", "-"), ("val", "--")):
-            vals = np.asarray(history.get(f"{split}_{name}", []), dtype=float)
-            if vals.size and np.any(vals > 0):
-                ax.plot(epochs[: vals.size], np.where(vals > 0, vals, np.nan), style, color=colour,
-                        label=f"{split} {name}")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (unweighted components; total weighted)")
-    ax.legend(fontsize="small", ncol=2)
+            vals = curves[name][split]
+            if vals.size:
+                ax.plot(epochs[: vals.size], vals, style, color=f"C{i}", label=f"{split} {name}")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("loss (unweighted components; total weighted)")
+    if signed:
+        axes[1].set_ylabel("loss (linear scale)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        if ax.lines:
+            ax.legend(fontsize="small", ncol=2)
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
@@ -159,15 +167,15 @@ def _batches(n: int, cfg: TrainConfig, gen: torch.Generator) -> list[torch.Tenso
     return [order[i * size : (i + 1) * size] for i in range(n_full)]
 
 
-def _evaluate(model: RadynversionINN, atm: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+def _evaluate(model: PosteriorModel, atm: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
               fade: float, gen: torch.Generator) -> dict[str, float]:
-    sums = dict.fromkeys((*LOSS_NAMES, "total"), 0.0)
+    sums = dict.fromkeys((*model.loss_names, "total"), 0.0)
     size = min(cfg.batch_size, atm.shape[0])
     n_batches = 0
     with torch.no_grad():
         for start in range(0, atm.shape[0] - size + 1, size):
             sl = slice(start, start + size)
-            for k, v in inn_losses(model, atm[sl], y[sl], cfg, fade, gen).items():
+            for k, v in model.training_losses(atm[sl], y[sl], cfg, fade, gen).items():
                 sums[k] += float(v)
             n_batches += 1
     return {k: v / max(n_batches, 1) for k, v in sums.items()}
@@ -176,13 +184,14 @@ def _evaluate(model: RadynversionINN, atm: torch.Tensor, y: torch.Tensor, cfg: T
 def train(
     data: xr.Dataset,
     out_dir: str | Path,
-    model_config: ModelConfig | None = None,
+    model_config: ModelConfig | CINNConfig | None = None,
     train_config: TrainConfig | None = None,
     progress: bool = True,
     resume: bool = True,
     device: str | torch.device | None = None,
 ) -> TrainResult:
-    """Train a :class:`RadynversionINN` on a training set.
+    """Train a posterior model on a training set: the INN (:class:`ModelConfig`) or the
+    conditional INN (:class:`CINNConfig`).
 
     Parameters
     ----------
@@ -193,8 +202,10 @@ def train(
         ``status(sample)`` (0 = converged; others are skipped).
     out_dir : str or Path
         Directory of ``checkpoint.pt``, ``model.pt`` and ``loss_curves.png``.
-    model_config, train_config : ModelConfig, TrainConfig, optional
-        Defaults if omitted.
+    model_config : ModelConfig or CINNConfig, optional
+        The architecture, whose type selects the model kind; default ``ModelConfig()``.
+    train_config : TrainConfig, optional
+        Default ``TrainConfig()``.
     progress : bool
         Show a tqdm bar over epochs.
     resume : bool
@@ -265,7 +276,11 @@ def train(
     }
 
     # -- model, optimiser --------------------------------------------------------------------
-    model = RadynversionINN(mc, height_Mm=heights, fwhm_A=tc.fwhm_A())
+    model_cls = next((cls for cls, cfg_cls in MODEL_KINDS.values() if isinstance(mc, cfg_cls)), None)
+    if model_cls is None:
+        raise ConfigError(f"train: model_config is a {type(mc).__name__}; expected a ModelConfig "
+                          "(INN) or a CINNConfig (conditional INN)")
+    model = model_cls(mc, height_Mm=heights, fwhm_A=tc.fwhm_A())
     model.set_standardisation(atm_all[train_pos], y_all[train_pos])
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -275,6 +290,7 @@ def train(
                                             gamma=tc.lr_final_fraction ** (1.0 / n_decays))
     history: dict[str, list[float]] = {}
     start = 0
+    best: dict[str, Any] = {"epoch": -1, "val_total": float("inf"), "state_dict": None}
     ckpt_path, model_path = out / CHECKPOINT_NAME, out / MODEL_NAME
     mc_toml, tc_toml = to_toml(mc), to_toml(tc)
     if resume and ckpt_path.exists():
@@ -292,6 +308,7 @@ def train(
         sched.load_state_dict(ckpt["training"]["scheduler"])
         history = {k: list(v) for k, v in ckpt["training"]["history"].items()}
         start = int(ckpt["training"]["epoch"]) + 1
+        best = ckpt["training"].get("best", best)
 
     atm_t = torch.as_tensor(atm_all, device=dev)
     y_t = torch.as_tensor(y_all, device=dev)
@@ -309,11 +326,11 @@ def train(
         cpu_gen = torch.Generator().manual_seed(seed)
         gen = torch.Generator(device=dev).manual_seed(seed)
         model.train()
-        sums = dict.fromkeys((*LOSS_NAMES, "total"), 0.0)
+        sums = dict.fromkeys((*model.loss_names, "total"), 0.0)
         batches = _batches(train_pos.size, tc, cpu_gen)
         for idx in batches:
             idx = idx.to(dev)
-            losses = inn_losses(model, atm_tr[idx], y_tr[idx], tc, fade, gen)
+            losses = model.training_losses(atm_tr[idx], y_tr[idx], tc, fade, gen)
             opt.zero_grad(set_to_none=True)
             if not torch.isfinite(losses["total"]):
                 continue  # a non-finite batch is skipped, and shows in the history as such
@@ -336,14 +353,21 @@ def train(
         record.update({f"val_{k}": float(v) for k, v in val.items()})
         for k, v in record.items():
             history.setdefault(k, []).append(float(v))
+        if tc.keep_best and val and np.isfinite(val["total"]) and val["total"] < best["val_total"]:
+            best = {"epoch": epoch, "val_total": float(val["total"]),
+                    "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         bar.set_postfix(loss=f"{record['train_total']:.3g}", fwd=f"{record['train_forward_l2']:.3g}")
         if (epoch + 1) % tc.checkpoint_every == 0 or epoch == tc.epochs - 1:
             training = {"epoch": epoch, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "history": history}
+                        "history": history, "best": best}
             save_checkpoint(ckpt_path, model, training=training, **meta)
             plot_history(history, out / PLOT_NAME)
     bar.close()
 
+    if tc.keep_best and best["state_dict"] is not None:
+        model.load_state_dict(best["state_dict"])
+        provenance["best_epoch"] = int(best["epoch"])
+        provenance["best_val_total"] = float(best["val_total"])
     model.eval()
     model.metadata = {"train_config": tc_toml, "model_config": mc_toml, "training_set_sha256": data_sha,
                       "provenance": provenance, "path": str(model_path)}

@@ -1,0 +1,179 @@
+"""The conditional invertible network: a normalising flow of the atmosphere given the profiles.
+
+Beyond the original Radynversion (an INN trained with L2 + MMD losses), this models the
+posterior directly, as in conditional INNs (Ardizzone et al. 2019, "Guided image generation
+with conditional invertible neural networks"):
+
+* a conditioning network ``c = h(standardised y)`` (fully connected, leaky ReLU), computed
+  once per pixel;
+* a flow ``z = f(x; c)`` of the standardised atmosphere ``x`` (3 H = 150 values), FrEIA GLOW
+  affine coupling blocks whose subnets see ``[x half, c]``, with fixed random permutations
+  between blocks; ``z`` has the size of ``x`` (no padding);
+* trained by maximum likelihood, ``-log p(x | y) = |z|^2 / 2 - log |det dz/dx| + const``
+  (:func:`cinn_losses`), the proper scoring rule whose optimum is the calibrated posterior;
+* posterior draws are ``x = f^-1(z; c)`` with ``z ~ N(0, 1)``;
+* a separate fully connected emulator ``y = g(x)`` (trained by L2 alongside; it shares no
+  weights with the flow) gives the round-trip misfit and the forward evaluation, which the
+  flow alone cannot provide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from FrEIA.framework import SequenceINN
+from FrEIA.modules import GLOWCouplingBlock
+from torch import Tensor, nn
+
+from .base import PosteriorModel
+from .config import CINNConfig, TrainConfig
+from .inn import _Permute, subnet_constructor
+
+__all__ = ["ConditionalINN", "cinn_losses", "CINN_LOSS_NAMES"]
+
+#: the unweighted components returned by :func:`cinn_losses` (plus ``"total"``)
+CINN_LOSS_NAMES: tuple[str, ...] = ("nll", "forward_l2")
+
+
+class ConditionalINN(PosteriorModel):
+    """Conditional normalising flow ``p(atmosphere | profiles)`` plus a forward emulator.
+
+    Parameters
+    ----------
+    config : CINNConfig
+        Architecture (see :class:`radynversion.model.CINNConfig`).
+    height_Mm : ndarray, shape ``(H,)``, optional
+        Node heights [Mm]; default :func:`radynversion.atmosphere.default_height_grid`.
+    fwhm_A : mapping line key -> float, optional
+        Gaussian instrument FWHM [Angstrom] of the training profiles.
+
+    Example
+    -------
+    >>> import torch
+    >>> from radynversion.model import CINNConfig, ConditionalINN
+    >>> net = ConditionalINN(CINNConfig(n_blocks=2, subnet_hidden=32, cond_hidden=32,
+    ...                                 emulator_hidden=32))
+    >>> c = net.condition(torch.rand(3, 60))
+    >>> atm = net.sample(c, torch.randn(3, net.n_z))
+    >>> atm.shape, net.emulate(atm).shape
+    (torch.Size([3, 150]), torch.Size([3, 60]))
+    """
+
+    kind = "cinn"
+    loss_names = CINN_LOSS_NAMES
+
+    def __init__(
+        self,
+        config: CINNConfig | None = None,
+        height_Mm: np.ndarray | None = None,
+        fwhm_A: dict[str, float] | None = None,
+    ) -> None:
+        config = config or CINNConfig()
+        super().__init__(config, height_Mm=height_Mm, fwhm_A=fwhm_A)
+        self.n_z = self.n_x
+        slope = config.leaky_slope
+        np_state = np.random.get_state()  # PermuteRandom reseeds numpy's global RNG
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                self.cond_net = (subnet_constructor(config.cond_hidden, config.cond_layers, slope, None)
+                                 (self.n_y, config.cond_features)) if config.cond_layers else (
+                    nn.Linear(self.n_y, config.cond_features))
+                make_subnet = subnet_constructor(config.subnet_hidden, config.subnet_layers, slope,
+                                                 config.output_init_scale)
+                flow = SequenceINN(self.n_x)
+                for k in range(config.n_blocks):
+                    flow.append(GLOWCouplingBlock, cond=0, cond_shape=(config.cond_features,),
+                                subnet_constructor=make_subnet, clamp=config.clamp)
+                    if k < config.n_blocks - 1:
+                        flow.append(_Permute, seed=config.seed * 1000 + k)
+                self.flow = flow
+                self.emulator = subnet_constructor(config.emulator_hidden, config.emulator_layers, slope,
+                                                   None)(self.n_x, self.n_y)
+        finally:
+            np.random.set_state(np_state)
+
+    # -- standardised atmospheres -------------------------------------------------------------
+    def atmosphere_to_x(self, atm: Tensor) -> Tensor:
+        """``[log_ne, log_T, v']`` ``(N, 3 H)`` -> standardised ``x`` ``(N, 3 H)``."""
+        return (atm.to(self.x_mean.dtype) - self.x_mean) / self.x_std
+
+    def x_to_atmosphere(self, x: Tensor) -> Tensor:
+        """Standardised ``x`` ``(N, 3 H)`` -> ``[log_ne, log_T, v']``."""
+        return x * self.x_std + self.x_mean
+
+    # -- the flow ---------------------------------------------------------------------------------
+    def forward(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Standardised atmospheres ``(N, 3 H)`` and their context ``(N, n_c)`` -> latent ``z``
+        ``(N, 3 H)`` and ``log |det dz/dx|`` ``(N,)``."""
+        z, log_jac = self.flow(x, c=[context], jac=True)
+        return z, log_jac
+
+    def log_prob(self, atm: Tensor, y: Tensor) -> Tensor:
+        """``log p(x | y)`` ``(N,)`` of standardised atmospheres (nats; add
+        ``-sum(log x_std)`` for the density of the physical variables)."""
+        z, log_jac = self(self.atmosphere_to_x(atm), self.condition(y))
+        return -0.5 * (z**2).sum(1) - 0.5 * self.n_z * float(np.log(2 * np.pi)) + log_jac
+
+    # -- the inference interface (PosteriorModel) ---------------------------------------------
+    def condition(self, y: Tensor) -> Tensor:
+        """Normalised profiles ``(N, 60)`` -> context ``(N, cond_features)``."""
+        return self.cond_net(self.standardise_y(y))
+
+    def sample(self, context: Tensor, z: Tensor) -> Tensor:
+        """``f^-1(z; context)`` -> ``[log_ne, log_T, v']`` ``(M, 3 H)``."""
+        x, _ = self.flow(z.to(context.dtype), c=[context], rev=True, jac=False)
+        return self.x_to_atmosphere(x)
+
+    def emulate(self, atm: Tensor) -> Tensor:
+        """The emulator: ``[log_ne, log_T, v']`` ``(M, 3 H)`` -> normalised profiles ``(M, 60)``."""
+        return self.emulator(self.atmosphere_to_x(atm)) * self.y_std + self.y_mean
+
+    def training_losses(self, atm: Tensor, y: Tensor, config: TrainConfig, fade: float,
+                        generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """:func:`cinn_losses` (``fade`` is ignored)."""
+        return cinn_losses(self, atm, y, config, generator)
+
+
+def cinn_losses(
+    model: ConditionalINN,
+    atm: Tensor,
+    y: Tensor,
+    config: TrainConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """The maximum-likelihood objective for one batch.
+
+    Parameters
+    ----------
+    model : ConditionalINN
+    atm : Tensor, shape ``(B, 3 H)``
+        ``[log_ne, log_T, v']`` (physical, not standardised).
+    y : Tensor, shape ``(B, 60)``
+        Peak-normalised profiles, noise free.
+    config : TrainConfig
+        ``noise`` (profiles fed to the condition, fraction of the joint peak), ``pad_noise``
+        (added to the standardised atmospheres), ``w_forward`` (emulator weight).
+    generator : torch.Generator, optional
+        Source of the noise (on ``model``'s device).
+
+    Returns
+    -------
+    dict
+        ``nll`` (mean negative log-likelihood per dimension of the standardised atmosphere,
+        without the constant ``log(2 pi) / 2``: it can be negative), ``forward_l2`` (emulator
+        mean squared error, standardised profile units) and ``total = nll + w_forward *
+        forward_l2``.
+    """
+
+    def randn_like(t: Tensor) -> Tensor:
+        return torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
+
+    x = model.atmosphere_to_x(atm)
+    x_in = x + config.pad_noise * randn_like(x) if config.pad_noise > 0 else x
+    y_in = y + config.noise * randn_like(y) if config.noise > 0 else y
+    z, log_jac = model(x_in, model.condition(y_in))
+    nll = (0.5 * (z**2).sum(1) - log_jac).mean() / model.n_z
+    y_pred = model.emulator(x)
+    forward_l2 = ((y_pred - model.standardise_y(y)) ** 2).mean()
+    return {"nll": nll, "forward_l2": forward_l2, "total": nll + config.w_forward * forward_l2}

@@ -1,0 +1,196 @@
+"""Tests of the conditional INN (radynversion.model.cinn): tiny real FrEIA flows on synthetic
+data, trained by maximum likelihood, and inverted through the same paths as the INN."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from synthetic import scan, training_set  # tests/synthetic.py
+
+from radynversion.config import to_toml
+from radynversion.engine import invert_to_zarr
+from radynversion.errors import CheckpointError, ConfigError
+from radynversion.lines import LINES
+from radynversion.model import (
+    CINNConfig,
+    ConditionalINN,
+    RadynversionINN,
+    TrainConfig,
+    atmosphere_to_array,
+    invert,
+    load_model,
+    normalise_profiles,
+    read_checkpoint,
+    save_checkpoint,
+    train,
+)
+from radynversion.model.config import model_config_table
+from radynversion.model.evaluate import evaluate
+from radynversion.model.train import plot_history
+
+TINY_C = CINNConfig(n_blocks=3, subnet_hidden=32, subnet_layers=1, cond_features=8, cond_hidden=32,
+                    cond_layers=1, emulator_hidden=32, emulator_layers=1)
+FAST = TrainConfig(epochs=8, batch_size=16, lr=3e-3, betas=(0.9, 0.999), val_fraction=0.15,
+                   test_fraction=0.0, lr_final_fraction=0.5, seed=0)
+
+
+def tiny_cinn() -> ConditionalINN:
+    fwhm = {ln.key: ln.crisp_fwhm_A for ln in LINES}
+    net = ConditionalINN(TINY_C, fwhm_A=fwhm)
+    ds = training_set(32)
+    y, _ = normalise_profiles(ds, fwhm_A=fwhm)
+    net.set_standardisation(atmosphere_to_array(ds), y)
+    return net.eval()
+
+
+def test_flow_is_invertible_given_the_profiles():
+    net = tiny_cinn()
+    y = torch.rand(5, 60)
+    atm = torch.as_tensor(atmosphere_to_array(training_set(5)))
+    with torch.no_grad():
+        ctx = net.condition(y)
+        z, log_jac = net(net.atmosphere_to_x(atm), ctx)
+        assert z.shape == (5, net.n_x) and log_jac.shape == (5,)
+        torch.testing.assert_close(net.sample(ctx, z), atm, atol=1e-4, rtol=1e-5)
+        # another condition maps the same latent elsewhere: the flow depends on the profiles
+        other = net.sample(net.condition(torch.rand(5, 60)), z)
+        assert not torch.allclose(other, atm, atol=1e-3)
+        assert net.emulate(atm).shape == (5, 60)
+
+
+def test_log_prob_is_the_standard_normal_density_at_initialisation():
+    """With near-identity couplings (tiny output init) the flow is ~the identity on the
+    standardised atmosphere, so log p = log N(x; 0, 1)."""
+    net = ConditionalINN(dataclasses.replace(TINY_C, output_init_scale=0.0))
+    atm = torch.randn(4, net.n_x, dtype=torch.float32)
+    want = -0.5 * (atm.double() ** 2).sum(1) - 0.5 * net.n_x * np.log(2 * np.pi)
+    torch.testing.assert_close(net.log_prob(atm, torch.rand(4, 60)).double(), want, rtol=1e-5, atol=1e-3)
+
+
+def test_cinn_checkpoint_round_trip_and_kind(tmp_path):
+    net = tiny_cinn()
+    path = save_checkpoint(tmp_path / "c.pt", net)
+    ckpt = read_checkpoint(path)
+    assert ckpt["model_kind"] == "cinn" and "[" not in ckpt["model_config"].splitlines()[0]
+    back = load_model(path)
+    assert isinstance(back, ConditionalINN) and back.config == TINY_C
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(back.state_dict()[k], v)
+    # an INN checkpoint without model_kind (format of earlier releases) still loads as the INN
+    inn_path = save_checkpoint(tmp_path / "i.pt", RadynversionINN())
+    raw = torch.load(inn_path, weights_only=True)
+    del raw["model_kind"]
+    torch.save(raw, inn_path)
+    assert isinstance(load_model(inn_path), RadynversionINN)
+    raw["model_kind"] = "diffusion"
+    torch.save(raw, inn_path)
+    with pytest.raises(CheckpointError, match=r"i\.pt: model_kind 'diffusion'"):
+        load_model(inn_path)
+    # a cINN state dict under an INN kind is refused, not half-loaded
+    raw = torch.load(path, weights_only=True)
+    raw["model_kind"] = "inn"
+    torch.save(raw, tmp_path / "wrong.pt")
+    with pytest.raises(CheckpointError, match=r"wrong\.pt"):
+        load_model(tmp_path / "wrong.pt")
+
+
+def test_training_lowers_nll_and_keeps_the_best_epoch(tmp_path):
+    data = training_set(80)
+    cfg = dataclasses.replace(FAST, keep_best=True)
+    res = train(data, tmp_path, TINY_C, cfg, progress=False)
+    hist = res.history
+    assert set(hist) >= {"train_nll", "val_nll", "train_forward_l2", "val_total"}
+    assert hist["train_nll"][-1] < hist["train_nll"][0] - 0.3
+    assert hist["train_forward_l2"][-1] < 0.8 * hist["train_forward_l2"][0]
+    best = int(np.argmin(hist["val_total"]))
+    prov = read_checkpoint(res.model_path)["provenance"]
+    assert prov["best_epoch"] == best
+    assert prov["best_val_total"] == pytest.approx(hist["val_total"][best], rel=1e-6)
+    # model.pt is the best epoch's model: its validation loss is the recorded one
+    model = load_model(res.model_path)
+    assert isinstance(model, ConditionalINN)
+    assert (tmp_path / "loss_curves.png").stat().st_size > 0
+    out = invert(scan(2, 3), model, samples=64)
+    assert np.isfinite(out.log_T.values).all() and np.isfinite(out.misfit.values).all()
+    assert (np.diff(out.log_ne.values, axis=2) >= 0).all()
+
+
+def test_keep_best_needs_a_validation_split():
+    with pytest.raises(ConfigError, match="keep_best"):
+        TrainConfig(keep_best=True, val_fraction=0.0)
+
+
+def test_cinn_posterior_is_per_pixel_and_unit_independent(tmp_path):
+    """The engine's batching, chunking and the intensity unit do not change a cINN's result,
+    and a real Zarr store written by the engine equals the in-memory inversion."""
+    import astropy.units as u
+
+    net = tiny_cinn()
+    ds = scan(3, 4)
+    a = invert(ds, net, samples=48, batch_size=48)
+    b = invert(ds, net, samples=48, batch_size=1000)
+    xr.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    per_aa = ds.copy()
+    for ln in LINES:
+        wl = per_aa[ln.dim].values * u.AA
+        q = (per_aa[ln.var].values * u.Unit(ds[ln.var].attrs["units"])).to(
+            "W / (m2 AA sr)", equivalencies=u.spectral_density(wl))
+        per_aa[ln.var] = (per_aa[ln.var].dims, q.value.astype(np.float32), {"units": "W / (m2 AA sr)"})
+    c = invert(per_aa, net, samples=48, batch_size=48)
+    np.testing.assert_allclose(c.log_T.values, a.log_T.values, atol=2e-4)
+    path = save_checkpoint(tmp_path / "c.pt", net)
+    stats = invert_to_zarr(ds, tmp_path / "out.zarr", model=path, samples=48, batch_size=48,
+                           chunks={"y": 2, "x": 3}, progress=False)
+    assert stats["complete"]
+    store = xr.open_zarr(tmp_path / "out.zarr")
+    np.testing.assert_allclose(store.log_T.values, a.log_T.values, atol=1e-5)
+    np.testing.assert_allclose(store.misfit.values, a.misfit.values, rtol=1e-5)
+
+
+def test_evaluate_a_cinn_beats_the_prior_on_synthetic_data(tmp_path):
+    data = training_set(200)
+    res = train(data, tmp_path / "m", TINY_C, dataclasses.replace(FAST, epochs=40, test_fraction=0.2),
+                progress=False)
+    s = evaluate(res.model_path, data, samples=128, noise=0.01).summary
+    # the profiles' depth follows the parameter that sets log_ne: the posterior beats the prior
+    chrom = s["parameters"]["log_ne"]["chromosphere"]
+    assert chrom["median_abs_error"] < 0.8 * chrom["prior_median_abs_error"]
+    assert 0.0 <= chrom["coverage68"] <= chrom["coverage90"] <= 1.0
+
+
+def test_model_config_table_picks_the_architecture():
+    cinn = model_config_table(to_toml(TINY_C, "cinn") + "\n\n[train]\nepochs = 3\n")
+    assert cinn == TINY_C
+    assert model_config_table("[train]\nepochs = 3\n").__class__.__name__ == "ModelConfig"
+    with pytest.raises(ConfigError, match="both"):
+        model_config_table("[model]\nwidth = 160\n\n[cinn]\nn_blocks = 2\n")
+    with pytest.raises(ConfigError, match=r"cfg.toml \[cinn\]"):
+        model_config_table("[cinn]\nwidth = 160\n", where="cfg.toml")
+
+
+def test_loss_plot_puts_a_negative_log_likelihood_on_a_linear_axis(tmp_path):
+    hist = {"epoch": [0.0, 1.0, 2.0], "train_nll": [0.5, -1.0, -2.0], "val_nll": [0.4, -0.8, -1.5],
+            "train_forward_l2": [1.0, 0.5, 0.2], "val_forward_l2": [1.1, 0.6, 0.3],
+            "train_total": [1.5, -0.5, -1.8], "val_total": [1.5, -0.2, -1.2]}
+    path = plot_history(hist, tmp_path / "loss.png")
+    assert path.stat().st_size > 0
+
+
+def test_cli_train_with_a_cinn_table(tmp_path):
+    data = tmp_path / "train.zarr"
+    training_set(48).to_zarr(data, zarr_format=2)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(to_toml(TINY_C, "cinn") + "\n\n" + to_toml(TrainConfig(epochs=2, batch_size=16), "train"))
+    cmd = [sys.executable, "-m", "radynversion.cli", "train", "--data", str(data), "--out",
+           str(tmp_path / "m"), "--config", str(cfg), "--no-progress"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "train_nll" in res["last_epoch"]
+    assert isinstance(load_model(res["model"]), ConditionalINN)
