@@ -55,11 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    data = training_set(args.data)
-    if args.first is not None:  # a fixed subset of a store that may still be growing
-        from .model.train import sample_labels
-
-        data = data.isel(sample=sample_labels(data) < args.first)
+    data = _first_draws(training_set(args.data), args.first)
     res = train(data, args.out, mc, tc, progress=not args.no_progress, resume=not args.restart,
                 device=args.device)
     last = {k: v[-1] for k, v in res.history.items() if v}
@@ -68,11 +64,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_draws(data, first: int | None):  # noqa: ANN001, ANN202 - xarray.Dataset
+    """The draws with sample label < ``first`` (all if None): a fixed subset of a store that may
+    still be growing."""
+    if first is None:
+        return data
+    from .model.train import sample_labels
+
+    return data.isel(sample=sample_labels(data) < first)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .datasets import training_set
     from .model.evaluate import evaluate, write_report
 
-    data = training_set(args.data)
+    data = _first_draws(training_set(args.data), args.first)
     result = evaluate(args.model, data, samples=args.samples, noise=args.noise, seed=args.seed,
                       all_samples=args.all_samples, max_samples=args.max_samples)
     paths = write_report(result, args.out)
@@ -303,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--all-samples", dest="all_samples", action="store_true",
                     help="evaluate every sample (a store independent of the training set)")
     ev.add_argument("--max-samples", dest="max_samples", type=int, help="evaluate at most this many")
+    ev.add_argument("--first", type=int, help="use only the first N draws (sample label < N), for "
+                    "the held-out split and the prior: a fixed evaluation while the store grows")
     ev.set_defaults(func=_cmd_evaluate)
 
     pl = sub.add_parser("plot", help="maps of an inversion store (median, 68 % width, misfit) as PNG")

@@ -95,6 +95,14 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     assert set(report["acceptance"]) >= {"log_ne_coverage68", "round_trip_median_pct", "all_pass"}
     for name in ("report_coverage.png", "report_errors.png", "report_pixel.png", "report_per_height.nc"):
         assert (out.parent / name).stat().st_size > 10_000 or name.endswith(".nc")
+    assert report["model_kind"] == "inn"
+    # --first N: the held-out split and the prior of the first N draws only
+    out2 = tmp_path / "eval2" / "report.json"
+    assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out2),
+                 "--samples", "16", "--first", "120"]) == 0
+    first = json.loads(out2.read_text())
+    held = evaluation_split(np.arange(120), CFG.test_fraction)
+    assert first["n_evaluated"] == int(held.sum()) and first["n_prior"] == 120 - int(held.sum())
 
 
 def test_write_report_round_trips_json(trained, tmp_path):
