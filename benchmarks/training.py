@@ -1,10 +1,11 @@
 """Training throughput: training samples per second of one optimiser step, at 1 and 2 threads.
 
-One step is what :func:`radynversion.model.train` does per batch: the losses of
-:func:`radynversion.model.losses.inn_losses` (forward pass, two reverse passes, the MMDs) at the
-default :class:`~radynversion.model.TrainConfig` (batch size 500, reverse losses fully faded
-in), backward, the element-wise gradient clamp, and an Adam step, on a network of the default
-:class:`~radynversion.model.ModelConfig` (or ``--model``), with batches drawn from the shipped
+One step is what :func:`radynversion.model.train` does per batch: the model's training losses
+(for the conditional INN, the default: the flow's negative log-likelihood and the emulator's
+L2; for the INN: forward pass, two reverse passes, the MMDs, reverse losses fully faded in) at
+the :class:`~radynversion.model.TrainConfig` the model was trained with (default
+``TrainConfig()`` for an untrained network), backward, the element-wise gradient clamp, and an
+Adam step, on the packaged model (or ``--model``), with batches drawn from the shipped
 training set (synthetic arrays if it cannot be read: the cost does not depend on the values).
 Each thread count is timed in this process with ``torch.set_num_threads``; the FLOPs of a step
 are counted with ``FlopCounterMode`` (matmuls of the forward and backward passes).
@@ -22,6 +23,7 @@ Prints one JSON object (the last line of stdout).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -29,8 +31,8 @@ import numpy as np
 import torch
 from _common import bench_model, device_choice, emit, log, machine, reference_arrays
 
+from radynversion.config import from_toml
 from radynversion.model import TrainConfig
-from radynversion.model.losses import inn_losses
 
 
 def make_step(net, atm: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
@@ -41,7 +43,7 @@ def make_step(net, atm: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, gen: to
 
     def step() -> float:
         idx = torch.randperm(atm.shape[0], generator=gen, device=atm.device)[:size]
-        losses = inn_losses(net, atm[idx], y[idx], cfg, 1.0, gen)
+        losses = net.training_losses(atm[idx], y[idx], cfg, 1.0, gen)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         for p in params:
@@ -60,14 +62,18 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="3 timed steps per thread count")
     p.add_argument("--steps", type=int, default=20, help="timed steps per thread count (after 2 warm-up steps)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (CPU)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="default TrainConfig().batch_size")
+    p.add_argument("--batch-size", dest="batch_size", type=int,
+                   help="default: the batch size the model was trained with")
     p.add_argument("--max-seconds", dest="max_seconds", type=float,
                    help="stop timing a thread count after this long, at least one step (default 120; quick 15)")
     args = p.parse_args()
     steps = 3 if args.quick else args.steps
     max_s = args.max_seconds or (15.0 if args.quick else 120.0)
-    cfg = TrainConfig() if args.batch_size is None else TrainConfig(batch_size=args.batch_size)
     net, info = bench_model(args.model, args.device)
+    recorded = net.metadata.get("train_config") or ""
+    cfg = from_toml(TrainConfig, recorded) if recorded else TrainConfig()
+    if args.batch_size is not None:
+        cfg = dataclasses.replace(cfg, batch_size=args.batch_size)
     atm_np, y_np, source = reference_arrays()
     dev = torch.device(args.device)
     atm = torch.as_tensor(atm_np, device=dev)
@@ -112,7 +118,9 @@ def main() -> None:
            "device": args.device, **info, "data": source, "batch_size": size,
            "flops_per_step": flops_step, "flops_per_sample": flops_step / size, "runs": runs,
            "samples_per_s": {str(r["threads"]): r["samples_per_s"] for r in runs},
-           "note": "one optimiser step of train() (inn_losses at fade 1, backward, gradient clamp, Adam); "
+           "model_kind": net.kind,
+           "note": "one optimiser step of train() (the model's training_losses at fade 1, backward, "
+                   "gradient clamp, Adam); "
                    "samples/s = batch size / median step time; FLOPs = matmuls of forward + backward "
                    "(FlopCounterMode)"}
     emit(out)

@@ -59,9 +59,15 @@ def velocity_transform(v_km_s: np.ndarray) -> np.ndarray:
     return np.sign(v) * np.log10(np.abs(v) + 1.0)
 
 
+#: speed of light [km/s]: the bound of any bulk velocity
+C_KM_S = 299792.458
+
+
 def inverse_velocity_transform(v_prime: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`velocity_transform`: km/s from ``v'`` (any shape)."""
-    vp = np.asarray(v_prime)
+    """Inverse of :func:`velocity_transform`: km/s from ``v'`` (any shape), bounded by the
+    speed of light: a network's draw far outside its training range (``|v'| > 5.48``) gives
+    ``+-c``, not an overflow to infinity."""
+    vp = np.clip(np.asarray(v_prime), -np.log10(C_KM_S + 1.0), np.log10(C_KM_S + 1.0))
     return np.sign(vp) * (10.0 ** np.abs(vp) - 1.0)
 
 

@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="posterior quantiles (default 0.05 0.16 0.5 0.84 0.95)")
     v.add_argument("--seed", type=int, default=0, help="seed of the draws (per pixel: seed and pixel index)")
     v.add_argument("--chunks", help="chunks of the non-spectral dims, e.g. 'y=64,x=64' (default: the "
-                   "input's, or about 4096 pixels)")
+                   "input's, cut to at most 4096 pixels and at least two chunks per worker thread)")
     v.add_argument("--batch-size", dest="batch_size", type=int,
                    help="rows (pixels x samples) per network pass (default 2048 on CPU, 65536 on GPU)")
     v.add_argument("--misfit-samples", dest="misfit_samples", type=int, default=64,

@@ -64,3 +64,12 @@ def test_config_toml_round_trip():
 def test_config_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="unknown key"):
         from_toml(SynthConfig, "n = 3\nbogus = 1\n")
+
+
+def test_velocity_from_an_extreme_draw_is_bounded_by_the_speed_of_light():
+    """A draw far outside the training range (v' = 40 would be 1e40 km/s, inf in float32)
+    maps to +-c, so quantiles stay finite."""
+    v = inverse_velocity_transform(np.array([-40.0, -5.0, 0.0, 5.0, 40.0]))
+    assert np.all(np.isfinite(v.astype(np.float32)))
+    np.testing.assert_allclose(v[[0, 4]], [-299792.458, 299792.458], rtol=1e-12)
+    np.testing.assert_allclose(v[[1, 3]], [-99999.0, 99999.0], rtol=1e-12)

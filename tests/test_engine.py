@@ -34,6 +34,7 @@ from radynversion.engine import (
     store_status,
 )
 from radynversion.engine import invert as engine_invert
+from radynversion.engine.core import DEFAULT_CHUNK_PIXELS, _split_for_work
 from radynversion.engine.workers import clear_models, tune_malloc
 from radynversion.errors import (
     CheckpointError,
@@ -261,6 +262,24 @@ def test_extra_dims_and_chunk_invariance_threaded(net):
     # the pixel index is global: the second time step alone, with its own indices, differs
     alone = b.radyn.invert(model=net, samples=24, batch_size=BATCH).compute()
     assert not np.array_equal(alone.log_T.values, one.log_T.values[1])
+
+
+def test_one_big_input_chunk_is_cut_so_every_worker_gets_work(net):
+    """A file opened with dask's byte-sized "auto" chunks is one chunk for a small scan (two
+    for a full CRISP scan): the engine cuts the dims the user did not choose into slabs of
+    at most DEFAULT_CHUNK_PIXELS pixels and at least two chunks per worker thread."""
+    ds = scan(8, 6).chunk({"y": -1, "x": -1})
+    out = ds.radyn.invert(model=net, samples=16, batch_size=BATCH)
+    threads = os.cpu_count() or 1
+    assert len(out.log_T.chunks[0]) * len(out.log_T.chunks[1]) >= min(2 * threads, 8)
+    assert out.log_T.chunks[1] == (6,)  # slabs of whole rows
+    ref = ds.radyn.invert(model=net, samples=16, batch_size=BATCH, chunks={"y": 8, "x": 6})
+    assert ref.log_T.chunks[:2] == ((8,), (6,))  # the user's choice is kept
+    assert_same(out.compute(), ref.compute())
+    # a full-scan-sized chunk is cut to row slabs under the cap, keeping input boundaries
+    cut = _split_for_work([(600, 400), (1000,)], [True, True], DEFAULT_CHUNK_PIXELS, 4)
+    assert max(cut[0]) * 1000 <= DEFAULT_CHUNK_PIXELS and sum(cut[0]) == 1000 and cut[1] == (1000,)
+    assert 600 in np.cumsum(cut[0])
 
 
 def test_engine_warns_when_chunks_are_much_smaller_than_a_pass(net):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -209,6 +210,16 @@ def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int |
     return _runtime_info(spec, precision, batch_size, probe)
 
 
+def _worker_threads(client: Any) -> int:
+    """Threads that run chunk tasks: the cluster's (all workers) or this machine's cores."""
+    if client is not None:
+        try:
+            return max(1, sum(int(n) for n in client.nthreads().values()))
+        except Exception:  # noqa: BLE001 - an unusual client: fall back to one
+            return 1
+    return os.cpu_count() or 1
+
+
 def _may_use_cuda(spec: ModelSpec, client: Any) -> bool:
     """Whether the workers may run on CUDA (only then does ``"auto"`` need a probe)."""
     if spec.device is not None:
@@ -248,11 +259,39 @@ def _auto_chunks(shape: tuple[int, ...], target: int = DEFAULT_CHUNK_PIXELS) -> 
     return tuple(out)
 
 
+def _split_pieces(c: tuple[int, ...], size: int) -> tuple[int, ...]:
+    """Each chunk of ``c`` cut into pieces of at most ``size`` (input boundaries kept)."""
+    return tuple(p for n in c for p in da.core.normalize_chunks((size,), (n,))[0])
+
+
+def _split_for_work(out: list[tuple[int, ...]], free: list[bool], max_pixels: int,
+                    min_chunks: int) -> list[tuple[int, ...]]:
+    """Cut the chunks of the dims not chosen by the user (``free``) so that no chunk holds more
+    than ``max_pixels`` pixels and there are at least ``min_chunks`` chunks, where possible.
+
+    Input chunks are sized for reading (dask's "auto" gives ~128 MiB: one chunk for a 64 x 64
+    scan, two for a full CRISP scan), not for spreading the work: one chunk is one task."""
+    out = list(out)
+
+    def leading_free() -> int | None:  # leading dims first: chunks stay slabs of whole rows
+        return next((i for i, f in enumerate(free) if f and max(out[i]) > 1), None)
+
+    while math.prod(max(c) for c in out) > max_pixels and (i := leading_free()) is not None:
+        rest = math.prod(max(c) for j, c in enumerate(out) if j != i)
+        out[i] = _split_pieces(out[i], max(1, max_pixels // rest))
+    while math.prod(len(c) for c in out) < min_chunks and (i := leading_free()) is not None:
+        out[i] = _split_pieces(out[i], -(-max(out[i]) // 2))
+    return out
+
+
 def _normalise_chunks(
     profiles: xr.Dataset, dims: tuple[str, ...], shape: tuple[int, ...],
-    chunks: Mapping[str, int | None] | None, regular: bool,
+    chunks: Mapping[str, int | None] | None, regular: bool, min_chunks: int = 1,
 ) -> tuple[tuple[int, ...], ...]:
-    """Spatial chunks: the requested ones, else the input's (I_halpha's), else automatic."""
+    """Spatial chunks: the requested ones, else the input's (I_halpha's), else automatic; the
+    dims not requested are then cut to at most :data:`DEFAULT_CHUNK_PIXELS` pixels per chunk
+    and, when no chunks were requested at all, to at least ``min_chunks`` chunks
+    (:func:`_split_for_work`)."""
     chunks = dict(chunks or {})
     unknown = set(chunks) - set(dims)
     if unknown:
@@ -273,6 +312,8 @@ def _normalise_chunks(
             out.append(tuple(have[d]))
         else:
             out.append(da.core.normalize_chunks((a,), (n,))[0])
+    free = [d not in chunks for d in dims]
+    out = _split_for_work(out, free, DEFAULT_CHUNK_PIXELS, 1 if chunks else min_chunks)
     if regular:  # Zarr needs equal chunks (the last may be smaller)
         fixed = []
         for c, n in zip(out, shape, strict=True):
@@ -503,7 +544,8 @@ def plan_inversion(
     probe = _probe_profiles(profiles, dims, net, degrade) if precision == "auto" and _may_use_cuda(
         spec_, client) else None
     rt = runtime_settings(spec_, precision, batch_size, client, probe)
-    sp_chunks = _normalise_chunks(profiles, dims, shape, chunks, regular)
+    sp_chunks = _normalise_chunks(profiles, dims, shape, chunks, regular,
+                                  min_chunks=2 * _worker_threads(client))
 
     lines, arrays = [], []
     for ln in LINES:

@@ -26,7 +26,35 @@ __all__ = ["ModelConfig", "CINNConfig", "TrainConfig", "model_config_table"]
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class _CouplingSettings:
+    """What both architectures share (their TOML tables list these first)."""
+
+    #: negative slope of the leaky ReLU of the subnets
+    leaky_slope: float = 0.01
+    #: standard deviation of the initial weights of each subnet's output layer
+    output_init_scale: float = 1e-3
+    #: soft clamp of the log scale of the affine couplings (scale within exp(+-clamp))
+    clamp: float = 2.0
+    #: standardise x and y with per-feature mean/std of the training split (buffers of the
+    #: module); without it the raw log10/v'/peak-normalised values enter the network
+    standardise: bool = True
+    #: smallest standard deviation used by the standardisation (in the variable's own units:
+    #: dex, log10(km/s + 1), fraction of the peak), so that constant features stay finite
+    std_floor: float = 1e-2
+    #: seed of the initial weights and of the permutations
+    seed: int = 0
+    #: the intensity unit in which both lines are divided by their joint peak; the joint
+    #: normalisation depends on it (per Hz vs per Angstrom differ by (8542/6563)^2 = 1.69)
+    intensity_unit: str = "W / (m2 Hz sr)"
+
+    def _check_shared(self, cls: str) -> None:
+        if self.clamp <= 0 or self.std_floor <= 0 or self.output_init_scale < 0:
+            raise ConfigError(f"{cls}: clamp and std_floor must be > 0 and output_init_scale >= 0")
+        _check_intensity_unit(cls, self.intensity_unit)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_CouplingSettings):
     """Architecture of :class:`radynversion.model.RadynversionINN`.
 
     The network maps ``x = [log_ne, log_T, v']`` (3 x 50 node values, standardised, zero
@@ -51,23 +79,6 @@ class ModelConfig:
     subnet_hidden: int = 256
     #: number of hidden layers of each subnet (the original: 4)
     subnet_layers: int = 4
-    #: negative slope of the leaky ReLU of the subnets
-    leaky_slope: float = 0.01
-    #: standard deviation of the initial weights of each subnet's output layer
-    output_init_scale: float = 1e-3
-    #: soft clamp of the log scale of the affine couplings (scale within exp(+-clamp))
-    clamp: float = 2.0
-    #: standardise x and y with per-feature mean/std of the training split (buffers of the
-    #: module); without it the raw log10/v'/peak-normalised values enter the network
-    standardise: bool = True
-    #: smallest standard deviation used by the standardisation (in the variable's own units:
-    #: dex, log10(km/s + 1), fraction of the peak), so that constant features stay finite
-    std_floor: float = 1e-2
-    #: seed of the initial weights and of the permutations
-    seed: int = 0
-    #: the intensity unit in which both lines are divided by their joint peak; the joint
-    #: normalisation depends on it (per Hz vs per Angstrom differ by (8542/6563)^2 = 1.69)
-    intensity_unit: str = "W / (m2 Hz sr)"
 
     def __post_init__(self) -> None:
         for name in ("n_blocks", "width", "latent_dim", "subnet_layers"):
@@ -76,10 +87,7 @@ class ModelConfig:
         if self.subnet_hidden < 0:
             raise ConfigError(f"ModelConfig.subnet_hidden = {self.subnet_hidden}; expected >= 0 "
                               "(0 = twice the subnet output width)")
-        if self.clamp <= 0 or self.std_floor <= 0 or self.output_init_scale < 0:
-            raise ConfigError("ModelConfig: clamp and std_floor must be > 0 and output_init_scale "
-                              ">= 0")
-        _check_intensity_unit("ModelConfig", self.intensity_unit)
+        self._check_shared("ModelConfig")
 
 
 def _check_intensity_unit(cls: str, unit_text: str) -> None:
@@ -94,7 +102,7 @@ def _check_intensity_unit(cls: str, unit_text: str) -> None:
 
 
 @dataclass(frozen=True)
-class CINNConfig:
+class CINNConfig(_CouplingSettings):
     """Architecture of :class:`radynversion.model.ConditionalINN`.
 
     A conditional normalising flow of the standardised atmosphere ``x`` (3 x 50 node values)
@@ -123,19 +131,6 @@ class CINNConfig:
     #: hidden width and number of hidden layers of the forward emulator
     emulator_hidden: int = 256
     emulator_layers: int = 3
-    #: negative slope of the leaky ReLUs
-    leaky_slope: float = 0.01
-    #: standard deviation of the initial weights of each coupling subnet's output layer
-    output_init_scale: float = 1e-3
-    #: soft clamp of the log scale of the affine couplings
-    clamp: float = 2.0
-    #: standardise x and y with the training split's per-feature mean/std (as ModelConfig)
-    standardise: bool = True
-    std_floor: float = 1e-2
-    #: seed of the initial weights and of the permutations
-    seed: int = 0
-    #: the intensity unit of the joint-peak normalisation (as ModelConfig)
-    intensity_unit: str = "W / (m2 Hz sr)"
 
     def __post_init__(self) -> None:
         for name in ("n_blocks", "subnet_hidden", "subnet_layers", "cond_features", "cond_hidden",
@@ -144,10 +139,7 @@ class CINNConfig:
                 raise ConfigError(f"CINNConfig.{name} = {getattr(self, name)}; expected >= 1")
         if self.cond_layers < 0:
             raise ConfigError(f"CINNConfig.cond_layers = {self.cond_layers}; expected >= 0")
-        if self.clamp <= 0 or self.std_floor <= 0 or self.output_init_scale < 0:
-            raise ConfigError("CINNConfig: clamp and std_floor must be > 0 and output_init_scale "
-                              ">= 0")
-        _check_intensity_unit("CINNConfig", self.intensity_unit)
+        self._check_shared("CINNConfig")
 
 
 #: the TOML table of each architecture config (``radynversion train --config``)

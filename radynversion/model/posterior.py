@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..atmosphere import inverse_velocity_transform
 from ..errors import SelectionTooLargeError
 from .base import PosteriorModel
 
@@ -269,11 +270,6 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _v_from_vprime(a: np.ndarray) -> np.ndarray:
-    """``v = sign(v') (10^|v'| - 1)`` (float64, element by element)."""
-    return np.sign(a) * (np.power(10.0, np.abs(a)) - 1.0)
-
-
 def misfit_draws(samples: int, misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES) -> int:
     """Draws per pixel that go through the round trip: ``min(samples, misfit_samples)``
     (all ``samples`` when ``misfit_samples`` is None).
@@ -316,8 +312,8 @@ def _group_quantiles(atm: torch.Tensor, ks: np.ndarray, ks_t: torch.Tensor, k_lo
         stats = torch.sort(atm, dim=1).values.index_select(1, ks_t).double().cpu().numpy()
     lo, hi = stats[:, k_lo], stats[:, k_hi]
     vs = slice(2 * n_h, 3 * n_h)
-    lo[:, :, vs] = _v_from_vprime(lo[:, :, vs])
-    hi[:, :, vs] = _v_from_vprime(hi[:, :, vs])
+    lo[:, :, vs] = inverse_velocity_transform(lo[:, :, vs])
+    hi[:, :, vs] = inverse_velocity_transform(hi[:, :, vs])
     return (lo + (hi - lo) * q_w).astype(np.float32)
 
 
@@ -493,7 +489,7 @@ def posterior(
                 if out_s is not None:
                     s = atm_g.view(per_group, samples, n_x)[:n].double().cpu().numpy()
                     vs = slice(2 * n_h, 3 * n_h)
-                    s[:, :, vs] = _v_from_vprime(s[:, :, vs])
+                    s[:, :, vs] = inverse_velocity_transform(s[:, :, vs])
                     out_s[pix] = s.astype(np.float32)
     finally:
         net.train(was_training)

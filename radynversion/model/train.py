@@ -28,7 +28,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..config import to_toml
+from ..config import from_toml, to_toml
 from ..errors import CheckpointError, ConfigError, ProfileSchemaError
 from ..lines import LINES
 from .base import PosteriorModel
@@ -295,9 +295,15 @@ def train(
     mc_toml, tc_toml = to_toml(mc), to_toml(tc)
     if resume and ckpt_path.exists():
         ckpt = read_checkpoint(ckpt_path, map_location=dev)
+        def parsed(cls: type, text: str | None) -> Any:  # compare values, not TOML text
+            try:
+                return from_toml(cls, text or "")
+            except ConfigError:
+                return None
+
         for what, have, want in (("training set", ckpt.get("training_set_sha256"), data_sha),
-                                 ("model config", ckpt.get("model_config"), mc_toml),
-                                 ("train config", ckpt.get("train_config"), tc_toml)):
+                                 ("model config", parsed(type(mc), ckpt.get("model_config")), mc),
+                                 ("train config", parsed(TrainConfig, ckpt.get("train_config")), tc)):
             if have != want:
                 raise CheckpointError(f"{ckpt_path}: was written for another {what}; pass "
                                       "resume=False to start afresh or use another out_dir")
