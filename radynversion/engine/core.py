@@ -177,22 +177,25 @@ def ensure_plugin(client: Any, spec: ModelSpec) -> None:
 
 
 def _runtime_info(spec: ModelSpec, precision: str, batch_size: int | None,
-                  probe: np.ndarray | None = None) -> dict[str, Any]:
+                  probe: np.ndarray | None = None, samples: int = 1024) -> dict[str, Any]:
     net = worker_model(spec)
     dev = worker_device(spec)
-    prec = select_precision(net, probe) if precision == "auto" else precision
+    prec = select_precision(net, probe, samples=samples) if precision == "auto" else precision
     return {"device": dev.type, "precision": prec,
             "batch_size": int(batch_size) if batch_size else default_batch_size(dev)}
 
 
 def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int | None = None,
-                     client: Any = None, probe: np.ndarray | None = None) -> dict[str, Any]:
+                     client: Any = None, probe: np.ndarray | None = None,
+                     samples: int = 1024) -> dict[str, Any]:
     """Resolve ``precision="auto"`` and the default ``batch_size`` where the model runs: on a
     worker of ``client`` (or of the current default client), else in this process.
 
-    ``probe`` (normalised profiles ``(N, 60)``, e.g. a few pixels of the data) is what
-    ``"auto"`` checks the 1e-2 dex tolerance on
-    (:func:`radynversion.model.posterior.select_precision`).
+    ``"auto"`` runs the fastest precision of the workers' device whose arithmetic error is at
+    most a quarter of the Monte Carlo error of the quantiles at ``samples`` draws on ``probe``
+    (normalised profiles ``(N, 60)``, e.g. a few pixels of the data;
+    :func:`radynversion.model.posterior.select_precision`): bf16 on CUDA and on CPUs with AMX,
+    else fp32.
 
     Returns
     -------
@@ -206,8 +209,9 @@ def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int |
         raise ConfigError(f"batch_size = {batch_size}; expected >= 1")
     client = client if client is not None else _current_client()
     if client is not None:
-        return client.submit(_runtime_info, spec, precision, batch_size, probe, pure=False).result()
-    return _runtime_info(spec, precision, batch_size, probe)
+        return client.submit(_runtime_info, spec, precision, batch_size, probe, samples,
+                             pure=False).result()
+    return _runtime_info(spec, precision, batch_size, probe, samples)
 
 
 def _worker_threads(client: Any) -> int:
@@ -218,13 +222,6 @@ def _worker_threads(client: Any) -> int:
         except Exception:  # noqa: BLE001 - an unusual client: fall back to one
             return 1
     return os.cpu_count() or 1
-
-
-def _may_use_cuda(spec: ModelSpec, client: Any) -> bool:
-    """Whether the workers may run on CUDA (only then does ``"auto"`` need a probe)."""
-    if spec.device is not None:
-        return spec.device.startswith("cuda")
-    return client is not None or worker_device(spec).type == "cuda"
 
 
 def _probe_profiles(profiles: xr.Dataset, dims: tuple[str, ...], net: PosteriorModel,
@@ -541,9 +538,8 @@ def plan_inversion(
     client = client if client is not None else _current_client()
     if client is not None:
         ensure_plugin(client, spec_)
-    probe = _probe_profiles(profiles, dims, net, degrade) if precision == "auto" and _may_use_cuda(
-        spec_, client) else None
-    rt = runtime_settings(spec_, precision, batch_size, client, probe)
+    probe = _probe_profiles(profiles, dims, net, degrade) if precision == "auto" else None
+    rt = runtime_settings(spec_, precision, batch_size, client, probe, samples)
     sp_chunks = _normalise_chunks(profiles, dims, shape, chunks, regular,
                                   min_chunks=2 * _worker_threads(client))
 
@@ -656,7 +652,9 @@ def invert(
     batch_size : int, optional
         Rows (pixels x samples) per pass; default 2048 on CPU, 65536 on CUDA.
     precision : {"auto", "fp32", "tf32", "bf16"}
-        Arithmetic; ``"auto"`` = the fastest within 1e-2 dex of fp32 on CUDA, fp32 on CPU.
+        Arithmetic; ``"auto"`` = the fastest on the workers' device whose error is at most a
+        quarter of the quantiles' Monte Carlo error (bf16 on CUDA and on CPUs with AMX), else
+        fp32 (:func:`radynversion.model.posterior.select_precision`).
     degrade : bool, optional
         Force or forbid the instrument convolution; default only for finely sampled data.
     misfit : bool

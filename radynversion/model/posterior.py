@@ -37,8 +37,10 @@ agree bit for bit (the engine records it).
 
 Precision (:data:`PRECISIONS`): ``"fp32"`` (IEEE float32, TF32 disabled), ``"tf32"`` (CUDA
 matmuls with TF32), ``"bf16"`` (``torch.autocast`` to bfloat16; the v transform, sorting and
-interpolation stay in float32/float64). :func:`select_precision` picks the cheapest one whose
-quantiles stay within ``1e-2`` dex of fp32 on a probe set.
+interpolation stay in float32/float64). :func:`select_precision` (``precision="auto"``)
+picks the cheapest one that is faster than fp32 on the device (:func:`reduced_precisions`:
+bf16 and tf32 on CUDA, bf16 on CPUs with AMX) and whose arithmetic error is at most a quarter
+of the quantiles' own Monte Carlo error on a probe set (:func:`precision_noise_ratio`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ __all__ = [
     "DEFAULT_QUANTILES",
     "DEFAULT_MISFIT_SAMPLES",
     "PRECISIONS",
+    "MAX_NOISE_RATIO",
     "MAX_SAMPLES_BYTES",
     "PosteriorResult",
     "pixel_seeds",
@@ -71,6 +74,8 @@ __all__ = [
     "check_samples_size",
     "posterior",
     "precision_error",
+    "precision_noise_ratio",
+    "reduced_precisions",
     "select_precision",
 ]
 
@@ -84,6 +89,9 @@ _ROW_ALIGN = 64
 _DEFAULT_BATCH = {"cpu": 2048, "cuda": 65536}
 #: draws per pixel that take part in the round-trip misfit by default
 DEFAULT_MISFIT_SAMPLES = 64
+#: the largest arithmetic error accepted by ``precision="auto"``, as a fraction of the quantiles'
+#: Monte Carlo error (:func:`precision_noise_ratio`): the total error grows by at most 3 %
+MAX_NOISE_RATIO: float = 0.25
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -502,6 +510,13 @@ def posterior(
     )
 
 
+def _to_vprime(q: np.ndarray) -> np.ndarray:
+    """Quantiles ``(N, Q, 3, H)`` with v [km/s] as ``v' = sign(v) log10(|v| + 1)`` (float64)."""
+    a = np.array(q, dtype=np.float64)
+    a[:, :, 2] = np.sign(a[:, :, 2]) * np.log10(np.abs(a[:, :, 2]) + 1.0)
+    return a
+
+
 def _probe_profiles(net: PosteriorModel, n: int, seed: int) -> np.ndarray:
     """Profiles ``(n, 60)`` the network itself maps standard-normal (standardised)
     atmospheres to: a probe set in the training distribution's neighbourhood."""
@@ -542,10 +557,8 @@ def precision_error(
     ids = np.arange(y.shape[0])
     kw = dict(samples=samples, quantiles=quantiles, seed=seed, misfit=False,
               batch_size=max(1, y.shape[0]) * samples)
-    ref = posterior(net, y, ids, **kw).quantiles.astype(np.float64)  # type: ignore[arg-type]
-    got = posterior(net, y, ids, precision=precision, **kw).quantiles.astype(np.float64)  # type: ignore[arg-type]
-    for a in (ref, got):
-        a[:, :, 2] = np.sign(a[:, :, 2]) * np.log10(np.abs(a[:, :, 2]) + 1.0)
+    ref = _to_vprime(posterior(net, y, ids, **kw).quantiles)  # type: ignore[arg-type]
+    got = _to_vprime(posterior(net, y, ids, precision=precision, **kw).quantiles)  # type: ignore[arg-type]
     diff = np.abs(got - ref)
     finite = np.isfinite(ref)
     if not finite.any():
@@ -553,24 +566,103 @@ def precision_error(
     return float(np.max(np.where(finite, diff, 0.0))) if np.isfinite(diff[finite]).all() else math.inf
 
 
+def reduced_precisions(device: torch.device | str) -> tuple[str, ...]:
+    """The precisions that are faster than fp32 on ``device``, cheapest first.
+
+    CUDA: ``("bf16", "tf32")``. CPU: ``("bf16",)`` where the cores multiply bfloat16 matrices
+    natively (Intel AMX tiles, e.g. Sapphire Rapids: ~5x the fp32 matmul rate), else none
+    (without AMX, bf16 matmuls are emulated and no faster than fp32).
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return ("bf16", "tf32")
+    if dev.type == "cpu":
+        try:
+            amx = bool(torch.cpu._is_amx_tile_supported())  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # pragma: no cover - older torch
+            amx = False
+        return ("bf16",) if amx else ()
+    return ()
+
+
+def precision_noise_ratio(
+    net: PosteriorModel,
+    precision: str,
+    y: np.ndarray | None = None,
+    n_probe: int = 16,
+    samples: int = 1024,
+    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    seed: int = 0,
+) -> float:
+    """The arithmetic error of ``precision`` against the Monte Carlo error of the quantiles.
+
+    The quantiles of ``samples`` draws scatter around the posterior's true quantiles by their
+    Monte Carlo error ``sigma_MC``, estimated from two fp32 runs with independent draws
+    (``rms(q_a - q_b) / sqrt(2)``). The arithmetic error is ``rms(q_precision - q_a)`` with the
+    same draws as ``q_a``. Their ratio ``r`` says what a precision costs in accuracy: the
+    total error grows by a factor ``sqrt(1 + r^2)`` (1.03 for ``r`` = 0.25). ``log_ne`` and
+    ``log_T`` are compared in dex, ``v`` as ``v'``; all probe pixels, quantiles and heights
+    together.
+
+    Parameters
+    ----------
+    net : PosteriorModel
+    precision : {"fp32", "tf32", "bf16"}
+    y : ndarray, shape ``(N, 60)``, optional
+        Probe profiles (e.g. a few pixels of the data to invert); default ``n_probe``
+        profiles the network maps standard-normal atmospheres to.
+    n_probe, samples, quantiles, seed
+        Probe pixels (at most), draws per pixel (use the run's), quantiles compared, seed.
+
+    Returns
+    -------
+    float
+        ``r`` (0 for fp32; inf where a precision gives non-finite quantiles).
+    """
+    if y is None:
+        y = _probe_profiles(net, n_probe, seed)
+    y = np.asarray(y, dtype=np.float32)[: max(1, n_probe)]
+    ids = np.arange(y.shape[0])
+    kw = dict(samples=samples, quantiles=quantiles, misfit=False,
+              batch_size=max(default_batch_size(net.device), samples))
+    ref = _to_vprime(posterior(net, y, ids, seed=seed, **kw).quantiles)  # type: ignore[arg-type]
+    if precision == "fp32":
+        return 0.0
+    other = _to_vprime(posterior(net, y, ids, seed=seed + 1, **kw).quantiles)  # type: ignore[arg-type]
+    got = _to_vprime(posterior(net, y, ids, seed=seed, precision=precision, **kw).quantiles)  # type: ignore[arg-type]
+    finite = np.isfinite(ref) & np.isfinite(other)
+    if not finite.any() or not np.isfinite(got[finite]).all():
+        return math.inf
+    sigma_mc = math.sqrt(float(np.mean((ref[finite] - other[finite]) ** 2)) / 2.0)
+    arith = math.sqrt(float(np.mean((got[finite] - ref[finite]) ** 2)))
+    if sigma_mc == 0.0:
+        return 0.0 if arith == 0.0 else math.inf
+    return arith / sigma_mc
+
+
 def select_precision(
     net: PosteriorModel,
     y: np.ndarray | None = None,
-    candidates: Sequence[str] = ("bf16", "tf32"),
-    tol_dex: float = 1e-2,
+    candidates: Sequence[str] | None = None,
+    max_noise_ratio: float = MAX_NOISE_RATIO,
+    samples: int = 1024,
 ) -> str:
-    """The first of ``candidates`` whose quantiles stay within ``tol_dex`` of fp32 on the probe
-    profiles ``y`` (:func:`precision_error`), else ``"fp32"``. On CPU always ``"fp32"``.
+    """What ``precision="auto"`` runs: the first of ``candidates`` that is faster than fp32 on
+    ``net``'s device (:func:`reduced_precisions`) and whose arithmetic error is at most
+    ``max_noise_ratio`` of the quantiles' Monte Carlo error at ``samples`` draws on the probe
+    profiles ``y`` (:func:`precision_noise_ratio`); else ``"fp32"``.
+
+    So a CPU without AMX, or a model whose quantiles bf16 moves by more than a quarter of
+    their sampling error, runs in fp32.
 
     Example
     -------
     >>> from radynversion.model import ModelConfig, RadynversionINN
-    >>> select_precision(RadynversionINN(ModelConfig(n_blocks=2, subnet_hidden=32)))
-    'fp32'
+    >>> select_precision(RadynversionINN(ModelConfig(n_blocks=2, subnet_hidden=32))) in ("fp32", "bf16")
+    True
     """
-    if net.device.type != "cuda":
-        return "fp32"
-    for cand in candidates:
-        if precision_error(net, cand, y) <= tol_dex:
+    fast = reduced_precisions(net.device)
+    for cand in fast if candidates is None else [c for c in candidates if c in fast]:
+        if precision_noise_ratio(net, cand, y, samples=min(int(samples), 4096)) <= max_noise_ratio:
             return cand
     return "fp32"
