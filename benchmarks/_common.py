@@ -93,10 +93,14 @@ def device_choice(value: str) -> str:
 
 
 def precisions_for(device: str, requested: Sequence[str] | None = None) -> list[str]:
-    """Precisions to time: the requested ones, else fp32 on CPU and fp32, tf32, bf16 on CUDA."""
+    """Precisions to time: the requested ones, else fp32 and those faster than fp32 on the
+    device (:func:`radynversion.model.posterior.reduced_precisions`: tf32 and bf16 on CUDA,
+    bf16 on CPUs with AMX)."""
+    from radynversion.model.posterior import reduced_precisions
+
     if requested:
         return list(requested)
-    return ["fp32", "tf32", "bf16"] if device.startswith("cuda") else ["fp32"]
+    return ["fp32", *sorted(reduced_precisions(device), key=["tf32", "bf16"].index)]
 
 
 # -- the model ------------------------------------------------------------------------------

@@ -15,6 +15,11 @@ reported (``quantiles_max_abs_diff``).
 LocalCluster (``--workers`` x 1 thread), default settings (misfit on the first 64 draws of
 each pixel).
 
+The loop runs in fp32, the original's arithmetic (``speedup``), and, on devices with a faster
+precision that ``precision="auto"`` may pick (bf16 on CUDA and on CPUs with AMX), in that one
+too (``loop_by_precision``, ``speedup_vs_loop_in_engine_precision``): the second ratio is what
+the engine adds beyond the arithmetic.
+
 ``speedup`` = engine pixels/s / baseline pixels/s (goal >= 3). The baseline is timed in two
 halves, before and after the engine run, so a change of the machine's load biases neither side.
 ``speedup_cpu_time`` compares CPU seconds per pixel (the engine's worker processes, all their
@@ -55,21 +60,21 @@ from _common import (
 from radynversion.datasets import example_scan
 from radynversion.engine import invert_to_zarr, open_input
 from radynversion.model import DEFAULT_QUANTILES, normalise_profiles
-from radynversion.model.posterior import pixel_seeds
+from radynversion.model.posterior import pixel_seeds, precision_context, reduced_precisions
 from radynversion.model.preprocess import sample_dims
 
 
 def baseline_pixel(net, y: np.ndarray, seed: int, samples: int, quantiles: np.ndarray,
-                   gen: torch.Generator) -> tuple[np.ndarray, float]:
+                   gen: torch.Generator, precision: str = "fp32") -> tuple[np.ndarray, float]:
     """One pixel, the original way: quantiles ``(Q, 150)`` (v in km/s) and the misfit (RMS of
     the round trip over all draws)."""
     n_h = net.height_Mm.numel()
-    with torch.inference_mode():
+    with torch.inference_mode(), precision_context(precision, net.device):
         gen.manual_seed(seed)
         z = torch.randn(samples, net.n_z, generator=gen, device=net.device)
         y_rep = torch.as_tensor(y, device=net.device).expand(samples, -1)
-        atm = net.sample(net.condition(y_rep), z)
-        y_fwd = net.emulate(atm)
+        atm = net.sample(net.condition(y_rep), z).float()
+        y_fwd = net.emulate(atm).float()
         misfit = float(((y_fwd - y_rep) ** 2).mean(dim=1).sqrt().mean())
     s = atm.double().cpu().numpy()
     v = s[:, 2 * n_h:]
@@ -78,19 +83,19 @@ def baseline_pixel(net, y: np.ndarray, seed: int, samples: int, quantiles: np.nd
 
 
 def run_baseline(net, y: np.ndarray, pixels: np.ndarray, samples: int, quantiles: np.ndarray,
-                 threads: int) -> tuple[float, float, dict[int, tuple[np.ndarray, float]]]:
+                 threads: int, precision: str = "fp32") -> tuple[float, float, dict[int, tuple[np.ndarray, float]]]:
     """Wall seconds and CPU seconds (this process) for ``pixels`` (flat indices) one at a time
-    on ``threads`` torch threads, and their outputs."""
+    on ``threads`` torch threads in ``precision``, and their outputs."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     gen = torch.Generator(device=net.device)
     seeds = pixel_seeds(0, pixels)
     try:
-        baseline_pixel(net, y[pixels[0]], int(seeds[0]), samples, quantiles, gen)  # warm-up
+        baseline_pixel(net, y[pixels[0]], int(seeds[0]), samples, quantiles, gen, precision)  # warm-up
         out = {}
         t0, c0 = time.perf_counter(), time.process_time()
         for i, s in zip(pixels, seeds, strict=True):
-            out[int(i)] = baseline_pixel(net, y[i], int(s), samples, quantiles, gen)
+            out[int(i)] = baseline_pixel(net, y[i], int(s), samples, quantiles, gen, precision)
         return time.perf_counter() - t0, time.process_time() - c0, out
     finally:
         torch.set_num_threads(before)
@@ -110,6 +115,8 @@ def main() -> None:
                    help="the engine's round-trip draws per pixel (default 64; 0 = every draw, as the baseline)")
     p.add_argument("--workers", type=int, help="engine workers (default: one per core on CPU, 1 on CUDA)")
     p.add_argument("--chunk-rows", dest="chunk_rows", type=int, default=1, help="rows (y) per engine chunk")
+    p.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"], default="auto",
+                   help="the engine's arithmetic (default auto, as radynversion invert)")
     args = p.parse_args()
     cuda = args.device.startswith("cuda")
     workers = args.workers or (1 if cuda else (os.cpu_count() or 1))
@@ -137,15 +144,20 @@ def main() -> None:
     halves = (pick[0::2], pick[1::2])
     cores = os.cpu_count() or 1
 
-    # -- baseline threads: the faster of 1 and all cores, on a few pixels
+    # -- the loop in fp32 (the original's arithmetic) and, where the device has one, in the
+    # faster precision the engine may pick (bf16 on CUDA and on CPUs with AMX)
+    loop_precs = ["fp32"] + [pr for pr in reduced_precisions(args.device) if pr == "bf16"]
     probe = pick[: min(2 if args.quick else 4, pick.size)]
-    t_by_threads = {}
-    for t in sorted({1, cores}):
-        secs, _, _ = run_baseline(net, y_all, probe, args.samples, q, t)
-        t_by_threads[t] = secs / probe.size
-    threads = min(t_by_threads, key=lambda t: t_by_threads[t])
-    log(f"baseline: {threads} thread(s) (s/pixel {t_by_threads})")
-    base_s, base_cpu, base_out = run_baseline(net, y_all, halves[0], args.samples, q, threads)
+    loops: dict[str, dict] = {}
+    for lp in loop_precs:  # threads: the faster of 1 and all cores, on a few pixels
+        t_by_threads = {}
+        for t in sorted({1, cores}):
+            secs, _, _ = run_baseline(net, y_all, probe, args.samples, q, t, lp)
+            t_by_threads[t] = secs / probe.size
+        threads = min(t_by_threads, key=lambda t: t_by_threads[t])
+        log(f"baseline {lp}: {threads} thread(s) (s/pixel {t_by_threads})")
+        secs, cpu, res_out = run_baseline(net, y_all, halves[0], args.samples, q, threads, lp)
+        loops[lp] = {"threads": threads, "by_threads": t_by_threads, "secs": secs, "cpu": cpu, "out": res_out}
 
     # -- engine
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,58 +171,85 @@ def main() -> None:
             t1 = time.perf_counter()
             stats = invert_to_zarr(ds, tmp / "out.zarr", model=mpath, samples=args.samples,
                                    chunks={"y": args.chunk_rows, "x": -1}, client=client, progress=False,
-                                   misfit_samples=args.misfit_samples or None, device=args.device)
+                                   misfit_samples=args.misfit_samples or None, device=args.device,
+                                   precision=args.precision)
             engine_s = time.perf_counter() - t1
             engine_cpu = process_cpu_seconds(worker_pids) - cpu0
         assert stats["complete"], stats
         res = xr.open_zarr(tmp / "out.zarr").load()
-    secs, cpu, more = run_baseline(net, y_all, halves[1], args.samples, q, threads)
-    base_s += secs
-    base_cpu += cpu
-    base_out.update(more)
+    engine_prec = str(res.attrs.get("precision", args.precision))
+    for lp in reversed(loop_precs):
+        secs, cpu, more = run_baseline(net, y_all, halves[1], args.samples, q, loops[lp]["threads"], lp)
+        loops[lp]["secs"] += secs
+        loops[lp]["cpu"] += cpu
+        loops[lp]["out"].update(more)
 
-    # -- the same outputs?
+    # -- the same outputs? (against the loop in the engine's precision where it was timed)
     eng_q = np.stack([res[v].transpose(*dims, "quantile", "height").values for v in ("log_ne", "log_T", "v")],
                      axis=-2).reshape(-1, q.size, 3 * net.height_Mm.numel())
     eng_m = res["misfit"].transpose(*dims).values.reshape(-1)
-    diff = max(float(np.max(np.abs(eng_q[i] - base_out[i][0]))) for i in base_out)
-    mis_rel = [abs(float(eng_m[i]) / base_out[i][1] - 1.0) for i in base_out if base_out[i][1] > 0]
+    ref_out = loops.get(engine_prec, loops["fp32"])["out"]
+    diff = max(float(np.max(np.abs(eng_q[i] - ref_out[i][0]))) for i in ref_out)
+    mis_rel = [abs(float(eng_m[i]) / ref_out[i][1] - 1.0) for i in ref_out if ref_out[i][1] > 0]
 
-    per_pixel = base_s / len(base_out)
-    base_total = prep_s + per_pixel * n_engine  # for the engine's pixels
-    base_rate = n_engine / base_total
     engine_rate = n_engine / engine_s
     default_threads = torch.get_num_threads()
+    by_prec = {}
+    for lp, lo in loops.items():
+        n_timed = len(lo["out"])
+        per_pixel = lo["secs"] / n_timed
+        base_rate = n_engine / (prep_s + per_pixel * n_engine)  # for the engine's pixels
+        tbt = lo["by_threads"]
+        by_prec[lp] = {
+            "threads": lo["threads"],
+            "seconds_per_pixel_by_threads": {str(k): round(v, 4) for k, v in tbt.items()},
+            "seconds_per_pixel": round(per_pixel, 4),
+            "pixels_per_s": round(base_rate, 2),
+            "cpu_seconds_per_pixel": round(lo["cpu"] / n_timed, 4),
+            "speedup": round(engine_rate / base_rate, 2),
+            "speedup_cpu_time": round(lo["cpu"] / n_timed / (engine_cpu / n_engine), 2),
+            "speedup_vs_torch_default_threads": round(
+                engine_rate / (n_engine / (prep_s + tbt[max(tbt)] * n_engine)), 2)
+            if default_threads == max(tbt) else None,
+        }
+    head = by_prec["fp32"]
+    n_timed = len(loops["fp32"]["out"])
     out.update({
         "pixels": n_engine,
-        "baseline_threads": threads,
-        "speedup_vs_torch_default_threads": round(
-            engine_rate / (n_engine / (prep_s + t_by_threads[max(t_by_threads)] * n_engine)), 2)
-        if default_threads == max(t_by_threads) else None,
-        "baseline_seconds_per_pixel_by_threads": {str(k): round(v, 4) for k, v in t_by_threads.items()},
-        "baseline_pixels_timed": len(base_out),
-        "baseline_extrapolated": len(base_out) < n_engine,
-        "baseline_seconds_per_pixel": round(per_pixel, 4),
+        "baseline_precision": "fp32",
+        "baseline_threads": head["threads"],
+        "speedup_vs_torch_default_threads": head["speedup_vs_torch_default_threads"],
+        "baseline_seconds_per_pixel_by_threads": head["seconds_per_pixel_by_threads"],
+        "baseline_pixels_timed": n_timed,
+        "baseline_extrapolated": n_timed < n_engine,
+        "baseline_seconds_per_pixel": head["seconds_per_pixel"],
         "baseline_preprocess_s": round(prep_s, 3),
-        "baseline_seconds": round(base_total, 2),
-        "baseline_pixels_per_s": round(base_rate, 2),
+        "baseline_seconds": round(n_engine / head["pixels_per_s"], 2),
+        "baseline_pixels_per_s": head["pixels_per_s"],
         "engine_workers": workers,
+        "engine_precision": engine_prec,
         "engine_misfit_samples": min(args.samples, args.misfit_samples or args.samples),
         "engine_seconds": round(engine_s, 2),
         "engine_pixels_per_s": round(engine_rate, 2),
-        "speedup": round(engine_rate / base_rate, 2),
-        "baseline_cpu_seconds_per_pixel": round(base_cpu / len(base_out), 4),
+        "speedup": head["speedup"],
+        "baseline_cpu_seconds_per_pixel": head["cpu_seconds_per_pixel"],
         "engine_worker_cpu_seconds_per_pixel": round(engine_cpu / n_engine, 4),
-        "speedup_cpu_time": round(base_cpu / len(base_out) / (engine_cpu / n_engine), 2),
-        "goal": "speedup >= 3",
-        "goal_met": bool(engine_rate / base_rate >= 3),
+        "speedup_cpu_time": head["speedup_cpu_time"],
+        "loop_by_precision": by_prec,
+        "speedup_vs_loop_in_engine_precision": by_prec.get(engine_prec, head)["speedup"],
+        "goal": "speedup >= 3 (against the loop in the original's fp32)",
+        "goal_met": bool(head["speedup"] >= 3),
+        "quantiles_compared_with_loop_in": engine_prec if engine_prec in loops else "fp32",
         "quantiles_max_abs_diff": diff,
         "misfit_max_rel_diff": round(max(mis_rel), 4) if mis_rel else None,
         "note": ("baseline = per-pixel loop (reverse + round trip of every draw, numpy quantiles), profiles "
-                 "preprocessed at once and nothing written; "
-                 + (f"timed on {len(base_out)} of the {n_engine} pixels and extrapolated; " if len(base_out) < n_engine
-                    else "") + "engine = FITS -> Zarr end to end; same draws, so the quantiles agree "
-                 "(quantiles_max_abs_diff, dex or km/s); the misfits differ where the engine averages fewer draws"),
+                 "preprocessed at once and nothing written, in fp32 as the original and (loop_by_precision) "
+                 "in the engine's faster precision where the device has one; "
+                 + (f"timed on {n_timed} of the {n_engine} pixels and extrapolated; " if n_timed < n_engine
+                    else "") + "engine = FITS -> Zarr end to end, precision 'auto' unless --precision; same "
+                 "draws, so the quantiles agree (quantiles_max_abs_diff, dex or km/s: 0 in fp32, the "
+                 "arithmetic's rounding in bf16, where a pass's rows differ); the misfits differ where the "
+                 "engine averages fewer draws"),
     })
     emit(out)
 

@@ -106,7 +106,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, help="workers (default: one per core on CPU, 1 on CUDA)")
     p.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
     p.add_argument("--precision", nargs="+", choices=["fp32", "tf32", "bf16"],
-                   help="precisions to time (default fp32 on CPU; fp32 tf32 bf16 on CUDA)")
+                   help="precisions to time (default fp32 and the faster ones of the device: "
+                        "bf16 on CPUs with AMX; tf32, bf16 on CUDA)")
     p.add_argument("--matmul-seconds", dest="matmul_seconds", type=float, default=3.0,
                    help="seconds per matmul measurement")
     p.add_argument("--profile", action="store_true", help="also profile the posterior core on 8 pixels")

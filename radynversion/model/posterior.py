@@ -593,16 +593,22 @@ def precision_noise_ratio(
     samples: int = 1024,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     seed: int = 0,
+    probe_samples: int = 256,
 ) -> float:
     """The arithmetic error of ``precision`` against the Monte Carlo error of the quantiles.
 
-    The quantiles of ``samples`` draws scatter around the posterior's true quantiles by their
+    The quantiles of ``S`` draws scatter around the posterior's true quantiles by their
     Monte Carlo error ``sigma_MC``, estimated from two fp32 runs with independent draws
     (``rms(q_a - q_b) / sqrt(2)``). The arithmetic error is ``rms(q_precision - q_a)`` with the
     same draws as ``q_a``. Their ratio ``r`` says what a precision costs in accuracy: the
     total error grows by a factor ``sqrt(1 + r^2)`` (1.03 for ``r`` = 0.25). ``log_ne`` and
     ``log_T`` are compared in dex, ``v`` as ``v'``; all probe pixels, quantiles and heights
     together.
+
+    The runs use ``S = min(samples, probe_samples)`` draws, and the ratio is scaled to
+    ``samples`` draws by ``sqrt(samples / S)`` (``sigma_MC`` falls as ``1 / sqrt(S)``, the
+    arithmetic error does not depend on ``S``), so the check costs three runs of
+    ``n_probe x S`` draws whatever the run's size.
 
     Parameters
     ----------
@@ -612,19 +618,23 @@ def precision_noise_ratio(
         Probe profiles (e.g. a few pixels of the data to invert); default ``n_probe``
         profiles the network maps standard-normal atmospheres to.
     n_probe, samples, quantiles, seed
-        Probe pixels (at most), draws per pixel (use the run's), quantiles compared, seed.
+        Probe pixels (at most), draws per pixel of the run judged, quantiles compared, seed.
+    probe_samples : int
+        Draws per pixel of the probe runs (at most ``samples``).
 
     Returns
     -------
     float
-        ``r`` (0 for fp32; inf where a precision gives non-finite quantiles).
+        ``r`` at ``samples`` draws (0 for fp32; inf where a precision gives non-finite
+        quantiles).
     """
     if y is None:
         y = _probe_profiles(net, n_probe, seed)
     y = np.asarray(y, dtype=np.float32)[: max(1, n_probe)]
     ids = np.arange(y.shape[0])
-    kw = dict(samples=samples, quantiles=quantiles, misfit=False,
-              batch_size=max(default_batch_size(net.device), samples))
+    s_probe = max(2, min(int(samples), int(probe_samples)))
+    kw = dict(samples=s_probe, quantiles=quantiles, misfit=False,
+              batch_size=max(default_batch_size(net.device), s_probe))
     ref = _to_vprime(posterior(net, y, ids, seed=seed, **kw).quantiles)  # type: ignore[arg-type]
     if precision == "fp32":
         return 0.0
@@ -637,7 +647,7 @@ def precision_noise_ratio(
     arith = math.sqrt(float(np.mean((got[finite] - ref[finite]) ** 2)))
     if sigma_mc == 0.0:
         return 0.0 if arith == 0.0 else math.inf
-    return arith / sigma_mc
+    return arith / sigma_mc * math.sqrt(max(int(samples), s_probe) / s_probe)
 
 
 def select_precision(
@@ -663,6 +673,6 @@ def select_precision(
     """
     fast = reduced_precisions(net.device)
     for cand in fast if candidates is None else [c for c in candidates if c in fast]:
-        if precision_noise_ratio(net, cand, y, samples=min(int(samples), 4096)) <= max_noise_ratio:
+        if precision_noise_ratio(net, cand, y, samples=samples) <= max_noise_ratio:
             return cand
     return "fp32"
