@@ -35,6 +35,16 @@ from .losses import LOSS_NAMES, inn_losses
 __all__ = ["RadynversionINN", "subnet_constructor"]
 
 
+class _Float32Linear(nn.Linear):
+    """``nn.Linear`` whose output is float32 even under a bfloat16 autocast (a no-op in fp32;
+    same parameters and state-dict keys). The couplings' scale and shift, ``exp(atan(s))``
+    and ``x * scale + shift``, then run in float32: more accurate, and faster on CPU, where
+    ``atan`` in bfloat16 is 3x slower than in float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).float()
+
+
 def subnet_constructor(
     hidden: int, layers: int, slope: float = 0.01, init_scale: float | None = 1e-3
 ) -> Callable[[int, int], nn.Module]:
@@ -63,9 +73,9 @@ def subnet_constructor(
         mods: list[nn.Module] = []
         n_in = dims_in
         for _ in range(layers):
-            mods += [nn.Linear(n_in, width), nn.LeakyReLU(slope)]
+            mods += [nn.Linear(n_in, width), nn.LeakyReLU(slope, inplace=True)]
             n_in = width
-        out = nn.Linear(n_in, dims_out)
+        out = _Float32Linear(n_in, dims_out)
         if init_scale is not None:
             nn.init.normal_(out.weight, std=init_scale)
             nn.init.zeros_(out.bias)
