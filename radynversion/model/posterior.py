@@ -527,6 +527,13 @@ def _probe_profiles(net: PosteriorModel, n: int, seed: int) -> np.ndarray:
     return y.float().cpu().numpy()
 
 
+def _probe_set(net: PosteriorModel, y: np.ndarray | None, n_probe: int, seed: int) -> np.ndarray:
+    """The first ``n_probe`` rows of ``y``, else ``n_probe`` :func:`_probe_profiles`."""
+    if y is None:
+        y = _probe_profiles(net, n_probe, seed)
+    return np.asarray(y, dtype=np.float32)[: max(1, n_probe)]
+
+
 def precision_error(
     net: PosteriorModel,
     precision: str,
@@ -551,9 +558,7 @@ def precision_error(
     n_probe, samples, quantiles, seed
         Size of the default probe set, draws per pixel, quantiles compared, seed.
     """
-    if y is None:
-        y = _probe_profiles(net, n_probe, seed)
-    y = np.asarray(y, dtype=np.float32)[: max(1, n_probe)]
+    y = _probe_set(net, y, n_probe, seed)
     ids = np.arange(y.shape[0])
     kw = dict(samples=samples, quantiles=quantiles, seed=seed, misfit=False,
               batch_size=max(1, y.shape[0]) * samples)
@@ -628,9 +633,7 @@ def precision_noise_ratio(
         ``r`` at ``samples`` draws (0 for fp32; inf where a precision gives non-finite
         quantiles).
     """
-    if y is None:
-        y = _probe_profiles(net, n_probe, seed)
-    y = np.asarray(y, dtype=np.float32)[: max(1, n_probe)]
+    y = _probe_set(net, y, n_probe, seed)
     ids = np.arange(y.shape[0])
     s_probe = max(2, min(int(samples), int(probe_samples)))
     kw = dict(samples=s_probe, quantiles=quantiles, misfit=False,
