@@ -4,6 +4,7 @@ data, trained by maximum likelihood, and inverted through the same paths as the 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import subprocess
 import sys
@@ -101,25 +102,113 @@ def test_cinn_checkpoint_round_trip_and_kind(tmp_path):
         load_model(tmp_path / "wrong.pt")
 
 
-def test_training_lowers_nll_and_keeps_the_best_epoch(tmp_path):
-    data = training_set(80)
-    cfg = dataclasses.replace(FAST, keep_best=True)
+def _val_losses(model: ConditionalINN, data: xr.Dataset, cfg: TrainConfig) -> dict[str, float]:
+    """The validation losses of ``model`` exactly as :func:`train` computes them per epoch."""
+    from radynversion.model.train import _VAL_STREAM, _evaluate, _stream_seed
+
+    val = read_checkpoint(model.metadata["path"])["provenance"]["val_samples"]
+    sub = data.sel(sample=val) if "sample" in data.coords else data.isel(sample=val)
+    y, _ = normalise_profiles(sub, fwhm_A=cfg.fwhm_A())
+    gen = torch.Generator().manual_seed(_stream_seed(cfg.seed, _VAL_STREAM))
+    return _evaluate(model, torch.as_tensor(atmosphere_to_array(sub)), torch.as_tensor(y), cfg, 1.0, gen)
+
+
+def test_training_lowers_nll_and_keeps_the_flow_and_emulator_at_their_own_best_epochs(tmp_path):
+    """keep_best keeps the flow (and conditioning network) at the epoch of the lowest validation
+    NLL and the emulator, which shares no weights with them, at the epoch of its own lowest
+    validation L2; not both at the epoch of the lowest total."""
+    data = training_set(40)
+    cfg = dataclasses.replace(FAST, keep_best=True, epochs=12, lr=1e-2)
     res = train(data, tmp_path, TINY_C, cfg, progress=False)
     hist = res.history
     assert set(hist) >= {"train_nll", "val_nll", "train_forward_l2", "val_total"}
     assert hist["train_nll"][-1] < hist["train_nll"][0] - 0.3
     assert hist["train_forward_l2"][-1] < 0.8 * hist["train_forward_l2"][0]
-    best = int(np.argmin(hist["val_total"]))
+    best_flow, best_emu = int(np.argmin(hist["val_nll"])), int(np.argmin(hist["val_forward_l2"]))
+    assert best_flow != best_emu  # the case this test is about
     prov = read_checkpoint(res.model_path)["provenance"]
-    assert prov["best_epoch"] == best
-    assert prov["best_val_total"] == pytest.approx(hist["val_total"][best], rel=1e-6)
-    # model.pt is the best epoch's model: its validation loss is the recorded one
+    assert prov["best_epoch"] == best_flow
+    assert prov["best_epochs"] == {"nll": best_flow, "forward_l2": best_emu}
+    assert prov["best_val"]["nll"] == pytest.approx(hist["val_nll"][best_flow], rel=1e-6)
+    assert prov["best_val"]["forward_l2"] == pytest.approx(hist["val_forward_l2"][best_emu], rel=1e-6)
+    # model.pt holds those weights: its validation losses are the recorded ones of each epoch
     model = load_model(res.model_path)
     assert isinstance(model, ConditionalINN)
+    got = _val_losses(model, data, cfg)
+    assert got["nll"] == pytest.approx(hist["val_nll"][best_flow], rel=1e-4, abs=1e-5)
+    assert got["forward_l2"] == pytest.approx(hist["val_forward_l2"][best_emu], rel=1e-4, abs=1e-6)
     assert (tmp_path / "loss_curves.png").stat().st_size > 0
     out = invert(scan(2, 3), model, samples=64)
     assert np.isfinite(out.log_T.values).all() and np.isfinite(out.misfit.values).all()
     assert (np.diff(out.log_ne.values, axis=2) >= 0).all()
+
+
+def test_keep_best_resumes_from_a_checkpoint_of_the_single_best_epoch_format(tmp_path, monkeypatch):
+    """A run directory written before per-part best epochs (``best`` = one epoch, one
+    ``val_total``, one state dict) still resumes: each part's record starts from that epoch,
+    with the part's own validation loss taken from the history."""
+    train_mod = importlib.import_module("radynversion.model.train")
+    data = training_set(64)
+    cfg = dataclasses.replace(FAST, keep_best=True, epochs=6, lr=1e-2, checkpoint_every=3)
+    real_plot = train_mod.plot_history
+
+    def stop_after_first_checkpoint(history, path):
+        real_plot(history, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "plot_history", stop_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path, TINY_C, cfg, progress=False)
+    monkeypatch.setattr(train_mod, "plot_history", real_plot)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ck["training"]["epoch"] == 2
+    hist = ck["training"]["history"]
+    ck["training"]["best"] = {"epoch": 2, "val_total": hist["val_total"][2], "state_dict": ck["state_dict"]}
+    torch.save(ck, tmp_path / "checkpoint.pt")
+    res = train(data, tmp_path, TINY_C, cfg, progress=False)
+    assert res.history["epoch"] == [float(e) for e in range(6)]
+    prov = read_checkpoint(res.model_path)["provenance"]
+    for part in ("nll", "forward_l2"):
+        assert prov["best_epochs"][part] == 2 + int(np.argmin(res.history[f"val_{part}"][2:]))
+
+
+def test_emulator_noise_perturbs_only_the_emulator_inputs():
+    """emulator_noise adds noise to the atmospheres the emulator is trained on; the flow's
+    NLL (its noise drawn first from the same generator) is unchanged, and 0 is the old loss."""
+    from radynversion.model.cinn import cinn_losses
+
+    net = tiny_cinn()
+    ds = training_set(16)
+    atm = torch.as_tensor(atmosphere_to_array(ds))
+    y = torch.as_tensor(normalise_profiles(ds, fwhm_A=FAST.fwhm_A())[0])
+
+    def losses(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return cinn_losses(net, atm, y, cfg, torch.Generator().manual_seed(3))
+
+    plain, noisy = losses(FAST), losses(dataclasses.replace(FAST, emulator_noise=0.5))
+    assert float(noisy["nll"]) == float(plain["nll"])
+    assert float(noisy["forward_l2"]) != float(plain["forward_l2"])
+    with pytest.raises(ConfigError, match="noise"):
+        TrainConfig(emulator_noise=-0.1)
+
+
+def test_emulator_dropout_round_trips_and_is_off_at_inference(tmp_path):
+    """emulator_dropout builds an emulator with dropout; its checkpoint loads back, inference
+    (eval mode) is deterministic; without it the state-dict keys are those of v1 files."""
+    cfg = dataclasses.replace(TINY_C, emulator_dropout=0.3)
+    net = ConditionalINN(cfg).eval()
+    assert any(isinstance(m, torch.nn.Dropout) for m in net.emulator.modules())
+    atm = torch.as_tensor(atmosphere_to_array(training_set(4)))
+    with torch.no_grad():
+        torch.testing.assert_close(net.emulate(atm), net.emulate(atm))
+        back = load_model(save_checkpoint(tmp_path / "d.pt", net))
+        assert back.config.emulator_dropout == 0.3
+        torch.testing.assert_close(back.emulate(atm), net.emulate(atm))
+    plain = {k for k in ConditionalINN(TINY_C).state_dict() if k.startswith("emulator.")}
+    assert plain == {f"emulator.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")}  # 1 hidden layer
+    with pytest.raises(ConfigError, match="emulator_dropout"):
+        CINNConfig(emulator_dropout=1.0)
 
 
 def test_keep_best_needs_a_validation_split():

@@ -12,12 +12,14 @@ with conditional invertible neural networks"):
 * trained by maximum likelihood, ``-log p(x | y) = |z|^2 / 2 - log |det dz/dx| + const``
   (:func:`cinn_losses`), the proper scoring rule whose optimum is the calibrated posterior;
 * posterior draws are ``x = f^-1(z; c)`` with ``z ~ N(0, 1)``;
-* a separate fully connected emulator ``y = g(x)`` (trained by L2 alongside; it shares no
-  weights with the flow) gives the round-trip misfit and the forward evaluation, which the
+* a separate fully connected emulator ``y = g(x)`` (trained by L2 alongside, optionally with
+  dropout and with noise on its inputs; it shares no weights with the flow) gives the round-trip misfit and the forward evaluation, which the
   flow alone cannot provide.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -61,6 +63,10 @@ class ConditionalINN(PosteriorModel):
 
     kind = "cinn"
     loss_names = CINN_LOSS_NAMES
+    #: ``keep_best`` (:func:`radynversion.model.train.best_epoch_parts`): the flow and the
+    #: conditioning network are kept at the epoch of the lowest validation NLL, the emulator,
+    #: which shares no weights with them, at the epoch of its own lowest validation L2
+    best_epoch_parts: ClassVar[dict[str, tuple[str, ...]]] = {"nll": (), "forward_l2": ("emulator.",)}
 
     def __init__(
         self,
@@ -88,8 +94,12 @@ class ConditionalINN(PosteriorModel):
                     if k < config.n_blocks - 1:
                         flow.append(_Permute, seed=config.seed * 1000 + k)
                 self.flow = flow
-                self.emulator = subnet_constructor(config.emulator_hidden, config.emulator_layers, slope,
-                                                   None)(self.n_x, self.n_y)
+                self.emulator = (
+                    _dropout_mlp(self.n_x, self.n_y, config.emulator_hidden, config.emulator_layers,
+                                 slope, config.emulator_dropout)
+                    if config.emulator_dropout > 0 else
+                    subnet_constructor(config.emulator_hidden, config.emulator_layers, slope, None)(
+                        self.n_x, self.n_y))
         finally:
             np.random.set_state(np_state)
 
@@ -135,6 +145,33 @@ class ConditionalINN(PosteriorModel):
         return cinn_losses(self, atm, y, config, generator)
 
 
+def _dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
+                 dropout: float) -> nn.Sequential:
+    """Fully connected, leaky ReLU, with dropout before every linear layer after the first.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output sizes.
+    hidden, layers : int
+        Hidden width and number of hidden layers.
+    slope : float
+        Negative slope of the leaky ReLU.
+    dropout : float
+        Dropout probability (active in training mode only).
+
+    Returns
+    -------
+    torch.nn.Sequential
+        ``(N, n_in) -> (N, n_out)``; torch's default initialisation.
+    """
+    mods: list[nn.Module] = [nn.Linear(n_in, hidden), nn.LeakyReLU(slope)]
+    for _ in range(layers - 1):
+        mods += [nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.LeakyReLU(slope)]
+    mods += [nn.Dropout(dropout), nn.Linear(hidden, n_out)]
+    return nn.Sequential(*mods)
+
+
 def cinn_losses(
     model: ConditionalINN,
     atm: Tensor,
@@ -153,7 +190,8 @@ def cinn_losses(
         Peak-normalised profiles, noise free.
     config : TrainConfig
         ``noise`` (profiles fed to the condition, fraction of the joint peak), ``pad_noise``
-        (added to the standardised atmospheres), ``w_forward`` (emulator weight).
+        (added to the standardised atmospheres fed to the flow), ``emulator_noise`` (added to
+        those fed to the emulator), ``w_forward`` (emulator weight).
     generator : torch.Generator, optional
         Source of the noise (on ``model``'s device).
 
@@ -174,6 +212,10 @@ def cinn_losses(
     y_in = y + config.noise * randn_like(y) if config.noise > 0 else y
     z, log_jac = model(x_in, model.condition(y_in))
     nll = (0.5 * (z**2).sum(1) - log_jac).mean() / model.n_z
-    y_pred = model.emulator(x)
+    # the emulator also meets atmospheres rougher than the training ones (posterior draws):
+    # optional noise on its inputs; it is drawn after the flow's, so that without it the
+    # random stream (and a run's result) is what it was before this option existed
+    x_emu = x + config.emulator_noise * randn_like(x) if config.emulator_noise > 0 else x
+    y_pred = model.emulator(x_emu)
     forward_l2 = ((y_pred - model.standardise_y(y)) ** 2).mean()
     return {"nll": nll, "forward_l2": forward_l2, "total": nll + config.w_forward * forward_l2}

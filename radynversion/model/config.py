@@ -131,6 +131,10 @@ class CINNConfig(_CouplingSettings):
     #: hidden width and number of hidden layers of the forward emulator
     emulator_hidden: int = 256
     emulator_layers: int = 3
+    #: dropout probability before each of the emulator's linear layers after the first (0 =
+    #: none, the layout of the v1 checkpoints); it regularises an emulator that otherwise
+    #: overfits a few thousand atmospheres
+    emulator_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("n_blocks", "subnet_hidden", "subnet_layers", "cond_features", "cond_hidden",
@@ -139,6 +143,8 @@ class CINNConfig(_CouplingSettings):
                 raise ConfigError(f"CINNConfig.{name} = {getattr(self, name)}; expected >= 1")
         if self.cond_layers < 0:
             raise ConfigError(f"CINNConfig.cond_layers = {self.cond_layers}; expected >= 0")
+        if not 0.0 <= self.emulator_dropout < 1.0:
+            raise ConfigError(f"CINNConfig.emulator_dropout = {self.emulator_dropout}; expected 0 <= p < 1")
         self._check_shared("CINNConfig")
 
 
@@ -188,7 +194,8 @@ class TrainConfig:
 
     For the conditional INN (:class:`CINNConfig`) the loss is maximum likelihood::
 
-        NLL(x + pad_noise N(0, 1) | y + noise) / (3 H)  +  w_forward * L2(emulator(x), y)
+        NLL(x + pad_noise N(0, 1) | y + noise) / (3 H)
+        + w_forward * L2(emulator(x + emulator_noise N(0, 1)), y)
 
     (per dimension; the MMD weights, kernel scales and the fade-in do not apply).
 
@@ -224,6 +231,10 @@ class TrainConfig:
     #: standard deviation of the noise in the padding dims (standardised units), fading out;
     #: for the conditional INN: of the noise added to the standardised atmospheres (constant)
     pad_noise: float = 5e-3
+    #: conditional INN only: standard deviation of the noise added to the standardised
+    #: atmospheres fed to the emulator (0 = none), so that it also learns rough atmospheres
+    #: such as posterior draws, on which the round trip evaluates it
+    emulator_noise: float = 0.0
     #: standard deviation of the noise added to the profiles fed to the reverse pass, as a
     #: fraction of the joint peak (0 = none); drawn afresh for every batch
     noise: float = 0.01
@@ -244,8 +255,11 @@ class TrainConfig:
     val_fraction: float = 0.1
     #: write the checkpoint every n epochs (and always after the last)
     checkpoint_every: int = 1
-    #: ``model.pt`` holds the weights of the epoch with the lowest validation total (early
-    #: stopping) instead of the last epoch's; needs a validation split
+    #: ``model.pt`` holds the weights of the epoch with the lowest validation loss (early
+    #: stopping) instead of the last epoch's; needs a validation split. The INN: the whole
+    #: model at the lowest validation total. The conditional INN: the flow and conditioning
+    #: network at the lowest validation NLL, the emulator (no shared weights) at its own lowest
+    #: validation L2 (:func:`radynversion.model.train.best_epoch_parts`)
     keep_best: bool = False
     #: seed of the split, the batches and the noise
     seed: int = 0
@@ -263,7 +277,8 @@ class TrainConfig:
         if not 0.0 < self.lr_final_fraction <= 1.0:
             raise ConfigError(f"TrainConfig.lr_final_fraction = {self.lr_final_fraction}; "
                               "expected 0 < f <= 1")
-        if self.fwhm_halpha_A < 0 or self.fwhm_ca8542_A < 0 or self.noise < 0 or self.pad_noise < 0:
+        if (self.fwhm_halpha_A < 0 or self.fwhm_ca8542_A < 0 or self.noise < 0 or self.pad_noise < 0
+                or self.emulator_noise < 0):
             raise ConfigError("TrainConfig: FWHMs and noise levels must be >= 0")
         if not self.mmd_scales_latent or not self.mmd_scales_reverse:
             raise ConfigError("TrainConfig: MMD scales must not be empty")

@@ -37,7 +37,8 @@ from .config import CINNConfig, ModelConfig, TrainConfig
 from .posterior import _splitmix64
 from .preprocess import atmosphere_to_array, normalise_profiles
 
-__all__ = ["TrainResult", "usable_samples", "sample_labels", "evaluation_split", "train", "plot_history"]
+__all__ = ["TrainResult", "usable_samples", "sample_labels", "evaluation_split", "train", "plot_history",
+           "best_epoch_parts"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -156,6 +157,76 @@ def plot_history(history: dict[str, list[float]], path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
+
+
+#: ``keep_best`` selection of a model without ``best_epoch_parts``: everything at the epoch of
+#: the lowest validation total
+_WHOLE_MODEL: dict[str, tuple[str, ...]] = {"total": ()}
+
+
+def best_epoch_parts(model: PosteriorModel) -> dict[str, tuple[str, ...]]:
+    """Which validation loss selects the kept epoch of which weights (``keep_best``).
+
+    Parameters
+    ----------
+    model : PosteriorModel
+        A model may declare ``best_epoch_parts``: validation loss name -> state-dict key
+        prefixes. Exactly one part has no prefixes and takes every key no other part claims.
+
+    Returns
+    -------
+    dict of str -> tuple of str
+        The model's parts, or ``{"total": ()}``: the whole model at the epoch of its lowest
+        validation total (the INN, whose losses all depend on every weight).
+
+    Example
+    -------
+    >>> from radynversion.model import CINNConfig, ConditionalINN, RadynversionINN
+    >>> best_epoch_parts(ConditionalINN(CINNConfig(n_blocks=1)))
+    {'nll': (), 'forward_l2': ('emulator.',)}
+    >>> best_epoch_parts(RadynversionINN())
+    {'total': ()}
+    """
+    parts = dict(getattr(model, "best_epoch_parts", None) or _WHOLE_MODEL)
+    if sum(1 for prefixes in parts.values() if not prefixes) != 1:
+        raise ConfigError(f"{type(model).__name__}.best_epoch_parts = {parts}; expected exactly one "
+                          "part without key prefixes (the rest of the weights)")
+    return parts
+
+
+def _split_state(state: dict[str, torch.Tensor], parts: dict[str, tuple[str, ...]]
+                 ) -> dict[str, dict[str, torch.Tensor]]:
+    """``state`` split into the parts of :func:`best_epoch_parts` (detached CPU copies)."""
+    rest = next(name for name, prefixes in parts.items() if not prefixes)
+    out: dict[str, dict[str, torch.Tensor]] = {name: {} for name in parts}
+    for key, value in state.items():
+        owner = next((name for name, prefixes in parts.items()
+                      if prefixes and key.startswith(prefixes)), rest)
+        out[owner][key] = value.detach().cpu().clone()
+    return out
+
+
+def _best_from_checkpoint(best: dict[str, Any], parts: dict[str, tuple[str, ...]],
+                          history: dict[str, list[float]]) -> dict[str, Any]:
+    """The per-part ``keep_best`` record from a resumed checkpoint's ``best``.
+
+    Checkpoints written before per-part selection hold one epoch, its ``val_total`` and one
+    state dict: every part then starts from that epoch, with its own validation loss read
+    from the history.
+    """
+    if "parts" in best:
+        return best
+    fresh: dict[str, Any] = {"parts": {name: {"epoch": -1, "val": float("inf"), "state_dict": None}
+                                       for name in parts}}
+    if best.get("state_dict") is None or int(best.get("epoch", -1)) < 0:
+        return fresh
+    epoch = int(best["epoch"])
+    split = _split_state(best["state_dict"], parts)
+    for name in parts:
+        vals = history.get(f"val_{name}", [])
+        val = float(vals[epoch]) if epoch < len(vals) else float(best.get("val_total", float("inf")))
+        fresh["parts"][name] = {"epoch": epoch, "val": val, "state_dict": split[name]}
+    return fresh
 
 
 def _batches(n: int, cfg: TrainConfig, gen: torch.Generator) -> list[torch.Tensor]:
@@ -290,7 +361,8 @@ def train(
                                             gamma=tc.lr_final_fraction ** (1.0 / n_decays))
     history: dict[str, list[float]] = {}
     start = 0
-    best: dict[str, Any] = {"epoch": -1, "val_total": float("inf"), "state_dict": None}
+    parts = best_epoch_parts(model)
+    best: dict[str, Any] = _best_from_checkpoint({}, parts, {})
     ckpt_path, model_path = out / CHECKPOINT_NAME, out / MODEL_NAME
     mc_toml, tc_toml = to_toml(mc), to_toml(tc)
     if resume and ckpt_path.exists():
@@ -314,7 +386,7 @@ def train(
         sched.load_state_dict(ckpt["training"]["scheduler"])
         history = {k: list(v) for k, v in ckpt["training"]["history"].items()}
         start = int(ckpt["training"]["epoch"]) + 1
-        best = ckpt["training"].get("best", best)
+        best = _best_from_checkpoint(ckpt["training"].get("best", {}), parts, history)
 
     atm_t = torch.as_tensor(atm_all, device=dev)
     y_t = torch.as_tensor(y_all, device=dev)
@@ -359,9 +431,14 @@ def train(
         record.update({f"val_{k}": float(v) for k, v in val.items()})
         for k, v in record.items():
             history.setdefault(k, []).append(float(v))
-        if tc.keep_best and val and np.isfinite(val["total"]) and val["total"] < best["val_total"]:
-            best = {"epoch": epoch, "val_total": float(val["total"]),
-                    "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if tc.keep_best and val:
+            improved = [name for name in parts
+                        if np.isfinite(val[name]) and val[name] < best["parts"][name]["val"]]
+            if improved:
+                split = _split_state(model.state_dict(), {k: parts[k] for k in parts})
+                for name in improved:
+                    best["parts"][name] = {"epoch": epoch, "val": float(val[name]),
+                                           "state_dict": split[name]}
         bar.set_postfix(loss=f"{record['train_total']:.3g}", fwd=f"{record['train_forward_l2']:.3g}")
         if (epoch + 1) % tc.checkpoint_every == 0 or epoch == tc.epochs - 1:
             training = {"epoch": epoch, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -370,10 +447,17 @@ def train(
             plot_history(history, out / PLOT_NAME)
     bar.close()
 
-    if tc.keep_best and best["state_dict"] is not None:
-        model.load_state_dict(best["state_dict"])
-        provenance["best_epoch"] = int(best["epoch"])
-        provenance["best_val_total"] = float(best["val_total"])
+    if tc.keep_best and all(rec["state_dict"] is not None for rec in best["parts"].values()):
+        merged: dict[str, torch.Tensor] = {}
+        for rec in best["parts"].values():
+            merged.update(rec["state_dict"])
+        model.load_state_dict(merged)
+        rest = next(name for name, prefixes in parts.items() if not prefixes)
+        provenance["best_epoch"] = int(best["parts"][rest]["epoch"])
+        provenance["best_epochs"] = {name: int(rec["epoch"]) for name, rec in best["parts"].items()}
+        provenance["best_val"] = {name: float(rec["val"]) for name, rec in best["parts"].items()}
+        if set(parts) == {"total"}:
+            provenance["best_val_total"] = float(best["parts"]["total"]["val"])
     model.eval()
     model.metadata = {"train_config": tc_toml, "model_config": mc_toml, "training_set_sha256": data_sha,
                       "provenance": provenance, "path": str(model_path)}
