@@ -242,7 +242,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     kwargs = dict(model=args.model, samples=args.samples, quantiles=args.quantiles, seed=args.seed,
                   chunks=chunks, batch_size=args.batch_size, precision=args.precision,
                   progress=not args.no_progress, max_chunks=args.max_chunks,
-                  misfit_samples=args.misfit_samples or None)
+                  misfit_samples=args.misfit_samples or None, compile=args.compile)
     if args.workers == 0 and not (args.scheduler or args.slurm):
         stats = invert_to_zarr(ds, args.out, num_workers=args.threads_per_worker, **kwargs)
     else:
@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"], default="auto",
                    help="arithmetic (auto: bf16 on GPUs and AMX CPUs where its error is under a quarter of "
                         "the quantiles' sampling error, else fp32)")
+    v.add_argument("--compile", action="store_true",
+                   help="run the network passes through torch.compile: each worker compiles once (10-40 s), "
+                        "then bf16 passes run 1.4-2x faster (fp32 1.0-1.2x); for large scans")
     g = v.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, help="LocalCluster worker processes (default: cores / "
                    "threads per worker; 0 = no cluster, threads in this process)")

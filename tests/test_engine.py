@@ -232,6 +232,52 @@ def test_auto_precision_weighs_arithmetic_against_sampling_error(net):
     np.testing.assert_allclose(bf[0].log_T.values, ref.log_T.values, atol=0.05)
 
 
+def test_compiled_passes_agree_with_eager_and_keep_the_engine_deterministic(net, tmp_path):
+    """torch.compile'd passes: the same quantiles as eager ones to fp32 rounding; the engine,
+    the in-memory API and the store agree bit for bit among themselves and over chunkings."""
+    ds = scan(4, 4)
+    eager = invert(ds, net, samples=64, batch_size=BATCH, precision="fp32")
+    comp = invert(ds, net, samples=64, batch_size=BATCH, precision="fp32", compile=True)
+    assert comp.attrs["compiled"] == "true" and eager.attrs["compiled"] == "false"
+    for name in ("log_ne", "log_T"):
+        np.testing.assert_allclose(comp[name].values, eager[name].values, atol=1e-4)
+    vp = [np.sign(o.v.values) * np.log10(np.abs(o.v.values) + 1) for o in (comp, eager)]
+    np.testing.assert_allclose(vp[0], vp[1], atol=1e-4)
+    np.testing.assert_allclose(comp.misfit.values, eager.misfit.values, rtol=1e-4)
+    lazy = [engine_invert(ds, net, samples=64, batch_size=BATCH, precision="fp32", compile=True,
+                          chunks=c).compute() for c in ({"y": 1}, {"y": 4})]
+    assert lazy[0].attrs["compiled"] == "true"
+    assert_same(lazy[0], lazy[1])
+    assert_same(lazy[0], comp, ("log_ne", "log_T", "v", "misfit"))
+    stats = invert_to_zarr(ds, tmp_path / "c.zarr", net, samples=64, batch_size=BATCH, precision="fp32",
+                           compile=True, chunks={"y": 2}, progress=False)
+    assert stats["complete"]
+    assert_same(xr.open_zarr(tmp_path / "c.zarr").load(), lazy[0])
+    # a store made with compiled passes is not resumed with eager ones
+    with pytest.raises(StoreError):
+        invert_to_zarr(ds, tmp_path / "c.zarr", net, samples=64, batch_size=BATCH, precision="fp32",
+                       chunks={"y": 2}, progress=False)
+
+
+def test_compile_failure_is_one_clear_error_before_any_chunk(net, tmp_path, monkeypatch):
+    """A machine whose C++ tool chain cannot build the kernels: ConfigError naming the cure,
+    raised while planning, so no store is started."""
+    from torch._inductor import config as inductor_config
+
+    from radynversion.model.compiled import clear_compiled
+
+    clear_compiled()
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    other = tiny_model()  # a fresh network: nothing compiled for it yet
+    try:
+        with pytest.raises(ConfigError, match=r"compile: torch.compile of the model's sample failed.*--compile"):
+            invert_to_zarr(scan(2, 2), tmp_path / "x.zarr", other, samples=16, batch_size=BATCH,
+                           precision="fp32", compile=True, progress=False)
+        assert not (tmp_path / "x.zarr" / "zarr.json").exists()
+    finally:
+        clear_compiled()
+
+
 def test_matmul_mode_gate_never_flips_under_a_pass():
     """torch's TF32 switch is process-wide; concurrent passes of two modes must not see it flip."""
     from radynversion.model.posterior import _matmul_mode

@@ -92,6 +92,7 @@ class BlockParams:
     n_heights: int
     store: str | None = None
     misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES
+    compile: bool = False
 
     def block_dataset(self, arrays: Sequence[np.ndarray]) -> xr.Dataset:
         """The chunk's profiles as a Dataset in the profile schema."""
@@ -131,7 +132,7 @@ def _invert_block(*args: Any) -> dict[str, Any]:
     res = posterior(net, y, flat, samples=p.samples, quantiles=p.quantiles, seed=p.seed,
                     batch_size=p.batch_size, misfit=p.misfit, precision=p.precision,
                     return_samples=p.return_samples, max_samples_bytes=2**62,
-                    misfit_samples=p.misfit_samples)
+                    misfit_samples=p.misfit_samples, compile=p.compile)
     n_q = len(p.quantiles)
     out: dict[str, np.ndarray] = {}
     for k, name in enumerate(VARIABLES):
@@ -177,17 +178,22 @@ def ensure_plugin(client: Any, spec: ModelSpec) -> None:
 
 
 def _runtime_info(spec: ModelSpec, precision: str, batch_size: int | None,
-                  probe: np.ndarray | None = None, samples: int = 1024) -> dict[str, Any]:
+                  probe: np.ndarray | None = None, samples: int = 1024,
+                  compile: bool = False) -> dict[str, Any]:
     net = worker_model(spec)
     dev = worker_device(spec)
-    prec = select_precision(net, probe, samples=samples) if precision == "auto" else precision
+    prec = select_precision(net, probe, samples=samples, compile=compile) if precision == "auto" else precision
+    if compile:  # compile the run's pass shape now: a tool chain that cannot fails before any chunk runs
+        y = np.full((1, net.n_y), 0.5, np.float32) if probe is None else probe[:1]
+        posterior(net, y, np.arange(1), samples=int(samples), precision=prec,
+                  batch_size=int(batch_size) if batch_size else None, misfit=True, compile=True)
     return {"device": dev.type, "precision": prec,
             "batch_size": int(batch_size) if batch_size else default_batch_size(dev)}
 
 
 def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int | None = None,
                      client: Any = None, probe: np.ndarray | None = None,
-                     samples: int = 1024) -> dict[str, Any]:
+                     samples: int = 1024, compile: bool = False) -> dict[str, Any]:
     """Resolve ``precision="auto"`` and the default ``batch_size`` where the model runs: on a
     worker of ``client`` (or of the current default client), else in this process.
 
@@ -195,7 +201,8 @@ def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int |
     most a quarter of the Monte Carlo error of the quantiles at ``samples`` draws on ``probe``
     (normalised profiles ``(N, 60)``, e.g. a few pixels of the data;
     :func:`radynversion.model.posterior.select_precision`): bf16 on CUDA and on CPUs with AMX,
-    else fp32.
+    else fp32. With ``compile`` the check runs the compiled passes (and a compiler that
+    fails here fails before any chunk runs).
 
     Returns
     -------
@@ -209,9 +216,9 @@ def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int |
         raise ConfigError(f"batch_size = {batch_size}; expected >= 1")
     client = client if client is not None else _current_client()
     if client is not None:
-        return client.submit(_runtime_info, spec, precision, batch_size, probe, samples,
+        return client.submit(_runtime_info, spec, precision, batch_size, probe, samples, compile,
                              pure=False).result()
-    return _runtime_info(spec, precision, batch_size, probe, samples)
+    return _runtime_info(spec, precision, batch_size, probe, samples, compile)
 
 
 def _worker_threads(client: Any) -> int:
@@ -512,6 +519,7 @@ def plan_inversion(
     regular: bool = False,
     spec: tuple[ModelSpec, PosteriorModel] | None = None,
     misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
+    compile: bool = False,
 ) -> Plan:
     """Plan the chunk tasks of an inversion (see :func:`invert` for the parameters).
 
@@ -538,8 +546,8 @@ def plan_inversion(
     client = client if client is not None else _current_client()
     if client is not None:
         ensure_plugin(client, spec_)
-    probe = _probe_profiles(profiles, dims, net, degrade) if precision == "auto" else None
-    rt = runtime_settings(spec_, precision, batch_size, client, probe, samples)
+    probe = _probe_profiles(profiles, dims, net, degrade) if precision == "auto" or compile else None
+    rt = runtime_settings(spec_, precision, batch_size, client, probe, samples, bool(compile))
     sp_chunks = _normalise_chunks(profiles, dims, shape, chunks, regular,
                                   min_chunks=2 * _worker_threads(client))
 
@@ -562,7 +570,8 @@ def plan_inversion(
         quantiles=q, seed=int(seed), batch_size=int(rt["batch_size"]), precision=str(rt["precision"]),
         degrade=degrade, misfit=bool(misfit), return_samples=bool(return_samples),
         n_heights=int(net.height_Mm.numel()), store=None if store is None else str(store),
-        misfit_samples=misfit_draws(int(samples), misfit_samples) if misfit else None)
+        misfit_samples=misfit_draws(int(samples), misfit_samples) if misfit else None,
+        compile=bool(compile))
     spec_key = dask.delayed(spec_, name=f"radynversion-model-{spec_.sha256}")
     letters = _LETTERS[: len(dims)]
     index_args: list[Any] = []
@@ -599,6 +608,7 @@ def plan_inversion(
         "seed": int(seed),
         "misfit_samples": int(params.misfit_samples or 0),
         "precision": params.precision,
+        "compiled": str(params.compile).lower(),
         "batch_size": params.batch_size,
         "device": str(rt["device"]),
         "degrade": "auto" if degrade is None else str(bool(degrade)).lower(),
@@ -628,6 +638,7 @@ def invert(
     device: str | None = None,
     client: Any = None,
     misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
+    compile: bool = False,
 ) -> xr.Dataset:
     """Invert a scan lazily: one Dask task per chunk, posterior quantiles per pixel.
 
@@ -673,6 +684,11 @@ def invert(
     client : distributed.Client, optional
         Where to resolve ``precision="auto"`` and register the model plugin; default the
         current client, if any (the result is computed by whatever scheduler computes it).
+    compile : bool
+        Run the passes through ``torch.compile`` (:mod:`radynversion.model.compiled`): each
+        worker compiles once (10-40 s on CPU), then passes run 1.4-2x faster in bf16 and
+        1.0-1.2x in fp32; results round slightly differently from uncompiled ones (the
+        ``compiled`` attribute says which). Worth it for scans of thousands of pixels.
 
     Returns
     -------
@@ -699,4 +715,4 @@ def invert(
         profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
         precision=precision, degrade=degrade, misfit=misfit, return_samples=return_samples,
         max_samples_bytes=max_samples_bytes, device=device, client=client,
-        misfit_samples=misfit_samples).dataset()
+        misfit_samples=misfit_samples, compile=compile).dataset()

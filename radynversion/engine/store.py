@@ -109,6 +109,7 @@ def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
         "seed": p.seed,
         "batch_size": p.batch_size,
         "precision": p.precision,
+        "compiled": p.compile,
         "device": plan.attrs["device"],
         "degrade": plan.attrs["degrade"],
         "misfit": p.misfit,
@@ -367,6 +368,7 @@ def invert_to_zarr(
     max_chunks: int | None = None,
     num_workers: int | None = None,
     misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Invert a scan into a Zarr store, chunk by chunk; resume an interrupted store.
 
@@ -377,7 +379,7 @@ def invert_to_zarr(
     out : path
         The Zarr store. Created if absent; if present it must be an inversion store made from
         the same input with the same model and settings, and only its missing chunks run.
-    model, samples, quantiles, seed, chunks, batch_size, precision, degrade, misfit, device, misfit_samples
+    model, samples, quantiles, seed, chunks, batch_size, precision, degrade, misfit, device, misfit_samples, compile
         As :func:`radynversion.engine.invert` (irregular chunks are made regular).
     client : distributed.Client, optional
         Run on this cluster; default the threaded scheduler in this process.
@@ -413,7 +415,7 @@ def invert_to_zarr(
     plan = plan_inversion(
         profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
         precision=precision, degrade=degrade, misfit=misfit, device=device, client=client,
-        store=out.resolve(), regular=True, spec=spec, misfit_samples=misfit_samples)
+        store=out.resolve(), regular=True, spec=spec, misfit_samples=misfit_samples, compile=compile)
     run = _run_signature(plan, profiles)
     n_pixels = int(np.prod(plan.shape))
     need = estimate_store_bytes(n_pixels, len(plan.params.quantiles), plan.params.n_heights)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from .base import PosteriorModel
 from .checkpoint import DEFAULT_MODEL_PATH, arrays_sha256, load_model, read_checkpoint, save_checkpoint
 from .cinn import ConditionalINN
+from .compiled import compiled_model
 from .config import CINNConfig, ModelConfig, TrainConfig
 from .inn import RadynversionINN
 from .invert import DEFAULT_QUANTILES, invert
@@ -64,4 +65,5 @@ __all__ = [
     "PosteriorResult",
     "pixel_seeds",
     "select_precision",
+    "compiled_model",
 ]

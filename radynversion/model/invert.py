@@ -66,6 +66,7 @@ def invert(
     return_samples: bool = False,
     max_samples_bytes: int = MAX_SAMPLES_BYTES,
     misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
+    compile: bool = False,
 ) -> xr.Dataset:
     """Invert profiles into posterior quantiles of the atmosphere.
 
@@ -108,6 +109,9 @@ def invert(
         (:class:`radynversion.errors.SelectionTooLargeError`) above ``max_samples_bytes``.
     max_samples_bytes : int
         Limit of ``return_samples`` (default 1 GiB).
+    compile : bool
+        Run the passes through ``torch.compile`` (:mod:`radynversion.model.compiled`): a
+        one-off compilation, then faster passes; in the result's ``compiled`` attribute.
 
     Returns
     -------
@@ -145,11 +149,11 @@ def invert(
                                      f"pixel ({n_pix}, dims {dims})")
     if precision == "auto":
         probe = y[np.isfinite(y).all(axis=1)][:32]
-        precision = select_precision(net, probe if probe.size else None, samples=samples)
+        precision = select_precision(net, probe if probe.size else None, samples=samples, compile=compile)
     res = posterior(net, y, ids, samples=samples, quantiles=q_list, seed=seed,
                     batch_size=batch_size, misfit=misfit, precision=precision,
                     return_samples=return_samples, max_samples_bytes=max_samples_bytes,
-                    misfit_samples=misfit_samples)
+                    misfit_samples=misfit_samples, compile=compile)
     n_h = net.height_Mm.numel()
     n_q = len(q_list)
 
@@ -187,6 +191,7 @@ def invert(
         "seed": int(seed),
         "misfit_samples": misfit_draws(samples, misfit_samples) if misfit else 0,
         "precision": precision,
+        "compiled": str(bool(compile)).lower(),
         "instrument_fwhm_A": str(net.instrument_fwhm_A()),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

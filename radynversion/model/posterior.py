@@ -57,6 +57,7 @@ import torch
 from ..atmosphere import inverse_velocity_transform
 from ..errors import SelectionTooLargeError
 from .base import PosteriorModel
+from .compiled import compiled_model
 
 __all__ = [
     "DEFAULT_QUANTILES",
@@ -198,6 +199,8 @@ class PosteriorResult:
         The posterior samples (``return_samples=True`` only).
     precision : str
         The arithmetic used (:data:`PRECISIONS`).
+    compiled : bool
+        Whether the passes ran through ``torch.compile``.
     """
 
     quantiles: np.ndarray
@@ -205,6 +208,7 @@ class PosteriorResult:
     valid: np.ndarray
     samples: np.ndarray | None
     precision: str
+    compiled: bool = False
 
 
 class _MatmulModeGate:
@@ -338,6 +342,7 @@ def posterior(
     return_samples: bool = False,
     max_samples_bytes: int = MAX_SAMPLES_BYTES,
     misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
+    compile: bool = False,
 ) -> PosteriorResult:
     """Posterior quantiles (and misfit) of many pixels, reduced on ``net``'s device.
 
@@ -375,6 +380,9 @@ def posterior(
         subset). The forward pass costs as much as the reverse pass per draw, so at 1024
         samples the default nearly halves the work; the mean's sampling error over 64 draws is
         ~1/8 of the spread of the per-draw RMS.
+    compile : bool
+        Run the passes through ``torch.compile`` (:func:`radynversion.model.compiled.compiled_model`):
+        faster after a one-off compilation per process, rounding slightly differently.
 
     Returns
     -------
@@ -406,6 +414,8 @@ def posterior(
     if y.ndim != 2 or y.shape[1] != net.n_y or ids.size != y.shape[0]:
         raise ValueError(f"posterior: y has shape {y.shape} and pixel_index {ids.size} entries; "
                          f"expected (N, {net.n_y}) and N")
+    if compile:
+        net = compiled_model(net)
     dev = net.device
     if batch_size is None:
         batch_size = default_batch_size(dev)
@@ -507,6 +517,7 @@ def posterior(
         valid=valid,
         samples=None if out_s is None else out_s.reshape(n_pix, samples, 3, n_h),
         precision=precision,
+        compiled=bool(compile),
     )
 
 
@@ -599,6 +610,7 @@ def precision_noise_ratio(
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     seed: int = 0,
     probe_samples: int = 256,
+    compile: bool = False,
 ) -> float:
     """The arithmetic error of ``precision`` against the Monte Carlo error of the quantiles.
 
@@ -626,6 +638,8 @@ def precision_noise_ratio(
         Probe pixels (at most), draws per pixel of the run judged, quantiles compared, seed.
     probe_samples : int
         Draws per pixel of the probe runs (at most ``samples``).
+    compile : bool
+        Judge the compiled passes (both precisions; :func:`posterior`).
 
     Returns
     -------
@@ -636,7 +650,7 @@ def precision_noise_ratio(
     y = _probe_set(net, y, n_probe, seed)
     ids = np.arange(y.shape[0])
     s_probe = max(2, min(int(samples), int(probe_samples)))
-    kw = dict(samples=s_probe, quantiles=quantiles, misfit=False,
+    kw = dict(samples=s_probe, quantiles=quantiles, misfit=False, compile=compile,
               batch_size=max(default_batch_size(net.device), s_probe))
     ref = _to_vprime(posterior(net, y, ids, seed=seed, **kw).quantiles)  # type: ignore[arg-type]
     if precision == "fp32":
@@ -659,6 +673,7 @@ def select_precision(
     candidates: Sequence[str] | None = None,
     max_noise_ratio: float = MAX_NOISE_RATIO,
     samples: int = 1024,
+    compile: bool = False,
 ) -> str:
     """What ``precision="auto"`` runs: the first of ``candidates`` that is faster than fp32 on
     ``net``'s device (:func:`reduced_precisions`) and whose arithmetic error is at most
@@ -666,7 +681,8 @@ def select_precision(
     profiles ``y`` (:func:`precision_noise_ratio`); else ``"fp32"``.
 
     So a CPU without AMX, or a model whose quantiles bf16 moves by more than a quarter of
-    their sampling error, runs in fp32.
+    their sampling error, runs in fp32. With ``compile`` the candidates are judged in their compiled form
+    (:func:`precision_noise_ratio`).
 
     Example
     -------
@@ -676,6 +692,6 @@ def select_precision(
     """
     fast = reduced_precisions(net.device)
     for cand in fast if candidates is None else [c for c in candidates if c in fast]:
-        if precision_noise_ratio(net, cand, y, samples=samples) <= max_noise_ratio:
+        if precision_noise_ratio(net, cand, y, samples=samples, compile=compile) <= max_noise_ratio:
             return cand
     return "fp32"
