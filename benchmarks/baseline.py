@@ -16,7 +16,7 @@ LocalCluster (``--workers`` x 1 thread), default settings (misfit on the first 6
 each pixel).
 
 The loop runs in fp32, the original's arithmetic (``speedup``), and, on devices with a faster
-precision that ``precision="auto"`` may pick (bf16 on CUDA and on CPUs with AMX), in that one
+precision that ``precision="auto"`` may pick (bf16 on CUDA and on CPUs with AMX or AVX-512 BF16), in that one
 too (``loop_by_precision``, ``speedup_vs_loop_in_engine_precision``): the second ratio is what
 the engine adds beyond the arithmetic.
 
@@ -117,6 +117,9 @@ def main() -> None:
     p.add_argument("--chunk-rows", dest="chunk_rows", type=int, default=1, help="rows (y) per engine chunk")
     p.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"], default="auto",
                    help="the engine's arithmetic (default auto, as radynversion invert)")
+    p.add_argument("--compile", action="store_true",
+                   help="the engine's passes through torch.compile (as radynversion invert --compile; "
+                        "the compilation is inside the engine's time)")
     args = p.parse_args()
     cuda = args.device.startswith("cuda")
     workers = args.workers or (1 if cuda else (os.cpu_count() or 1))
@@ -145,7 +148,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
 
     # -- the loop in fp32 (the original's arithmetic) and, where the device has one, in the
-    # faster precision the engine may pick (bf16 on CUDA and on CPUs with AMX)
+    # faster precision the engine may pick (bf16 on CUDA and on CPUs with AMX or AVX-512 BF16)
     loop_precs = ["fp32"] + [pr for pr in reduced_precisions(args.device) if pr == "bf16"]
     probe = pick[: min(2 if args.quick else 4, pick.size)]
     loops: dict[str, dict] = {}
@@ -172,7 +175,7 @@ def main() -> None:
             stats = invert_to_zarr(ds, tmp / "out.zarr", model=mpath, samples=args.samples,
                                    chunks={"y": args.chunk_rows, "x": -1}, client=client, progress=False,
                                    misfit_samples=args.misfit_samples or None, device=args.device,
-                                   precision=args.precision)
+                                   precision=args.precision, compile=args.compile)
             engine_s = time.perf_counter() - t1
             engine_cpu = process_cpu_seconds(worker_pids) - cpu0
         assert stats["complete"], stats
@@ -228,6 +231,7 @@ def main() -> None:
         "baseline_pixels_per_s": head["pixels_per_s"],
         "engine_workers": workers,
         "engine_precision": engine_prec,
+        "engine_compiled": bool(args.compile),
         "engine_misfit_samples": min(args.samples, args.misfit_samples or args.samples),
         "engine_seconds": round(engine_s, 2),
         "engine_pixels_per_s": round(engine_rate, 2),

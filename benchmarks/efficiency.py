@@ -105,9 +105,11 @@ def main() -> None:
                    help="scan rows (y) per chunk (default 4: 16 chunks of 256 pixels)")
     p.add_argument("--workers", type=int, help="workers (default: one per core on CPU, 1 on CUDA)")
     p.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
+    p.add_argument("--compile", action="store_true",
+                   help="the engine's passes through torch.compile (compilation included in the timing)")
     p.add_argument("--precision", nargs="+", choices=["fp32", "tf32", "bf16"],
                    help="precisions to time (default fp32 and the faster ones of the device: "
-                        "bf16 on CPUs with AMX; tf32, bf16 on CUDA)")
+                        "bf16 on CPUs with AMX or AVX-512 BF16; tf32, bf16 on CUDA)")
     p.add_argument("--matmul-seconds", dest="matmul_seconds", type=float, default=3.0,
                    help="seconds per matmul measurement")
     p.add_argument("--profile", action="store_true", help="also profile the posterior core on 8 pixels")
@@ -163,7 +165,7 @@ def main() -> None:
                 stats = invert_to_zarr(ds, tmp / f"out-{prec}-{rep}.zarr", model=mpath, samples=samples,
                                        chunks={"y": args.chunk_rows, "x": -1}, batch_size=batch,
                                        precision=prec, misfit_samples=mis, client=client, progress=False,
-                                       device=args.device)
+                                       device=args.device, compile=args.compile)
                 secs = time.perf_counter() - t1
                 cpu = process_cpu_seconds(worker_pids) - cpu0
                 assert stats["complete"], stats
@@ -180,7 +182,7 @@ def main() -> None:
                 achieved = n_pix * samples / secs
                 bound = limit / per_draw
                 runs.append({
-                    "precision": prec, "repeat": rep, "pixels": n_pix, "engine_seconds": round(secs, 2),
+                    "precision": prec, "compiled": bool(args.compile), "repeat": rep, "pixels": n_pix, "engine_seconds": round(secs, 2),
                     "engine_pixels_per_s": round(n_pix / secs, 2),
                     "engine_pixel_samples_per_s": round(achieved, 1),
                     "engine_model_gflops": round(achieved * per_draw / 1e9, 2),

@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--misfit-samples", dest="misfit_samples", type=int, default=64,
                    help="draws per pixel in the round-trip misfit (default 64; 0 = every draw)")
     v.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"], default="auto",
-                   help="arithmetic (auto: bf16 on GPUs and AMX CPUs where its error is under a quarter of "
+                   help="arithmetic (auto: bf16 on GPUs and on CPUs with AMX or AVX-512 BF16 where its error is under a quarter of "
                         "the quantiles' sampling error, else fp32)")
     v.add_argument("--compile", action="store_true",
                    help="run the network passes through torch.compile: each worker compiles once (10-40 s), "

@@ -47,6 +47,7 @@ from radynversion.errors import (
 from radynversion.model import ModelConfig, RadynversionINN, invert, posterior, save_checkpoint
 from radynversion.model.posterior import (
     MAX_NOISE_RATIO,
+    cpu_has_native_bf16,
     pass_layout,
     pixel_seeds,
     precision_error,
@@ -200,12 +201,12 @@ def test_precision_modes_on_cpu(net):
 
 def test_reduced_precisions_follow_the_hardware():
     assert reduced_precisions("cuda") == ("bf16", "tf32")
-    assert reduced_precisions("cpu") == (("bf16",) if torch.cpu._is_amx_tile_supported() else ())
+    assert reduced_precisions("cpu") == (("bf16",) if cpu_has_native_bf16() else ())
 
 
 def test_auto_precision_weighs_arithmetic_against_sampling_error(net):
     """bf16 moves the quantiles by a small fraction of their Monte Carlo error; "auto" takes it
-    only where it is fast (AMX or CUDA) and within the tolerance, and says so in the output."""
+    only where it is fast (AMX, AVX-512 BF16 or CUDA) and within the tolerance, and says so in the output."""
     assert precision_noise_ratio(net, "fp32", n_probe=4, samples=64) == 0.0
     r = precision_noise_ratio(net, "bf16", n_probe=8, samples=256)
     assert 0.0 < r < MAX_NOISE_RATIO

@@ -200,8 +200,8 @@ def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int |
     ``"auto"`` runs the fastest precision of the workers' device whose arithmetic error is at
     most a quarter of the Monte Carlo error of the quantiles at ``samples`` draws on ``probe``
     (normalised profiles ``(N, 60)``, e.g. a few pixels of the data;
-    :func:`radynversion.model.posterior.select_precision`): bf16 on CUDA and on CPUs with AMX,
-    else fp32. With ``compile`` the check runs the compiled passes (and a compiler that
+    :func:`radynversion.model.posterior.select_precision`): bf16 on CUDA and on CPUs with AMX
+    or AVX-512 BF16, else fp32. With ``compile`` the check runs the compiled passes (and a compiler that
     fails here fails before any chunk runs).
 
     Returns
@@ -215,10 +215,17 @@ def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int |
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch_size = {batch_size}; expected >= 1")
     client = client if client is not None else _current_client()
-    if client is not None:
-        return client.submit(_runtime_info, spec, precision, batch_size, probe, samples, compile,
-                             pure=False).result()
-    return _runtime_info(spec, precision, batch_size, probe, samples, compile)
+    if client is None:
+        return _runtime_info(spec, precision, batch_size, probe, samples, compile)
+    args = (_runtime_info, spec, precision, batch_size, probe, samples, compile)
+    if not compile:
+        return client.submit(*args, pure=False).result()
+    # every worker compiles the passes now, all at once, instead of one after the other at
+    # their first chunks; the first worker's answer is the run's
+    workers = sorted(client.scheduler_info().get("workers", {})) or [None]
+    futs = [client.submit(*args, pure=False, workers=None if w is None else [w], allow_other_workers=w is None)
+            for w in workers]
+    return client.gather(futs)[0]
 
 
 def _worker_threads(client: Any) -> int:
@@ -664,7 +671,7 @@ def invert(
         Rows (pixels x samples) per pass; default 2048 on CPU, 65536 on CUDA.
     precision : {"auto", "fp32", "tf32", "bf16"}
         Arithmetic; ``"auto"`` = the fastest on the workers' device whose error is at most a
-        quarter of the quantiles' Monte Carlo error (bf16 on CUDA and on CPUs with AMX), else
+        quarter of the quantiles' Monte Carlo error (bf16 on CUDA and on CPUs with AMX or AVX-512 BF16), else
         fp32 (:func:`radynversion.model.posterior.select_precision`).
     degrade : bool, optional
         Force or forbid the instrument convolution; default only for finely sampled data.

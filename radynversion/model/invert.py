@@ -99,7 +99,7 @@ def invert(
         the mean over the first ``min(samples, misfit_samples)`` draws of each pixel.
     precision : {"auto", "fp32", "tf32", "bf16"}
         Arithmetic of the passes (:mod:`radynversion.model.posterior`); ``"auto"`` runs bf16
-        where the device multiplies it natively (CUDA, CPUs with AMX) and its error on the
+        where the device multiplies it natively (CUDA, CPUs with AMX or AVX-512 BF16) and its error on the
         first 32 valid pixels is at most a quarter of the quantiles' Monte Carlo error
         (:func:`radynversion.model.posterior.select_precision`), else fp32. The one used is
         in the result's ``precision`` attribute.

@@ -39,7 +39,7 @@ Precision (:data:`PRECISIONS`): ``"fp32"`` (IEEE float32, TF32 disabled), ``"tf3
 matmuls with TF32), ``"bf16"`` (``torch.autocast`` to bfloat16; the v transform, sorting and
 interpolation stay in float32/float64). :func:`select_precision` (``precision="auto"``)
 picks the cheapest one that is faster than fp32 on the device (:func:`reduced_precisions`:
-bf16 and tf32 on CUDA, bf16 on CPUs with AMX) and whose arithmetic error is at most a quarter
+bf16 and tf32 on CUDA, bf16 on CPUs with AMX or AVX-512 BF16) and whose arithmetic error is at most a quarter
 of the quantiles' own Monte Carlo error on a probe set (:func:`precision_noise_ratio`).
 """
 
@@ -77,6 +77,7 @@ __all__ = [
     "precision_error",
     "precision_noise_ratio",
     "reduced_precisions",
+    "cpu_has_native_bf16",
     "select_precision",
 ]
 
@@ -586,19 +587,28 @@ def reduced_precisions(device: torch.device | str) -> tuple[str, ...]:
     """The precisions that are faster than fp32 on ``device``, cheapest first.
 
     CUDA: ``("bf16", "tf32")``. CPU: ``("bf16",)`` where the cores multiply bfloat16 matrices
-    natively (Intel AMX tiles, e.g. Sapphire Rapids: ~5x the fp32 matmul rate), else none
-    (without AMX, bf16 matmuls are emulated and no faster than fp32).
+    natively: Intel AMX tiles (e.g. Sapphire Rapids, ~5x the fp32 matmul rate) or the AVX-512
+    BF16 dot-product instructions (e.g. AMD Zen 4, ~2.4x); else none (there bf16 matmuls are
+    emulated and no faster than fp32).
     """
     dev = torch.device(device)
     if dev.type == "cuda":
         return ("bf16", "tf32")
     if dev.type == "cpu":
-        try:
-            amx = bool(torch.cpu._is_amx_tile_supported())  # type: ignore[attr-defined]
-        except (AttributeError, RuntimeError):  # pragma: no cover - older torch
-            amx = False
-        return ("bf16",) if amx else ()
+        return ("bf16",) if cpu_has_native_bf16() else ()
     return ()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX-512 BF16)."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    for name in checks:
+        try:
+            if bool(getattr(torch.cpu, name)()):
+                return True
+        except (AttributeError, RuntimeError):  # pragma: no cover - older torch
+            continue
+    return False
 
 
 def precision_noise_ratio(
@@ -680,7 +690,7 @@ def select_precision(
     ``max_noise_ratio`` of the quantiles' Monte Carlo error at ``samples`` draws on the probe
     profiles ``y`` (:func:`precision_noise_ratio`); else ``"fp32"``.
 
-    So a CPU without AMX, or a model whose quantiles bf16 moves by more than a quarter of
+    So a CPU without native bf16 (AMX or AVX-512 BF16), or a model whose quantiles bf16 moves by more than a quarter of
     their sampling error, runs in fp32. With ``compile`` the candidates are judged in their compiled form
     (:func:`precision_noise_ratio`).
 
