@@ -12,7 +12,16 @@ from synthetic import TINY, training_set  # tests/synthetic.py
 from radynversion.cli import main
 from radynversion.errors import ProfileSchemaError
 from radynversion.model import TrainConfig, evaluation_split, train
-from radynversion.model.evaluate import BANDS, acceptance, evaluate, height_bands, write_report
+from radynversion.model.evaluate import (
+    BANDS,
+    STRONG_FLOW_KMS,
+    _metrics,
+    _strong_flow,
+    acceptance,
+    evaluate,
+    height_bands,
+    write_report,
+)
 
 CFG = TrainConfig(epochs=30, batch_size=32, val_fraction=0.1, test_fraction=0.2, lr_final_fraction=0.2,
                   seed=0)
@@ -47,6 +56,24 @@ def test_acceptance_checks_chromospheric_goals():
     checks = acceptance(summary)
     assert not checks["all_pass"] and not checks["v_error_vs_prior"]["pass"]
     assert not checks["log_T_coverage90"]["pass"] and checks["log_ne_coverage90"]["pass"]
+
+
+def test_strong_flows_are_scored_apart_from_the_slow_majority():
+    """Most nodes flow slowly; the strong flows (|v| >= 10 km/s) get their own error and
+    coverage, against the prior's (whose median, ~0, misses them by |v|)."""
+    truth = np.array([[1.0, -2.0, 40.0, -80.0], [0.5, 0.0, 3.0, 25.0]])
+    sel = np.ones_like(truth, bool)
+    sel[:, 0] = False  # outside the band
+    width = 5.0
+    post = np.stack([truth - 2 * width, truth - width, truth + 1.0, truth + width, truth + 2 * width], -1)
+    prior = np.broadcast_to(np.array([-30.0, -5.0, 0.0, 5.0, 30.0]), post.shape)
+    m = _strong_flow(_metrics(post, truth), _metrics(prior, truth), truth, sel)
+    assert m["threshold_km_s"] == STRONG_FLOW_KMS and m["nodes"] == 3
+    assert m["fraction_of_band"] == pytest.approx(3 / 6)
+    assert m["median_abs_error"] == 1.0 and m["prior_median_abs_error"] == 40.0
+    assert m["error_ratio_to_prior"] == pytest.approx(1 / 40)
+    assert m["coverage68"] == 1.0 and m["coverage90"] == 1.0
+    assert _strong_flow(_metrics(post, truth), _metrics(prior, truth), truth / 100, sel) is None
 
 
 def test_evaluate_uses_only_the_held_out_split_and_beats_the_prior(trained):
