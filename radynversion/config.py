@@ -41,8 +41,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return from_dict(tp, value, where=where)
     if origin is tuple:
         args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected an array, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected an array of {len(args)} values, got {value!r}")
         return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]

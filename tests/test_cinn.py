@@ -193,6 +193,41 @@ def test_emulator_noise_perturbs_only_the_emulator_inputs():
         TrainConfig(emulator_noise=-0.1)
 
 
+def test_pad_noise_scale_sets_the_atmosphere_noise_per_variable():
+    """pad_noise_scale multiplies the flow's atmosphere noise per variable (log_ne, log_T, v):
+    all zero is the noise-free NLL, the default is the plain pad_noise loss."""
+    from radynversion.model.cinn import cinn_losses
+
+    net = tiny_cinn()
+    ds = training_set(16)
+    atm = torch.as_tensor(atmosphere_to_array(ds))
+    y = torch.as_tensor(normalise_profiles(ds, fwhm_A=FAST.fwhm_A())[0])
+
+    def nll(**kw: object) -> float:
+        cfg = dataclasses.replace(FAST, noise=0.0, **kw)
+        with torch.no_grad():
+            return float(cinn_losses(net, atm, y, cfg, torch.Generator().manual_seed(3))["nll"])
+
+    clean = nll(pad_noise=0.0)
+    assert nll(pad_noise=0.5, pad_noise_scale=(0.0, 0.0, 0.0)) == clean
+    only_t = nll(pad_noise=0.5, pad_noise_scale=(0.0, 1.0, 0.0))
+    every = nll(pad_noise=0.5)
+    assert len({clean, only_t, every}) == 3
+    assert nll(pad_noise=0.5, pad_noise_scale=(1.0, 1.0, 1.0)) == every
+    with pytest.raises(ConfigError, match="pad_noise_scale"):
+        TrainConfig(pad_noise_scale=(1.0, -1.0, 1.0))
+    with pytest.raises(ConfigError, match="pad_noise_scale"):
+        TrainConfig(pad_noise_scale=(1.0, 1.0))
+    # from TOML: a wrong-length array is a one-line error naming the key, not a traceback
+    from radynversion.config import from_dict
+
+    with pytest.raises(ConfigError, match=r"train\.pad_noise_scale: expected an array of 3"):
+        from_dict(TrainConfig, {"pad_noise_scale": [1.0, 0.5]}, where="train")
+    with pytest.raises(ConfigError, match="expected an array"):
+        from_dict(TrainConfig, {"betas": 0.9}, where="train")
+    assert from_dict(TrainConfig, {"pad_noise_scale": [1, 0.5, 1]}).pad_noise_scale == (1.0, 0.5, 1.0)
+
+
 def test_emulator_dropout_round_trips_and_is_off_at_inference(tmp_path):
     """emulator_dropout builds an emulator with dropout; its checkpoint loads back, inference
     (eval mode) is deterministic; without it the state-dict keys are those of v1 files."""

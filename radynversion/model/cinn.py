@@ -208,7 +208,14 @@ def cinn_losses(
         return torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
 
     x = model.atmosphere_to_x(atm)
-    x_in = x + config.pad_noise * randn_like(x) if config.pad_noise > 0 else x
+    if config.pad_noise > 0:
+        eps = randn_like(x)
+        if tuple(config.pad_noise_scale) != (1.0, 1.0, 1.0):  # per variable; else the stream as before
+            scale = torch.tensor(config.pad_noise_scale, device=x.device, dtype=x.dtype)
+            eps = eps * scale.repeat_interleave(x.shape[1] // 3)
+        x_in = x + config.pad_noise * eps
+    else:
+        x_in = x
     y_in = y + config.noise * randn_like(y) if config.noise > 0 else y
     z, log_jac = model(x_in, model.condition(y_in))
     nll = (0.5 * (z**2).sum(1) - log_jac).mean() / model.n_z

@@ -194,7 +194,7 @@ class TrainConfig:
 
     For the conditional INN (:class:`CINNConfig`) the loss is maximum likelihood::
 
-        NLL(x + pad_noise N(0, 1) | y + noise) / (3 H)
+        NLL(x + pad_noise pad_noise_scale N(0, 1) | y + noise) / (3 H)
         + w_forward * L2(emulator(x + emulator_noise N(0, 1)), y)
 
     (per dimension; the MMD weights, kernel scales and the fade-in do not apply).
@@ -231,6 +231,10 @@ class TrainConfig:
     #: standard deviation of the noise in the padding dims (standardised units), fading out;
     #: for the conditional INN: of the noise added to the standardised atmospheres (constant)
     pad_noise: float = 5e-3
+    #: conditional INN only: factors of ``pad_noise`` for ``(log_ne, log_T, v)``. The noise
+    #: widens the learnt posterior to ``sqrt(width^2 + noise^2)`` (standardised units), which
+    #: matters where the posterior is a few percent of the prior (``log_T`` in the chromosphere)
+    pad_noise_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     #: conditional INN only: standard deviation of the noise added to the standardised
     #: atmospheres fed to the emulator (0 = none), so that it also learns rough atmospheres
     #: such as posterior draws, on which the round trip evaluates it
@@ -280,6 +284,9 @@ class TrainConfig:
         if (self.fwhm_halpha_A < 0 or self.fwhm_ca8542_A < 0 or self.noise < 0 or self.pad_noise < 0
                 or self.emulator_noise < 0):
             raise ConfigError("TrainConfig: FWHMs and noise levels must be >= 0")
+        if len(self.pad_noise_scale) != 3 or any(not s >= 0 for s in self.pad_noise_scale):
+            raise ConfigError(f"TrainConfig.pad_noise_scale = {self.pad_noise_scale}; expected three "
+                              "factors >= 0 (log_ne, log_T, v)")
         if not self.mmd_scales_latent or not self.mmd_scales_reverse:
             raise ConfigError("TrainConfig: MMD scales must not be empty")
         if self.keep_best and self.val_fraction <= 0:
