@@ -228,6 +228,23 @@ def test_pad_noise_scale_sets_the_atmosphere_noise_per_variable():
     assert from_dict(TrainConfig, {"pad_noise_scale": [1, 0.5, 1]}).pad_noise_scale == (1.0, 0.5, 1.0)
 
 
+def test_training_with_dropout_is_reproducible_and_leaves_the_global_rng_alone(tmp_path):
+    """Dropout draws from torch's global RNG; train() seeds it per epoch, so two runs give the
+    same weights (the shipped model can be re-made), and the caller's RNG state is kept."""
+    cfg_m = dataclasses.replace(TINY_C, emulator_dropout=0.3)
+    cfg_t = dataclasses.replace(FAST, epochs=2, val_fraction=0.0, keep_best=False)
+    data = training_set(48)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    runs = [train(data, tmp_path / f"r{i}", cfg_m, cfg_t, progress=False).model for i in range(2)]
+    assert torch.equal(torch.get_rng_state(), before)
+    a, b = (r.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(7)  # another global state changes nothing
+    c = train(data, tmp_path / "r2", cfg_m, cfg_t, progress=False).model.state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_emulator_dropout_round_trips_and_is_off_at_inference(tmp_path):
     """emulator_dropout builds an emulator with dropout; its checkpoint loads back, inference
     (eval mode) is deterministic; without it the state-dict keys are those of v1 files."""

@@ -44,6 +44,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 PLOT_NAME = "loss_curves.png"
 _VAL_STREAM = 2**31 - 1  # generator stream of the validation draws
+#: stream (within an epoch's seed) of torch's global RNG during the epoch: dropout layers
+#: draw from it, not from the seeded generators
+_GLOBAL_STREAM = 2**31 - 2
 
 
 @dataclass(frozen=True)
@@ -406,19 +409,23 @@ def train(
         model.train()
         sums = dict.fromkeys((*model.loss_names, "total"), 0.0)
         batches = _batches(train_pos.size, tc, cpu_gen)
-        for idx in batches:
-            idx = idx.to(dev)
-            losses = model.training_losses(atm_tr[idx], y_tr[idx], tc, fade, gen)
-            opt.zero_grad(set_to_none=True)
-            if not torch.isfinite(losses["total"]):
-                continue  # a non-finite batch is skipped, and shows in the history as such
-            losses["total"].backward()
-            for p in params:
-                if p.grad is not None:
-                    p.grad.clamp_(-tc.grad_clamp, tc.grad_clamp)
-            opt.step()
-            for k, v in losses.items():
-                sums[k] += float(v.detach())
+        # dropout draws from torch's global RNG: seed it per epoch (so that a run, resumed or
+        # not, is reproducible) and give the caller's state back afterwards
+        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+            torch.manual_seed(_stream_seed(seed, _GLOBAL_STREAM))
+            for idx in batches:
+                idx = idx.to(dev)
+                losses = model.training_losses(atm_tr[idx], y_tr[idx], tc, fade, gen)
+                opt.zero_grad(set_to_none=True)
+                if not torch.isfinite(losses["total"]):
+                    continue  # a non-finite batch is skipped, and shows in the history as such
+                losses["total"].backward()
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.clamp_(-tc.grad_clamp, tc.grad_clamp)
+                opt.step()
+                for k, v in losses.items():
+                    sums[k] += float(v.detach())
         lr = opt.param_groups[0]["lr"]
         sched.step()
         model.eval()
