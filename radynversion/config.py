@@ -115,6 +115,7 @@ def from_toml(cls: type[T], text: str, table: str | None = None, where: str = "T
         raise ConfigError(f"{where}: not valid TOML ({err})") from None
     if table is not None:
         data = data.get(table, {})
+        where = f"{where} [{table}]"
     return from_dict(cls, data, where=where)
 
 

@@ -226,6 +226,10 @@ def test_pad_noise_scale_sets_the_atmosphere_noise_per_variable():
     with pytest.raises(ConfigError, match="expected an array"):
         from_dict(TrainConfig, {"betas": 0.9}, where="train")
     assert from_dict(TrainConfig, {"pad_noise_scale": [1, 0.5, 1]}).pad_noise_scale == (1.0, 0.5, 1.0)
+    from radynversion.config import from_toml
+
+    with pytest.raises(ConfigError, match=r"^cfg\.toml \[train\]\.pad_noise_scale: expected an array of 3"):
+        from_toml(TrainConfig, "[train]\npad_noise_scale = [1.0]\n", table="train", where="cfg.toml")
 
 
 def test_training_with_dropout_is_reproducible_and_leaves_the_global_rng_alone(tmp_path):
