@@ -218,14 +218,12 @@ def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int |
     if client is None:
         return _runtime_info(spec, precision, batch_size, probe, samples, compile)
     args = (_runtime_info, spec, precision, batch_size, probe, samples, compile)
-    if not compile:
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    if not compile or not workers:
         return client.submit(*args, pure=False).result()
     # every worker compiles the passes now, all at once, instead of one after the other at
     # their first chunks; the first worker's answer is the run's
-    workers = sorted(client.scheduler_info().get("workers", {})) or [None]
-    futs = [client.submit(*args, pure=False, workers=None if w is None else [w], allow_other_workers=w is None)
-            for w in workers]
-    return client.gather(futs)[0]
+    return client.gather([client.submit(*args, pure=False, workers=[w]) for w in workers])[0]
 
 
 def _worker_threads(client: Any) -> int:

@@ -208,12 +208,9 @@ def cinn_losses(
         return torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
 
     x = model.atmosphere_to_x(atm)
-    if config.pad_noise > 0:
-        eps = randn_like(x)
-        if tuple(config.pad_noise_scale) != (1.0, 1.0, 1.0):  # per variable; else the stream as before
-            scale = torch.tensor(config.pad_noise_scale, device=x.device, dtype=x.dtype)
-            eps = eps * scale.repeat_interleave(x.shape[1] // 3)
-        x_in = x + config.pad_noise * eps
+    if config.pad_noise > 0:  # per variable (log_ne, log_T, v); factors of 1 change no bit
+        scale = x.new_tensor(config.pad_noise_scale).repeat_interleave(x.shape[1] // 3)
+        x_in = x + config.pad_noise * (randn_like(x) * scale)
     else:
         x_in = x
     y_in = y + config.noise * randn_like(y) if config.noise > 0 else y
