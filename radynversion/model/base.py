@@ -101,6 +101,18 @@ class PosteriorModel(nn.Module):
         and latent draws ``z`` ``(M, n_z)`` from N(0, 1) -> ``[log_ne, log_T, v']`` ``(M, 3 H)``."""
         raise NotImplementedError
 
+    def sample_pixels(self, context: Tensor, z: Tensor) -> Tensor:
+        """Posterior draws of whole pixels: one context row per pixel ``(G, n_c)`` and their
+        latent draws ``z`` ``(G, S, n_z)`` -> ``[log_ne, log_T, v']`` ``(G, S, 3 H)``.
+
+        The values of :meth:`sample` with each pixel's context repeated over its draws (this
+        default does exactly that); a subclass may skip the repetition and do per-pixel work
+        once per pixel.
+        """
+        g, s, n_z = z.shape
+        rows = context[:, None, :].expand(g, s, context.shape[1]).reshape(g * s, -1)
+        return self.sample(rows, z.reshape(g * s, n_z)).view(g, s, -1)
+
     def emulate(self, atm: Tensor) -> Tensor:
         """Forward model: ``[log_ne, log_T, v']`` ``(M, 3 H)`` -> normalised profiles ``(M, 60)``."""
         raise NotImplementedError

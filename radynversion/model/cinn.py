@@ -135,6 +135,39 @@ class ConditionalINN(PosteriorModel):
         x, _ = self.flow(z.to(context.dtype), c=[context], rev=True, jac=False)
         return self.x_to_atmosphere(x)
 
+    def sample_pixels(self, context: Tensor, z: Tensor) -> Tensor:
+        """Posterior draws of whole pixels: context ``(G, n_c)``, latent ``z`` ``(G, S, n_z)``
+        -> ``[log_ne, log_T, v']`` ``(G, S, 3 H)``.
+
+        The reverse pass of the flow with the context's work done once per pixel instead of
+        once per draw: the first layer of every coupling subnet is linear in ``[x half,
+        context]``, so ``W [x; c] + b = W_x x + (W_c c + b)``, and ``W_c c + b`` is computed
+        per pixel and broadcast over its ``S`` draws. That skips the concatenation of the
+        context to every row (12 % of a CPU pass of the default model) and ~20 % of the
+        subnets' multiply-adds. Same values as :meth:`sample` on the repeated context up to
+        float rounding (the sum is split in two); networks that are not the plain stack of
+        GLOW couplings and permutations built here fall back to :meth:`sample`.
+        """
+        g, s, n_z = z.shape
+        blocks = list(self.flow.module_list)
+        if not all(isinstance(b, (_Permute, GLOWCouplingBlock)) for b in blocks) or not all(
+                isinstance(b.subnet1[0], nn.Linear) and isinstance(b.subnet2[0], nn.Linear)
+                for b in blocks if isinstance(b, GLOWCouplingBlock)):
+            return super().sample_pixels(context, z)
+        x = z.to(context.dtype).reshape(g * s, n_z)
+        for block in reversed(blocks):
+            if isinstance(block, _Permute):
+                x = torch.index_select(x, 1, block.perm_inv)
+                continue
+            n1 = block.split_len1
+            x1, x2 = x[:, :n1], x[:, n1:]
+            # FrEIA's GLOW reverse: x2 <- (x2 - t1) e^-s1 from subnet1([x1, c]), then
+            # x1 <- (x1 - t2) e^-s2 from subnet2([x2 new, c])
+            y2 = _coupling_reverse(block, block.subnet1, x1, x2, context, s)
+            y1 = _coupling_reverse(block, block.subnet2, y2, x1, context, s)
+            x = torch.cat([y1, y2], dim=1)
+        return self.x_to_atmosphere(x).view(g, s, -1)
+
     def emulate(self, atm: Tensor) -> Tensor:
         """The emulator: ``[log_ne, log_T, v']`` ``(M, 3 H)`` -> normalised profiles ``(M, 60)``."""
         return self.emulator(self.atmosphere_to_x(atm)) * self.y_std + self.y_mean
@@ -143,6 +176,25 @@ class ConditionalINN(PosteriorModel):
                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """:func:`cinn_losses` (``fade`` is ignored)."""
         return cinn_losses(self, atm, y, config, generator)
+
+
+def _coupling_reverse(block: GLOWCouplingBlock, subnet: nn.Sequential, u: Tensor, v: Tensor,
+                      context: Tensor, per_pixel: int) -> Tensor:
+    """One affine half-coupling of ``block`` reversed: ``(v - t) exp(-s)`` with ``[s, t] =
+    subnet([u, c])``, the context's part of the first layer computed once per pixel.
+
+    ``u`` and ``v`` have ``G per_pixel`` rows (pixel-major), ``context`` ``G``.
+    """
+    first = subnet[0]
+    n_u = u.shape[1]
+    h = nn.functional.linear(u, first.weight[:, :n_u])
+    per_pix = nn.functional.linear(context, first.weight[:, n_u:], first.bias)
+    h = h.view(context.shape[0], per_pixel, -1).add_(per_pix[:, None, :]).view(u.shape[0], -1)
+    for layer in list(subnet)[1:]:
+        h = layer(h)
+    n_v = v.shape[1]
+    scale = block.clamp * block.f_clamp(h[:, :n_v])
+    return (v - h[:, n_v:]) * torch.exp(-scale)
 
 
 def _dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,

@@ -1,7 +1,8 @@
-"""Compiled passes: a model whose ``sample`` and ``emulate`` run through ``torch.compile``.
+"""Compiled passes: a model whose ``sample``, ``sample_pixels`` and ``emulate`` run through
+``torch.compile``.
 
 The posterior core (:func:`radynversion.model.posterior.posterior`) gives every pass the same
-shape, so each of the two functions compiles once per run (``dynamic=False``) and the
+shape, so each function compiles once per run (``dynamic=False``) and the
 compiled kernels are reused for every pass after that. Inductor fuses the element-wise work of
 the couplings (bias, leaky ReLU, concatenation, ``exp(atan(s))``, casts) into few loops and,
 with ``freezing``, folds the weights into constants laid out for the matmul library (oneDNN on
@@ -82,7 +83,8 @@ def _compiled(fn: Callable[..., torch.Tensor], name: str) -> Callable[..., torch
 
 
 def compiled_model(net: PosteriorModel) -> PosteriorModel:
-    """A copy of ``net`` (sharing its weights) whose ``sample`` and ``emulate`` are compiled.
+    """A copy of ``net`` (sharing its weights) whose ``sample``, ``sample_pixels`` and
+    ``emulate`` are compiled.
 
     Cached per network while its weights are unchanged, so repeated calls (every chunk of a
     run on a worker) reuse one compilation.
@@ -110,6 +112,7 @@ def compiled_model(net: PosteriorModel) -> PosteriorModel:
             return hit[1]
         twin = copy.copy(net)  # shares parameters, buffers and submodules
         object.__setattr__(twin, "sample", _compiled(net.sample, "sample"))
+        object.__setattr__(twin, "sample_pixels", _compiled(net.sample_pixels, "sample_pixels"))
         object.__setattr__(twin, "emulate", _compiled(net.emulate, "emulate"))
         _CACHE[net] = (key, twin)
     return twin

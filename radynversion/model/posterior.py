@@ -463,7 +463,6 @@ def posterior(
                 y_g = torch.zeros(per_group, n_y, device=dev)
                 y_g[:n] = torch.as_tensor(y[pix], device=dev)
                 ctx_g = net.condition(y_g)  # once per pixel
-                n_c = ctx_g.shape[1]
                 z_g = torch.zeros(group_rows, n_z, device=dev)
                 for j, i in enumerate(pix):
                     gen.manual_seed(int(seeds[i]))
@@ -474,14 +473,13 @@ def posterior(
                 for p in range(n_pass):
                     r0, r1 = p * rows_pass, min((p + 1) * rows_pass, group_rows)
                     k = r1 - r0
-                    z_p = torch.zeros(rows_alloc, n_z, device=dev, dtype=ctx_g.dtype)
-                    z_p[:k] = z_g[r0:r1]
-                    ctx_p = torch.zeros(rows_alloc, n_c, device=dev, dtype=ctx_g.dtype)
-                    if whole:  # k = per_group * samples: each pixel's context repeated over its draws
-                        ctx_p[:k].view(per_group, samples, n_c).copy_(ctx_g[:, None, :])
-                    else:  # one pixel
-                        ctx_p[:k] = ctx_g[0]
-                    atm = net.sample(ctx_p, z_p).float()
+                    if whole:  # one pass of k = per_group * samples rows, pixel-major
+                        atm = net.sample_pixels(ctx_g, z_g.view(per_group, samples, n_z))
+                    else:  # a slice of one pixel's draws, padded to a fixed shape
+                        z_p = torch.zeros(1, rows_alloc, n_z, device=dev, dtype=ctx_g.dtype)
+                        z_p[0, :k] = z_g[r0:r1]
+                        atm = net.sample_pixels(ctx_g[:1], z_p)
+                    atm = atm.reshape(-1, n_x).float()
                     atm_g[r0:r1] = atm[:k]
                     if not n_mis:
                         continue
