@@ -180,9 +180,11 @@ def model_file(net: Any, info: dict[str, Any], folder: Path) -> Path:
     return save_checkpoint(Path(folder) / "bench_model.pt", net.cpu())
 
 
-def flops_per_sample(net: Any, rows: int = 64) -> dict[str, float]:
-    """Matmul FLOPs per row of the sampling pass (``reverse``: :meth:`sample`, the context of
-    :meth:`condition` is computed once per pixel and not counted) and of the emulator pass
+def flops_per_sample(net: Any, samples: int = 1024) -> dict[str, float]:
+    """Matmul FLOPs per draw of the sampling pass the engine runs (``reverse``:
+    :meth:`sample_pixels` on one pixel's ``samples`` draws, so work done once per pixel, the
+    context's part of the couplings' first layers, is spread over its draws; the context
+    itself, :meth:`condition`, is once per pixel and not counted) and of the emulator pass
     (``forward``: :meth:`emulate`, the round trip), counted by
     ``torch.utils.flop_counter.FlopCounterMode`` on ``net`` itself (2 x MACs of all Linear
     layers; element-wise work is not counted)."""
@@ -190,14 +192,14 @@ def flops_per_sample(net: Any, rows: int = 64) -> dict[str, float]:
 
     dev = net.device
     with torch.inference_mode():
-        ctx = net.condition(torch.full((rows, net.n_y), 0.5, device=dev))
-        z = torch.zeros(rows, net.n_z, device=dev)
-        atm = net.x_mean.expand(rows, -1).clone()
+        ctx = net.condition(torch.full((1, net.n_y), 0.5, device=dev))
+        z = torch.zeros(1, samples, net.n_z, device=dev)
+        atm = net.x_mean.expand(samples, -1).clone()
         out = {}
-        for name, fn in (("reverse", lambda: net.sample(ctx, z)), ("forward", lambda: net.emulate(atm))):
+        for name, fn in (("reverse", lambda: net.sample_pixels(ctx, z)), ("forward", lambda: net.emulate(atm))):
             with FlopCounterMode(display=False) as counter:
                 fn()
-            out[name] = counter.get_total_flops() / rows
+            out[name] = counter.get_total_flops() / samples
     return out
 
 

@@ -11,7 +11,8 @@
    threads`` threads is reported too.
 2. **Model FLOPs per posterior draw**: counted on the module with
    ``torch.utils.flop_counter.FlopCounterMode`` (2 x MACs of every Linear layer): the reverse
-   pass, plus the forward pass of the round-trip misfit for the ``misfit_samples`` of every
+   pass as the engine runs it (``sample_pixels``: per-pixel work spread over the pixel's
+   draws), plus the forward pass of the round-trip misfit for the ``misfit_samples`` of every
    ``samples`` draws that take part in it. The element-wise work (activations, couplings,
    padding rows, sorting) is overhead, not counted.
 3. **Model-bound rate** = limit / FLOPs per draw [pixel-samples/s].
@@ -125,7 +126,7 @@ def main() -> None:
     total_threads = workers * args.threads
 
     net, info = bench_model(args.model, "cpu")
-    flops = flops_per_sample(net)
+    flops = flops_per_sample(net, samples)
     per_draw = sample_flops(flops, samples, n_mis)
     _, rows_pass, rows_alloc = pass_layout(samples, batch)
     layer = layer_shape(net)

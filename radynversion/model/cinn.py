@@ -193,8 +193,8 @@ def _coupling_reverse(block: GLOWCouplingBlock, subnet: nn.Sequential, u: Tensor
     for layer in list(subnet)[1:]:
         h = layer(h)
     n_v = v.shape[1]
-    scale = block.clamp * block.f_clamp(h[:, :n_v])
-    return (v - h[:, n_v:]) * torch.exp(-scale)
+    inv_scale = block.f_clamp(h[:, :n_v]).mul_(-block.clamp).exp_()  # exp(-s), in place
+    return (v - h[:, n_v:]) * inv_scale
 
 
 def _dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
