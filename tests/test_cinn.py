@@ -264,6 +264,36 @@ def test_pad_noise_scale_sets_the_atmosphere_noise_per_variable():
         from_toml(TrainConfig, "[train]\npad_noise_scale = [1.0]\n", table="train", where="cfg.toml")
 
 
+def test_height_jitter_shifts_atmospheres_along_height_to_first_order():
+    """height_jitter_Mm adds dz dx/dh: exact for profiles linear in height on the non-uniform
+    node grid, nothing where an atmosphere is flat; off (0) leaves the loss untouched."""
+    from radynversion.model.cinn import _height_shift, cinn_losses
+
+    net = tiny_cinn()
+    h = net.height_Mm.float()
+    slopes = torch.tensor([[2.0, -1.0, 0.0], [0.5, 0.0, 3.0]])  # per atmosphere and variable
+    x = (slopes[:, :, None] * h[None, None, :] + 7.0).reshape(2, -1)
+    dz = torch.tensor([0.1, -0.3])
+    want = (dz[:, None, None] * slopes[:, :, None]).expand(2, 3, h.numel()).reshape(2, -1)
+    torch.testing.assert_close(_height_shift(x, h, dz), want, atol=1e-4, rtol=1e-4)
+    flat = _height_shift(torch.full((1, x.shape[1]), 3.0), h, torch.tensor([0.5]))
+    torch.testing.assert_close(flat, torch.zeros_like(flat), atol=1e-5, rtol=0)
+
+    ds = training_set(16)
+    atm = torch.as_tensor(atmosphere_to_array(ds))
+    y = torch.as_tensor(normalise_profiles(ds, fwhm_A=FAST.fwhm_A())[0])
+
+    def nll(**kw: object) -> float:
+        with torch.no_grad():
+            return float(cinn_losses(net, atm, y, dataclasses.replace(FAST, **kw),
+                                     torch.Generator().manual_seed(3))["nll"])
+
+    assert nll(height_jitter_Mm=0.0) == nll()
+    assert nll(height_jitter_Mm=0.05) != nll()
+    with pytest.raises(ConfigError, match="noise levels"):
+        TrainConfig(height_jitter_Mm=-0.1)
+
+
 def test_training_with_dropout_is_reproducible_and_leaves_the_global_rng_alone(tmp_path):
     """Dropout draws from torch's global RNG; train() seeds it per epoch, so two runs give the
     same weights (the shipped model can be re-made), and the caller's RNG state is kept."""

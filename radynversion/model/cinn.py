@@ -197,6 +197,16 @@ def _coupling_reverse(block: GLOWCouplingBlock, subnet: nn.Sequential, u: Tensor
     return (v - h[:, n_v:]) * inv_scale
 
 
+def _height_shift(x: Tensor, height_Mm: Tensor, dz_Mm: Tensor) -> Tensor:
+    """First-order change of atmospheres ``x`` ``(B, 3 H)`` (three variables on the nodes
+    ``height_Mm`` ``(H,)``) shifted along height by ``dz_Mm`` ``(B,)``: ``dz dx/dh``, with the
+    derivative by finite differences on the non-uniform grid (``torch.gradient``)."""
+    b, n = x.shape
+    per_var = x.view(b, 3, n // 3)
+    (slope,) = torch.gradient(per_var, spacing=(height_Mm,), dim=2)
+    return (dz_Mm[:, None, None] * slope).reshape(b, n)
+
+
 def _dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
                  dropout: float) -> nn.Sequential:
     """Fully connected, leaky ReLU, with dropout before every linear layer after the first.
@@ -266,6 +276,8 @@ def cinn_losses(
     else:
         x_in = x
     y_in = y + config.noise * randn_like(y) if config.noise > 0 else y
+    if config.height_jitter_Mm > 0:  # drawn last, so that without it the stream is unchanged
+        x_in = x_in + _height_shift(x, model.height_Mm.to(x), config.height_jitter_Mm * randn_like(x[:, 0]))
     z, log_jac = model(x_in, model.condition(y_in))
     nll = (0.5 * (z**2).sum(1) - log_jac).mean() / model.n_z
     # the emulator also meets atmospheres rougher than the training ones (posterior draws):

@@ -194,7 +194,7 @@ class TrainConfig:
 
     For the conditional INN (:class:`CINNConfig`) the loss is maximum likelihood::
 
-        NLL(x + pad_noise pad_noise_scale N(0, 1) | y + noise) / (3 H)
+        NLL(x + pad_noise pad_noise_scale N(0, 1) + height_jitter_Mm N(0, 1) dx/dh | y + noise) / (3 H)
         + w_forward * L2(emulator(x + emulator_noise N(0, 1)), y)
 
     (per dimension; the MMD weights, kernel scales and the fade-in do not apply).
@@ -235,6 +235,12 @@ class TrainConfig:
     #: widens the learnt posterior to ``sqrt(width^2 + noise^2)`` (standardised units), which
     #: matters where the posterior is a few percent of the prior (``log_T`` in the chromosphere)
     pad_noise_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: conditional INN only: standard deviation [Mm] of a random shift of each training
+    #: atmosphere along height, to first order (``x + dz dx/dh``, drawn per atmosphere), added
+    #: to the flow's input with the noise above (0 = none). It widens the learnt posterior
+    #: where the atmosphere changes fast with height, i.e. around the transition region, whose
+    #: position the nodes resolve only to their spacing
+    height_jitter_Mm: float = 0.0
     #: conditional INN only: standard deviation of the noise added to the standardised
     #: atmospheres fed to the emulator (0 = none), so that it also learns rough atmospheres
     #: such as posterior draws, on which the round trip evaluates it
@@ -282,7 +288,7 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.lr_final_fraction = {self.lr_final_fraction}; "
                               "expected 0 < f <= 1")
         if (self.fwhm_halpha_A < 0 or self.fwhm_ca8542_A < 0 or self.noise < 0 or self.pad_noise < 0
-                or self.emulator_noise < 0):
+                or self.emulator_noise < 0 or not self.height_jitter_Mm >= 0):
             raise ConfigError("TrainConfig: FWHMs and noise levels must be >= 0")
         if len(self.pad_noise_scale) != 3 or any(not s >= 0 for s in self.pad_noise_scale):
             raise ConfigError(f"TrainConfig.pad_noise_scale = {self.pad_noise_scale}; expected three "
