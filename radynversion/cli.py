@@ -92,6 +92,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "chromosphere": {v: {k: round(c[k], 3) for k in ("median_abs_error", "prior_median_abs_error",
                                                            "coverage68", "coverage90")}
                          for v, c in chrom.items() if c},
+        "transition_region_height": {k: round(m, 3) for k, m in
+                                     s["transition_region"].get("posterior", {}).items()},
         "acceptance_all_pass": s["acceptance"]["all_pass"],
     }))
     return 0

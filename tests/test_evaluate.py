@@ -20,6 +20,7 @@ from radynversion.model.evaluate import (
     acceptance,
     evaluate,
     height_bands,
+    transition_region_heights,
     write_report,
 )
 
@@ -44,6 +45,28 @@ def test_height_bands_follow_each_atmosphere_transition_region():
     np.testing.assert_array_equal(height_bands(log_t, h), [[0, 0, 1, 1, 2, 2, 2],
                                                              [0, 0, 1, 1, 1, 1, 1],
                                                              [0, 0, 2, 2, 2, 2, 2]])
+
+
+def test_transition_region_height_is_interpolated_between_nodes():
+    h = np.array([0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0])
+    log_t = np.array([[3.8, 3.7, 3.9, 4.0, 4.0, 5.0, 6.0],   # 4.5 halfway from 1.5 to 2.0 Mm
+                      [3.8, 4.6, 3.9, 4.0, 4.2, 4.3, 4.4],   # only the photosphere is hot: none
+                      [3.8, 3.7, 4.5, 5.0, 6.0, 6.0, 6.0]])  # first hot node 0.6 Mm, at the band's edge
+    np.testing.assert_allclose(transition_region_heights(log_t, h), [1.75, np.nan, 0.6])
+
+
+def test_transition_region_quantiles_from_log_T_quantile_profiles():
+    # draws that are cool below their transition region and hot above it: the q quantile of
+    # the height is where the 1 - q quantile of log_T crosses 4.5, to the node spacing
+    rng = np.random.default_rng(1)
+    h = np.linspace(0.0, 4.0, 81)  # 0.05 Mm
+    z = rng.normal(2.0, 0.3, 20000)
+    draws = np.where(h[None, :] >= z[:, None], 6.0, 4.0) + rng.normal(0, 0.05, (z.size, h.size))
+    q = np.array([0.05, 0.16, 0.5, 0.84, 0.95])
+    t_q = np.quantile(draws, 1.0 - q, axis=0)  # (5, H): the 1 - q quantiles
+    got = transition_region_heights(t_q, h)
+    np.testing.assert_allclose(got, np.quantile(z, q), atol=0.05)
+    assert np.all(np.diff(got) > 0)
 
 
 def test_acceptance_checks_chromospheric_goals():
@@ -95,6 +118,13 @@ def test_evaluate_uses_only_the_held_out_split_and_beats_the_prior(trained):
     for line in ("halpha", "ca8542"):
         assert 0 < s["forward_rms"][line]["rms_median_pct"] < 50
     assert 0 < s["round_trip"]["misfit_median_pct"] < 50
+    # every synthetic atmosphere has a transition region (1-2.5 Mm): scored as a parameter
+    tr = s["transition_region"]
+    assert tr["n"] == s["n_evaluated"]
+    for who in ("posterior", "prior"):
+        assert 0.0 <= tr[who]["coverage68"] <= tr[who]["coverage90"] <= 1.0
+        assert 0 < tr[who]["median_abs_error_Mm"] < 2.5 and tr[who]["median_width68_Mm"] > 0
+    assert tr["prior"]["median_width68_Mm"] > 0.5  # z_TR uniform over 1-2.5 Mm
     assert res.per_height.sizes == {"variable": 3, "height": 50}
     assert res.pixel.attrs["kind"] == 2 and res.pixel.sizes["draw"] == 2048
 

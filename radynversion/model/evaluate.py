@@ -16,7 +16,11 @@ FWHM, Gaussian noise of a fraction of the joint peak), inverts them with
   :data:`PRIOR_WIDTH_FLOOR`); near 1 the profiles do not constrain the parameter there, and
   the report says so;
 * **prior-only baseline**: the same metrics for the per-height quantiles of the training
-  samples, ignoring the data. A model must beat it clearly.
+  samples, ignoring the data. A model must beat it clearly;
+* **transition-region height**: where ``log_T`` first reaches :data:`TR_LOG_T` above the
+  photosphere, the flare diagnostic the node-by-node scores only see indirectly. Its
+  posterior quantiles are read off the ``log_T`` quantile profiles
+  (:func:`transition_region_heights`), and scored like a parameter: error, coverage, width.
 
 Height bands, per atmosphere: photosphere ``h < 0.5 Mm``; chromosphere from 0.5 Mm to the
 transition region (the lowest node with ``log_T >= 4.5``); corona above. Velocities are
@@ -48,7 +52,7 @@ from .preprocess import atmosphere_to_array, normalise_profiles
 from .train import evaluation_split, sample_labels, usable_samples
 
 __all__ = ["BANDS", "TR_LOG_T", "EvaluationResult", "height_bands", "evaluate", "forward_profiles",
-           "round_trip_profiles"]
+           "round_trip_profiles", "transition_region_heights"]
 
 #: height bands of the report, in order
 BANDS: tuple[str, ...] = ("photosphere", "chromosphere", "corona")
@@ -120,6 +124,62 @@ def height_bands(log_T: np.ndarray, height_Mm: np.ndarray) -> np.ndarray:
     bands = np.where(idx >= first[:, None], 2, 1).astype(np.int8)
     bands[:, h < PHOTOSPHERE_TOP_MM] = 0
     return bands
+
+
+def transition_region_heights(log_T: np.ndarray, height_Mm: np.ndarray) -> np.ndarray:
+    """Height [Mm] where ``log_T`` first reaches :data:`TR_LOG_T` above the photosphere band.
+
+    Applied to the quantile profiles of a posterior it gives the quantiles of the transition
+    region's height: if every draw is cool below its transition region and hot above it,
+    ``P(log_T(h) >= TR_LOG_T) = P(z_TR <= h)``, so the height where the ``1 - q`` quantile of
+    ``log_T`` crosses ``TR_LOG_T`` is the ``q`` quantile of ``z_TR`` (to the node spacing;
+    linear between the two nodes around the crossing).
+
+    Parameters
+    ----------
+    log_T : ndarray, shape ``(..., H)``
+        Temperatures [dex K] on the nodes.
+    height_Mm : ndarray, shape ``(H,)``
+        Node heights [Mm], increasing.
+
+    Returns
+    -------
+    ndarray, shape ``(...)``
+        NaN where the profile never reaches ``TR_LOG_T`` above :data:`PHOTOSPHERE_TOP_MM`.
+    """
+    h = np.asarray(height_Mm, dtype=float)
+    t = np.asarray(log_T, dtype=float)
+    hot = (t >= TR_LOG_T) & (h >= PHOTOSPHERE_TOP_MM)
+    j = hot.argmax(axis=-1)
+    found = hot.any(axis=-1)
+    i = np.maximum(j - 1, 0)
+    t_lo = np.take_along_axis(t, i[..., None], axis=-1)[..., 0]
+    t_hi = np.take_along_axis(t, j[..., None], axis=-1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = np.clip((TR_LOG_T - t_lo) / (t_hi - t_lo), 0.0, 1.0)
+    f = np.where((j > 0) & (t_hi > t_lo) & (h[i] >= PHOTOSPHERE_TOP_MM), f, 1.0)
+    return np.where(found, h[i] + f * (h[j] - h[i]), np.nan)
+
+
+def _transition_region(post_log_T: np.ndarray, prior_log_T: np.ndarray, true_log_T: np.ndarray,
+                       h: np.ndarray) -> dict[str, Any]:
+    """Scores of the transition region's height: ``post_log_T`` ``(N, H, 5)`` and
+    ``prior_log_T`` ``(H, 5)`` quantiles at :data:`_Q`, ``true_log_T`` ``(N, H)``."""
+    # the q quantile of the height is where the 1 - q quantile of log_T crosses
+    post = transition_region_heights(np.moveaxis(post_log_T[..., ::-1], -1, -2), h)  # (N, 5)
+    prior = transition_region_heights(prior_log_T[:, ::-1].T, h)  # (5,)
+    truth = transition_region_heights(true_log_T, h)
+    ok = np.isfinite(truth) & np.isfinite(post).all(axis=1)
+    out: dict[str, Any] = {"definition": f"lowest height above {PHOTOSPHERE_TOP_MM} Mm with log_T >= "
+                                         f"{TR_LOG_T} (linear between nodes), Mm",
+                           "n": int(ok.sum())}
+    if not ok.any():
+        return out
+    for name, q in (("posterior", post[ok]), ("prior", np.broadcast_to(prior, post[ok].shape))):
+        m = _metrics(q, truth[ok])
+        out[name] = {"median_abs_error_Mm": _median(m["error"]), "coverage68": _mean(m["in68"]),
+                     "coverage90": _mean(m["in90"]), "median_width68_Mm": _median(m["width68"])}
+    return out
 
 
 def forward_profiles(model: PosteriorModel, atm: np.ndarray, batch: int = 4096) -> np.ndarray:
@@ -360,6 +420,17 @@ def evaluate(
             findings.append(f"{v}: posterior as wide as the prior (>= {UNCONSTRAINED_WIDTH_RATIO:.0%}) "
                             f"at {len(loose)} of {h.size} heights: {', '.join(loose)} Mm")
 
+    # -- the transition region's height -------------------------------------------------------
+    tr = _transition_region(post_q["log_T"], prior_q["log_T"], truth["log_T"], h)
+    if "posterior" in tr:
+        c68, c90 = tr["posterior"]["coverage68"], tr["posterior"]["coverage90"]
+        if abs(c68 - 0.68) > 0.05 or abs(c90 - 0.90) > 0.05:
+            findings.append(
+                f"transition-region height: 68 / 90 % intervals hold the truth {c68:.2f} / {c90:.2f} "
+                f"of the time (median error {tr['posterior']['median_abs_error_Mm']:.3g} Mm, 68 % "
+                f"width {tr['posterior']['median_width68_Mm']:.3g} Mm): "
+                + ("too narrow" if c68 < 0.68 else "too wide"))
+
     # -- the single-pixel figure's pixel: a flare atmosphere with a typical misfit ----------
     kind = np.asarray(sub["kind"].values) if "kind" in sub else np.zeros(evals.size)
     cand = np.flatnonzero(kind == kind.max())
@@ -401,6 +472,7 @@ def evaluate(
         "forward_rms": forward,
         "round_trip": round_trip,
         "parameters": params,
+        "transition_region": tr,
         "findings": findings,
     }
     summary["acceptance"] = acceptance(summary)
