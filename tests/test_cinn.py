@@ -225,6 +225,33 @@ def test_emulator_noise_perturbs_only_the_emulator_inputs():
         TrainConfig(emulator_noise=-0.1)
 
 
+def test_renormalise_noisy_feeds_profiles_peaking_at_one_as_observed_ones_do():
+    """With renormalise_noisy the condition sees y + noise divided by its own joint peak (as
+    normalise_profiles treats an observation); without it, y + noise itself. The noise draws,
+    hence the random stream, are the same."""
+    from radynversion.model.cinn import cinn_losses
+
+    net = tiny_cinn()
+    ds = training_set(16)
+    atm = torch.as_tensor(atmosphere_to_array(ds))
+    y = torch.as_tensor(normalise_profiles(ds, fwhm_A=FAST.fwhm_A())[0])
+    seen = []
+    hook = net.cond_net.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+
+    def condition_input(**kw: object) -> torch.Tensor:
+        seen.clear()
+        with torch.no_grad():
+            cinn_losses(net, atm, y, dataclasses.replace(FAST, noise=0.05, **kw), torch.Generator().manual_seed(3))
+        return seen[0] * net.y_std + net.y_mean  # undo the standardisation: normalised profiles
+
+    plain = condition_input()
+    renormed = condition_input(renormalise_noisy=True)
+    hook.remove()
+    assert float(plain.amax(1).mean()) > 1.02  # noisy peaks mostly exceed the noise-free 1
+    torch.testing.assert_close(renormed.amax(1), torch.ones(16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(renormed, plain / plain.amax(1, keepdim=True), atol=1e-5, rtol=1e-5)
+
+
 def test_pad_noise_scale_sets_the_atmosphere_noise_per_variable():
     """pad_noise_scale multiplies the flow's atmosphere noise per variable (log_ne, log_T, v):
     all zero is the noise-free NLL, the default is the plain pad_noise loss."""

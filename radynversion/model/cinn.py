@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from .base import PosteriorModel
 from .config import CINNConfig, TrainConfig
 from .inn import _Permute, subnet_constructor
+from .losses import noisy_profiles
 
 __all__ = ["ConditionalINN", "cinn_losses", "CINN_LOSS_NAMES"]
 
@@ -275,7 +276,7 @@ def cinn_losses(
         x_in = x + config.pad_noise * (randn_like(x) * scale)
     else:
         x_in = x
-    y_in = y + config.noise * randn_like(y) if config.noise > 0 else y
+    y_in = noisy_profiles(y, config, randn_like(y)) if config.noise > 0 else y
     if config.height_jitter_Mm > 0:  # drawn last, so that without it the stream is unchanged
         x_in = x_in + _height_shift(x, model.height_Mm.to(x), config.height_jitter_Mm * randn_like(x[:, 0]))
     z, log_jac = model(x_in, model.condition(y_in))

@@ -248,6 +248,11 @@ class TrainConfig:
     #: standard deviation of the noise added to the profiles fed to the reverse pass, as a
     #: fraction of the joint peak (0 = none); drawn afresh for every batch
     noise: float = 0.01
+    #: divide the noisy training profiles by their own joint peak, as an observation is
+    #: normalised (:func:`radynversion.model.normalise_profiles` divides the noisy data by
+    #: their largest value, so an observed profile peaks at exactly 1, scaled by ~1-2 % against
+    #: the noise-free one); False feeds ``y + noise`` (peaking at ~1.02) as the original did
+    renormalise_noisy: bool = False
     #: element-wise clamp of the gradients
     grad_clamp: float = 15.0
     #: MMD kernel scales (see the class docstring)

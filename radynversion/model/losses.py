@@ -29,7 +29,7 @@ from .config import TrainConfig
 if TYPE_CHECKING:
     from .inn import RadynversionINN
 
-__all__ = ["LOSS_NAMES", "mmd_imq", "inn_losses"]
+__all__ = ["LOSS_NAMES", "mmd_imq", "inn_losses", "noisy_profiles"]
 
 #: the unweighted components returned by :func:`inn_losses` (plus ``"total"``)
 LOSS_NAMES: tuple[str, ...] = ("forward_l2", "latent_mmd", "reverse_mmd", "reconstruct_l2")
@@ -83,6 +83,25 @@ def mmd_imq(a: Tensor, b: Tensor, scales: Sequence[float]) -> Tensor:
     return within(a) + within(b) - 2.0 * kernel(a, b).mean()
 
 
+def noisy_profiles(y: Tensor, config: TrainConfig, unit_noise: Tensor) -> Tensor:
+    """The profiles the reverse pass is trained on: ``y + noise unit_noise``, divided by their
+    own joint peak if ``config.renormalise_noisy`` (as observed profiles are normalised).
+
+    Parameters
+    ----------
+    y : Tensor, shape ``(B, 60)``
+        Noise-free peak-normalised profiles.
+    config : TrainConfig
+        ``noise`` (fraction of the joint peak) and ``renormalise_noisy``.
+    unit_noise : Tensor, shape ``(B, 60)``
+        Standard-normal draws.
+    """
+    noisy = y + config.noise * unit_noise
+    if config.renormalise_noisy:
+        noisy = noisy / noisy.amax(dim=1, keepdim=True).clamp_min(1e-6)
+    return noisy
+
+
 def inn_losses(
     model: RadynversionINN,
     atm: Tensor,
@@ -134,7 +153,7 @@ def inn_losses(
     latent_mmd = mmd_imq(torch.cat([y_out.detach(), z_out], 1), torch.cat([y_s, randn(batch, n_z)], 1),
                          config.mmd_scales_latent)
 
-    y_noisy = y + config.noise * randn(batch, n_y) if config.noise > 0 else y
+    y_noisy = noisy_profiles(y, config, randn(batch, n_y)) if config.noise > 0 else y
     x_sample = model.reverse(model.pack_yz(y_noisy, randn(batch, n_z), pad_sigma, generator))[:, :n_x]
     reverse_mmd = mmd_imq(x_sample, x_core, config.mmd_scales_reverse)
     x_rec = model.reverse(model.pack_yz(y_noisy, z_out, pad_sigma, generator))[:, :n_x]
