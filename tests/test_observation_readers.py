@@ -22,7 +22,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 
 from radynversion import CA8542, HALPHA, air_to_vacuum
-from radynversion.errors import DataFileError, ProfileSchemaError, UnitsError
+from radynversion.errors import ConfigError, DataFileError, ProfileSchemaError, UnitsError
 from radynversion.io.fits import (
     identify_line,
     map_header,
@@ -452,6 +452,29 @@ def test_mismatched_scan_counts_and_dims_are_refused(tmp_path):
         open_observation([fh, fc])
     with pytest.raises(ProfileSchemaError, match=r"ha\.fits.*ca1\.fits.*different dims"):
         open_observation([fh, fs])
+
+
+def test_scaled_integer_cube_is_read_scaled_with_blank_as_nan(tmp_path):
+    """Integer cubes with BSCALE/BZERO/BLANK (DN cameras, older archives) are read as astropy
+    scales them, not refused by astropy's strict memory mapping."""
+    f = tmp_path / "nb_6563_int16_im.fits"
+    data = write_sstred(f, WL_HA, bunit="DN")
+    with fits.open(f, memmap=False) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    raw = np.round(hdul[0].data / 0.01).astype(np.int16)  # < 3300 DN
+    raw[0, 0, 3, 1, 2] = -32768
+    hdul[0].data = raw
+    hdul[0].header["BSCALE"], hdul[0].header["BZERO"], hdul[0].header["BLANK"] = 0.01, 0.0, -32768
+    hdul.writeto(f, overwrite=True)
+    expect = raw[:, 0] * 0.01
+    expect[0, 3, 1, 2] = np.nan
+    for chunks in (None, "auto"):
+        da = read_sstred_cube(f, chunks=chunks)[HALPHA.var].load()
+        assert da.dtype.kind == "f" and da.attrs["units"] == "DN"
+        assert np.isnan(da.values[0, 3, 1, 2]) and np.isfinite(da.values).sum() == da.size - 1
+        np.testing.assert_allclose(da.values, expect, rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"nb_6563_int16_im.fits: stokes = 'X'; expected one of"):
+        read_sstred_cube(f, stokes="X")
 
 
 def test_one_line_alone_fails_validation(tmp_path):

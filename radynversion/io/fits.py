@@ -95,7 +95,7 @@ from astropy.time import Time
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 
-from ..errors import DataFileError, ProfileSchemaError, UnitsError
+from ..errors import ConfigError, DataFileError, ProfileSchemaError, UnitsError
 from ..lines import LINES, Line, line_by_key
 
 __all__ = [
@@ -167,7 +167,9 @@ def _open_fits(path: Path) -> fits.HDUList:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
-            hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
+            # memmap as astropy's default, not memmap=True: that makes astropy refuse scaled
+            # integer images (BSCALE/BZERO/BLANK) instead of scaling them
+            hdul = fits.open(path, lazy_load_hdus=False)
     except Exception as err:  # astropy raises OSError, ValueError, TypeError, ... for junk
         raise DataFileError(f"{path}: not a readable FITS file ({_one_line(err)}); expected a "
                             "FITS file from SSTRED or crisPy") from None
@@ -393,7 +395,7 @@ class _LazyFitsData:
         self.ndim = len(shape)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        with fits.open(self.path, memmap=True) as hdul:
+        with fits.open(self.path) as hdul:  # memmap when astropy can (not for scaled integers)
             return _read_section(hdul[0], key).astype(self.dtype, copy=False)
 
 
@@ -503,7 +505,7 @@ def _read_cube(path: str | Path, stokes: str, chunks: Any, reader: str,
     src = str(path)
     stokes = stokes.upper()
     if stokes not in STOKES_CODES:
-        raise ValueError(f"stokes must be one of {list(STOKES_CODES)}, got {stokes!r}")
+        raise ConfigError(f"{src}: stokes = {stokes!r}; expected one of {list(STOKES_CODES)}")
     hdul = _open_fits(path)
     try:
         header = hdul[0].header
