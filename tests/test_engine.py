@@ -30,6 +30,7 @@ from radynversion.engine import (
     SlurmOptions,
     chunk_status,
     invert_to_zarr,
+    open_input,
     slurm_job_script,
     store_digest,
     store_status,
@@ -440,6 +441,24 @@ def test_zarr_store_refuses_foreign_or_mismatched(model_path, tmp_path):
     with pytest.raises(StoreError, match="file.txt: exists and is not a Zarr store"):
         invert_to_zarr(ds, tmp_path / "file.txt", **kw)
     assert (tmp_path / "file.txt").read_text() == "hello"
+
+
+def test_zarr_store_of_another_scan_of_the_same_shape_is_refused(model_path, tmp_path):
+    """A previous scan's store is neither resumed as if it held this scan nor overwritten."""
+    first, second = tmp_path / "scan_t0.nc", tmp_path / "scan_t1.nc"
+    scan(2, 3).to_netcdf(first)
+    later = scan(2, 3)
+    later["I_halpha"] = later["I_halpha"] * 1.1
+    later.to_netcdf(second)
+    kw = dict(model=model_path, samples=8, batch_size=BATCH, progress=False)
+    out = tmp_path / "out.zarr"
+    invert_to_zarr(open_input(first), out, **kw)
+    before = {str(f): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
+    with pytest.raises(StoreError, match=r"out.zarr: was made with other inputs .*input_source: store "
+                                         r"'.*scan_t0.nc' vs now '.*scan_t1.nc'"):
+        invert_to_zarr(open_input(second), out, **kw)
+    assert {str(f): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()} == before
+    assert invert_to_zarr(open_input(first), out, **kw)["written"] == 0  # the same scan resumes
 
 
 # -- the CLI ------------------------------------------------------------------------------------

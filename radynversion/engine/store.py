@@ -117,6 +117,9 @@ def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
         "dims": list(plan.dims),
         "shape": list(plan.shape),
         "chunks": [list(c) for c in plan.chunks],
+        # the data are not hashed (that would read the whole scan): the file(s) they came from
+        # tell another scan of the same shape and tunings from this one
+        "input_source": p.source,
         "input_wavelengths_sha256": _sha(*[ln.wavelengths for ln in p.lines]),
         "input_metadata_sha256": _sha([(ln.var, ln.attrs, ln.wl_attrs) for ln in p.lines],
                                       {k: str(v) for k, v in profiles.attrs.items()},
