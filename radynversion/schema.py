@@ -123,24 +123,29 @@ def wavelengths_air_A(ds: xr.Dataset, line: Line, source: str | None = None) -> 
     if medium not in _MEDIA:
         raise UnitsError(f"{src}: coordinate {line.dim} must declare wavelength_medium (got {medium!r}); "
                          "expected 'air' or 'vacuum'")
-    if wl.ndim != 1 or wl.size < 2 or not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
-        raise ProfileSchemaError(f"{src}: coordinate {line.dim} is not 1D, finite and strictly "
-                                 "increasing; expected one wavelength per tuning, in increasing order")
+    steps = np.diff(wl) if wl.ndim == 1 else np.zeros(0)
+    if wl.ndim != 1 or wl.size < 2 or not np.all(np.isfinite(wl)) or not (np.all(steps > 0) or np.all(steps < 0)):
+        what = ("is not 1D" if wl.ndim != 1 else "has fewer than 2 values" if wl.size < 2 else
+                "has NaN or inf values" if not np.all(np.isfinite(wl)) else
+                "has repeated wavelengths" if np.any(steps == 0) else "is not sorted")
+        raise ProfileSchemaError(f"{src}: coordinate {line.dim} {what}; expected one distinct, finite "
+                                 "wavelength per tuning, in increasing (or decreasing) order")
     air = wl if medium == "air" else vacuum_to_air(wl)
     expected = line.center_air_A
-    if not (air[0] - _CENTRE_TOLERANCE_A <= expected <= air[-1] + _CENTRE_TOLERANCE_A):
+    lo, hi = float(air.min()), float(air.max())
+    if not (lo - _CENTRE_TOLERANCE_A <= expected <= hi + _CENTRE_TOLERANCE_A):
         hint = ""
-        if air[0] * 10 <= expected <= air[-1] * 10:
+        if lo * 10 <= expected <= hi * 10:
             hint = "; the values look like nm labelled as Angstrom"
-        elif air[0] / 10 <= expected <= air[-1] / 10:
+        elif lo / 10 <= expected <= hi / 10:
             hint = "; the values look like Angstrom labelled as nm"
         raise UnitsError(
-            f"{src}: coordinate {line.dim} spans {air[0]:.2f}-{air[-1]:.2f} A ({medium}), which "
+            f"{src}: coordinate {line.dim} spans {lo:.2f}-{hi:.2f} A ({medium}), which "
             f"does not contain the {line.label} centre {expected:.2f} A air{hint}; expected a window "
             "around the line centre, in the declared units and medium")
     # The window should centre on the line in the declared medium; a centre ~1.8 A (H-alpha)
     # or ~2.4 A (Ca II) off, towards the other medium's line centre, means a mislabelled medium.
-    mid = 0.5 * (air[0] + air[-1])
+    mid = 0.5 * (lo + hi)
     other_centre = line.center_vacuum_A if medium == "air" else float(vacuum_to_air(line.center_air_A))
     if abs(mid - expected) > _CENTRE_TOLERANCE_A and abs(mid - other_centre) < abs(mid - expected):
         other = "vacuum" if medium == "air" else "air"
@@ -189,6 +194,14 @@ def validate_profiles(ds: xr.Dataset, source: str | None = None) -> None:
                                      f"expected one of them to be {ln.dim!r}")
         wavelengths_air_A(ds, ln, src)
         intensity_unit(ds, ln, src)
+        if "stokes" in ds[ln.var].dims:  # Q, U, V would be inverted as if they were intensities
+            labels = ([str(v).strip().upper() for v in np.atleast_1d(ds["stokes"].values)]
+                      if "stokes" in ds.coords else [])
+            if ds[ln.var].sizes["stokes"] > 1 or labels not in ([], ["I"]):
+                raise ProfileSchemaError(
+                    f"{src}: variable {ln.var} has a 'stokes' dim of size {ds[ln.var].sizes['stokes']}"
+                    f"{f' {labels}' if labels else ''}; expected Stokes I only (select it, e.g. "
+                    "ds.sel(stokes='I'))")
     others = [tuple(d for d in ds[ln.var].dims if d != ln.dim) for ln in LINES]
     if any(set(o) != set(others[0]) for o in others):
         raise ProfileSchemaError(f"{src}: the lines have different non-spectral dims "
@@ -202,13 +215,16 @@ def validate_profiles(ds: xr.Dataset, source: str | None = None) -> None:
 
 
 def to_air_angstrom(ds: xr.Dataset, source: str | None = None) -> xr.Dataset:
-    """Return ``ds`` with every line's wavelength coordinate in air Angstrom."""
+    """Return ``ds`` with every line's wavelength coordinate in air Angstrom, increasing
+    (a line stored in decreasing order is reversed along its wavelength dim)."""
     out = ds.copy()
     for ln in LINES:
         air = wavelengths_air_A(ds, ln, source)
         attrs = dict(ds[ln.dim].attrs)
         attrs.update(units="Angstrom", wavelength_medium="air")
         out = out.assign_coords({ln.dim: (ln.dim, air, attrs)})
+        if air[0] > air[-1]:
+            out = out.isel({ln.dim: slice(None, None, -1)})
     return out
 
 
@@ -239,7 +255,8 @@ def convert_intensity(ds: xr.Dataset, unit: str | u.UnitBase, source: str | None
         factor = np.broadcast_to(np.asarray(factor, dtype=float), wl.shape)
         var = ds[ln.var]
         scale = xr.DataArray(factor, dims=(ln.dim,))
-        new = (var * scale).astype(var.dtype if var.dtype.kind == "f" else float)
+        # float32 at least: a float16 radiance in W / (m2 Hz sr) (~1e-8) underflows to zero
+        new = (var * scale).astype(np.result_type(var.dtype, np.float32) if var.dtype.kind == "f" else float)
         new.attrs = dict(var.attrs, units=target.to_string())
         out[ln.var] = new
     return out

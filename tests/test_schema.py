@@ -101,3 +101,51 @@ def test_mismatched_spatial_dims():
     ds["I_ca8542"] = ds.I_ca8542.rename(sample="other")
     with pytest.raises(ProfileSchemaError, match="different non-spectral dims"):
         validate_profiles(ds, "obs.nc")
+
+
+def test_descending_wavelengths_are_valid_and_come_out_increasing():
+    ds = make()
+    rev = ds.isel({ln.dim: slice(None, None, -1) for ln in LINES})
+    validate_profiles(rev)
+    air = to_air_angstrom(rev)
+    for ln in LINES:
+        np.testing.assert_array_equal(air[ln.dim].values, ds[ln.dim].values)
+        np.testing.assert_array_equal(air[ln.var].values, ds[ln.var].values)
+
+
+@pytest.mark.parametrize("change, what", [("repeat", "has repeated wavelengths"), ("nan", "has NaN or inf values"),
+                                          ("shuffle", "is not sorted")])
+def test_bad_wavelength_axes_say_what_is_wrong(change, what):
+    ds = make()
+    wl = ds["wl_halpha"].values.copy()
+    if change == "repeat":
+        wl[5] = wl[4]
+    elif change == "nan":
+        wl[5] = np.nan
+    else:
+        wl[[4, 5]] = wl[[5, 4]]
+    bad = ds.assign_coords(wl_halpha=("wl_halpha", wl, ds["wl_halpha"].attrs))
+    with pytest.raises(ProfileSchemaError, match=f"obs.nc: coordinate wl_halpha {what}; expected"):
+        validate_profiles(bad, "obs.nc")
+
+
+def test_float16_intensities_are_converted_in_float32():
+    """1e-8 W / (m2 Hz sr) underflows in float16: the converted intensities are float32."""
+    ds = make()
+    half = ds.copy()
+    for ln in LINES:
+        half[ln.var] = (ds[ln.var] * 1e8).astype(np.float16).assign_attrs(units="1e-8 W / (m2 Hz sr)")
+    out = convert_intensity(half, RADIANCE_PER_HZ)
+    for ln in LINES:
+        assert out[ln.var].dtype == np.float32
+        np.testing.assert_allclose(out[ln.var].values, ds[ln.var].values, rtol=2e-3)
+
+
+def test_a_stokes_dim_other_than_i_is_refused():
+    ds = make()
+    validate_profiles(ds.expand_dims(stokes=["I"]))
+    for bad, shown in [(ds.expand_dims(stokes=["I", "Q", "U", "V"]), "of size 4 ['I', 'Q', 'U', 'V']"),
+                       (ds.expand_dims(stokes=["V"]), "of size 1 ['V']")]:
+        with pytest.raises(ProfileSchemaError) as err:
+            validate_profiles(bad, "obs.nc")
+        assert f"obs.nc: variable I_halpha has a 'stokes' dim {shown}; expected Stokes I only" in str(err.value)
