@@ -503,6 +503,8 @@ def test_truncated_fits_and_text_files_raise_data_file_error(tmp_path):
         read_sstred_cube(trunc)
     with pytest.raises(DataFileError, match="no such file"):
         open_observation(tmp_path / "missing.fits")
+    with pytest.raises(ConfigError, match="open_observation: no path given; expected"):
+        open_observation([])
 
 
 def schema_dataset():

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import DataFileError, ProfileSchemaError
+from ..errors import ConfigError, DataFileError, ProfileSchemaError
 from ..lines import LINES, Line
 from ..schema import validate_profiles
 from .fits import WAVELENGTH_TOLERANCE_A, read_crispy_fits, read_fits_profiles, read_sstred_cube
@@ -265,7 +265,8 @@ def open_observation(
         paths = [paths]
     paths = [Path(p) for p in paths]
     if not paths:
-        raise ValueError("open_observation needs at least one path")
+        raise ConfigError("open_observation: no path given; expected the files of both lines (FITS), "
+                          "or a netCDF file or Zarr store in the profile schema")
     source = ", ".join(str(p) for p in paths)
 
     # one Dataset per source; FITS sources grouped by line and joined along time
