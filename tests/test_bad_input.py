@@ -27,12 +27,14 @@ import xarray as xr
 from astropy.io import fits
 from synthetic import TINY, scan, tiny_model
 
+import radynversion
 from radynversion import cli
 from radynversion.atmosphere import default_height_grid
 from radynversion.engine import invert_to_zarr, open_input
 from radynversion.engine import store as store_mod
 from radynversion.errors import (
     CheckpointError,
+    ConfigError,
     DataFileError,
     ProfileSchemaError,
     RadynversionError,
@@ -176,6 +178,19 @@ def _negative(tmp, _):
     for ln in LINES:  # e.g. a difference image, or Stokes V
         ds[ln.var] = -ds[ln.var]
     return {"inputs": [write_nc(tmp / "negative.nc", ds)]}
+
+
+def _coarse_sampling(tmp, _):  # 5 tunings over +-1.5 A: 3 inside H-alpha's model window
+    ds = good_scan()
+    coarse = ds[[HALPHA.var]].interp({HALPHA.dim: HALPHA.center_air_A + np.linspace(-1.5, 1.5, 5)})
+    coarse[HALPHA.var].attrs = ds[HALPHA.var].attrs
+    coarse[HALPHA.dim].attrs = ds[HALPHA.dim].attrs
+    return {"inputs": [write_nc(tmp / "coarse.nc", xr.merge([coarse, ds[[CA8542.var]]]))]}
+
+
+def _stokes_dim(tmp, _):  # I, Q, U, V under I_<line>: Q/U/V are no intensities
+    ds = good_scan().expand_dims(stokes=["I", "Q", "U", "V"])
+    return {"inputs": [write_nc(tmp / "iquv.nc", ds)]}
 
 
 def _mismatched_dims_nc(tmp, _):
@@ -331,6 +346,9 @@ BAD = {
     "all inf": Bad(_all_inf, ProfileSchemaError, ("{tmp}/all_inf.nc", "I_ca8542", "inf"), store_left=True),
     "negative intensities": Bad(_negative, ProfileSchemaError, ("{tmp}/negative.nc", "I_halpha", "positive"),
                                 store_left=True),
+    "too few tunings in a model window": Bad(_coarse_sampling, ProfileSchemaError,
+                                             ("{tmp}/coarse.nc", "I_halpha", "3 tunings within the model window")),
+    "a stokes dim of I, Q, U, V": Bad(_stokes_dim, ProfileSchemaError, ("{tmp}/iquv.nc", "I_halpha", "Stokes I only")),
     "mismatched dims (netCDF)": Bad(_mismatched_dims_nc, ProfileSchemaError, ("{tmp}/dims.nc", "I_ca8542", "col")),
     "mismatched shapes (FITS)": Bad(_mismatched_shapes_fits, ProfileSchemaError,
                                     ("{tmp}/ha.fits", "{tmp}/ca_5x4.fits", "y=4", "y=5")),
@@ -445,6 +463,52 @@ def test_partly_bad_pixels_come_out_masked_and_the_rest_inverted(tmp_path, model
         assert np.isnan(out[var].values[bad]).all()
         assert np.isfinite(out[var].values[~bad]).all()
     assert np.isnan(out["misfit"].values[bad]).all() and np.isfinite(out["misfit"].values[~bad]).all()
+
+
+# -- unusual but valid input: inverted like the plain scan ------------------------------------
+def test_unusual_layouts_and_dtypes_invert_like_the_plain_scan(net, tmp_path, model_path, capsys):
+    ds = good_scan()
+    kw = dict(model=net, samples=4, precision="fp32")
+    want = radynversion.invert(ds, **kw)["log_T"].values
+    descending = ds.isel({ln.dim: slice(None, None, -1) for ln in LINES})
+    wl_first = ds.transpose(HALPHA.dim, CA8542.dim, "y", "x")
+    half = ds.copy()
+    for ln in LINES:  # float16 holds 1e-8 W / (m2 Hz sr) only scaled; converted without underflow
+        half[ln.var] = (ds[ln.var] * 1e8).astype(np.float16).assign_attrs(units="1e-8 W / (m2 Hz sr)")
+    for name, case, tol in [("descending", descending, 0), ("wl first", wl_first, 0), ("float16", half, 0.05)]:
+        got = radynversion.invert(case, **kw)["log_T"].values
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol, err_msg=name)
+        lazy = case.radyn.invert(**kw)["log_T"].values
+        np.testing.assert_allclose(lazy, want, rtol=0, atol=tol, err_msg=name)
+    path = write_nc(tmp_path / "descending.nc", descending)
+    assert cli_invert([path], tmp_path / "out.zarr", model_path) == 0
+    assert capsys.readouterr().err.strip() == ""
+
+
+def test_radynversion_invert_refuses_with_radynversion_errors(net):
+    """The in-memory front door refuses like the engine: a RadynversionError, never a KeyError or
+    an all-NaN result."""
+    ds = good_scan()
+    for bad, match in [(dict(samples=0), "samples = 0; expected >= 1"),
+                       (dict(quantiles=[1.5]), r"quantiles \[1.5\]; expected values in \[0, 1\]")]:
+        with pytest.raises(ConfigError, match=match):
+            radynversion.invert(ds, model=net, **{"samples": 4, **bad})
+    dead = ds.copy(deep=True)
+    dead[HALPHA.var].values[..., 70] = np.nan  # one tuning, inside the window, dead in every pixel
+    zero = ds.copy(deep=True)
+    for ln in LINES:
+        zero[ln.var].values[:] = 0.0
+    for bad, expect in [(ds.drop_vars(HALPHA.var), ["missing variable I_halpha", "expected"]),
+                        (ds[CA8542.var], ["expected an xarray.Dataset, got DataArray"]),
+                        (dead, ["no pixel can be inverted", "I_halpha", "expected"]),
+                        (zero, ["no pixel can be inverted", "positive"])]:
+        with pytest.raises(ProfileSchemaError) as err:
+            radynversion.invert(bad, model=net, samples=4)
+        assert_clear(str(err.value), expect)
+    with pytest.raises(ProfileSchemaError) as err:  # the engine, up front for in-memory data
+        dead.radyn.invert(model=net, samples=4)
+    assert_clear(str(err.value), ["I_halpha is NaN or inf in every pixel at", "wl_halpha index 70",
+                                  "drop_isel(wl_halpha=70)"])
 
 
 # -- inputs are never modified -----------------------------------------------------------------

@@ -47,7 +47,7 @@ from ..model.posterior import (
     posterior,
     select_precision,
 )
-from ..model.preprocess import normalise_profiles, sample_dims
+from ..model.preprocess import check_window_sampling, normalise_profiles, sample_dims
 from ..schema import intensity_unit, source_name, validate_profiles, wavelengths_air_A
 from .workers import ModelPlugin, ModelSpec, model_spec, worker_device, worker_model
 
@@ -440,15 +440,17 @@ class Plan:
 
 
 def _check_coverage(profiles: xr.Dataset, source: str) -> None:
-    """Each line's wavelengths (air) must cover its model window, or nothing can be inverted."""
+    """Each line's wavelengths (air) must cover its model window, or nothing can be inverted,
+    with enough tunings inside it (:func:`radynversion.model.preprocess.check_window_sampling`)."""
     for ln in LINES:
-        wl = wavelengths_air_A(profiles, ln, source)
+        wl = np.sort(wavelengths_air_A(profiles, ln, source))  # stored increasing or decreasing
         target = ln.model_wavelengths()
         if target[0] < wl[0] - _COVER_TOLERANCE_A or target[-1] > wl[-1] + _COVER_TOLERANCE_A:
             raise ProfileSchemaError(
                 f"{source}: {ln.var} covers {wl[0]:.3f}-{wl[-1]:.3f} A (air), short of the model window "
                 f"{target[0]:.3f}-{target[-1]:.3f} A of {ln.label}; expected tunings that cover the "
                 "whole window")
+        check_window_sampling(wl, ln, source)
 
 
 def _check_values(profiles: xr.Dataset, source: str) -> None:
@@ -476,6 +478,16 @@ def _check_values(profiles: xr.Dataset, source: str) -> None:
             raise ProfileSchemaError(f"{source}: every value of {ln.var} is {what}; expected finite "
                                      "spectral radiances (NaN only where a pixel is bad)")
         peaks.append((ln, peak if flat.size else np.nan))
+        if flat.size:  # a tuning dead in every pixel inside the window masks every pixel
+            wl = wavelengths_air_A(profiles, ln, source)
+            target = ln.model_wavelengths()
+            axis = profiles[ln.var].dims.index(ln.dim)
+            for k in np.flatnonzero((wl >= target[0]) & (wl <= target[-1])):
+                if not np.isfinite(np.take(a, k, axis=axis)).any():
+                    raise ProfileSchemaError(
+                        f"{source}: {ln.var} is NaN or inf in every pixel at {wl[k]:.3f} A (air; {ln.dim} "
+                        f"index {k}), inside the model window, so no pixel can be inverted; expected "
+                        f"finite values there (drop a bad tuning, e.g. ds.drop_isel({ln.dim}={k}))")
     if all(np.isfinite(pk) and pk <= 0 for _, pk in peaks):
         detail = ", ".join(f"{ln.var} max {pk:.3g} {intensity_unit(profiles, ln, source).to_string()}"
                            for ln, pk in peaks)

@@ -27,8 +27,9 @@ import xarray as xr
 
 from .. import __version__
 from ..atmosphere import VARIABLE_ATTRS, VARIABLES
-from ..errors import ProfileSchemaError
+from ..errors import ConfigError, ProfileSchemaError
 from ..lines import LINES
+from ..schema import source_name, validate_profiles, wavelengths_air_A
 from .base import PosteriorModel
 from .checkpoint import load_model
 from .posterior import (
@@ -41,7 +42,7 @@ from .posterior import (
     posterior,
     select_precision,
 )
-from .preprocess import normalise_profiles, sample_dims
+from .preprocess import check_window_sampling, normalise_profiles, sample_dims
 
 __all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert"]
 
@@ -74,8 +75,9 @@ def invert(
     ----------
     profiles : xarray.Dataset
         In the profile schema: ``I_halpha(*dims, wl_halpha)``, ``I_ca8542(*dims, wl_ca8542)``,
-        any supported units, air or vacuum, any sampling covering the model windows.
-        Pixels with NaNs give NaN outputs.
+        any supported units, air or vacuum, any sampling covering the model windows with at
+        least 7 tunings in each (:func:`radynversion.model.preprocess.check_window_sampling`).
+        Pixels with NaNs give NaN outputs; data with no invertible pixel are refused.
     model : PosteriorModel or path, optional
         The network, or a checkpoint to load; default the packaged model.
     samples : int
@@ -129,17 +131,26 @@ def invert(
     """
     net = _resolve_model(model)
     if samples < 1:
-        raise ValueError(f"invert: samples = {samples}; expected >= 1")
+        raise ConfigError(f"invert: samples = {samples}; expected >= 1")
     q_list = [float(q) for q in quantiles]
     if not q_list or any(not 0.0 <= q <= 1.0 for q in q_list):
-        raise ValueError(f"invert: quantiles {q_list}; expected values in [0, 1]")
+        raise ConfigError(f"invert: quantiles {q_list}; expected values in [0, 1]")
+    src = source_name(profiles) if isinstance(profiles, xr.Dataset) else "invert"
+    validate_profiles(profiles, src)
+    for ln in LINES:
+        check_window_sampling(wavelengths_air_A(profiles, ln, src), ln, src)
     dims = sample_dims(profiles)
     shape = tuple(profiles[LINES[0].var].sizes[d] for d in dims)
     n_pix = int(np.prod(shape, dtype=np.int64))
     if return_samples:
         check_samples_size(n_pix, samples, net.n_x, max_samples_bytes)
     y, peak = normalise_profiles(profiles, unit=net.config.intensity_unit,
-                                 fwhm_A=net.instrument_fwhm_A(), degrade=degrade)
+                                 fwhm_A=net.instrument_fwhm_A(), degrade=degrade, source=src)
+    if n_pix and not np.isfinite(y).all(axis=1).any():
+        names = " or ".join(ln.var for ln in LINES)
+        raise ProfileSchemaError(f"{src}: no pixel can be inverted: each has NaN or inf in {names} on the "
+                                 "model windows, or no positive intensity; expected finite, positive "
+                                 "spectral radiances (Stokes I)")
     if pixel_index is None:
         ids = np.arange(n_pix)
     else:

@@ -30,6 +30,8 @@ __all__ = [
     "model_wavelengths",
     "sample_dims",
     "needs_degradation",
+    "MIN_WINDOW_TUNINGS",
+    "check_window_sampling",
     "resampling_matrix",
     "normalise_profiles",
     "denormalise_profiles",
@@ -43,6 +45,8 @@ N_PROFILE: int = sum(ln.model_points for ln in LINES)
 _COVER_TOLERANCE_A = 1e-3
 #: degrade only when the median sampling step is at most FWHM / this
 _FINE_FACTOR = 3.0
+#: fewest tunings a model window must hold for an inversion (:func:`check_window_sampling`)
+MIN_WINDOW_TUNINGS = 7
 
 
 def _source(ds: xr.Dataset, source: str | None) -> str:
@@ -71,6 +75,32 @@ def needs_degradation(wavelengths_A: np.ndarray, fwhm_A: float) -> bool:
         return False
     step = float(np.median(np.diff(np.asarray(wavelengths_A, dtype=float))))
     return step <= fwhm_A / _FINE_FACTOR
+
+
+def check_window_sampling(wavelengths_air_A: np.ndarray, line: Line, source: str) -> None:
+    """Refuse tunings too sparse to be interpolated onto ``line``'s model window.
+
+    The network sees each line on its model window (30 points); a scan with fewer than
+    :data:`MIN_WINDOW_TUNINGS` tunings inside the window (the CRISP programs the default model
+    is evaluated on hold 13 in H-alpha's and 17 in Ca II 8542's) would reach it as straight
+    segments between a few points, a profile unlike any it was trained on, and give confident
+    but wrong atmospheres.
+
+    Raises
+    ------
+    ProfileSchemaError
+        Naming the source, the variable, the count and what was expected.
+    """
+    wl = np.asarray(wavelengths_air_A, dtype=float)
+    target = line.model_wavelengths()
+    inside = (wl >= target[0] - _COVER_TOLERANCE_A) & (wl <= target[-1] + _COVER_TOLERANCE_A)
+    n = int(np.count_nonzero(inside))
+    if n < MIN_WINDOW_TUNINGS:
+        raise ProfileSchemaError(
+            f"{source}: {line.var} has {n} tunings within the model window {target[0]:.3f}-"
+            f"{target[-1]:.3f} A of {line.label}; expected at least {MIN_WINDOW_TUNINGS} (CRISP "
+            "programs have 13-17) for the profile to be interpolated onto the model's "
+            f"{line.model_points} points")
 
 
 def _resample_line(
