@@ -455,10 +455,31 @@ def test_zarr_store_of_another_scan_of_the_same_shape_is_refused(model_path, tmp
     invert_to_zarr(open_input(first), out, **kw)
     before = {str(f): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
     with pytest.raises(StoreError, match=r"out.zarr: was made with other inputs .*input_source: store "
-                                         r"'.*scan_t0.nc' vs now '.*scan_t1.nc'"):
+                                         r"\['.*scan_t0.nc'\] vs now \['.*scan_t1.nc'\]"):
         invert_to_zarr(open_input(second), out, **kw)
     assert {str(f): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()} == before
     assert invert_to_zarr(open_input(first), out, **kw)["written"] == 0  # the same scan resumes
+
+
+def test_zarr_store_resumes_the_same_file_named_otherwise_and_stores_from_before_input_checks(
+        model_path, tmp_path, monkeypatch):
+    """The input is identified by its absolute path (a relative name from another working
+    directory is the same file); a store written before stores recorded their input resumes."""
+    import zarr
+
+    (tmp_path / "obs").mkdir()
+    scan(2, 3).to_netcdf(tmp_path / "obs" / "scan.nc")
+    kw = dict(model=model_path, samples=8, batch_size=BATCH, progress=False)
+    out = tmp_path / "out.zarr"
+    monkeypatch.chdir(tmp_path)
+    invert_to_zarr(open_input(Path("obs/scan.nc")), out, **kw)
+    monkeypatch.chdir(tmp_path / "obs")
+    assert invert_to_zarr(open_input(Path("scan.nc")), out, **kw)["written"] == 0
+    group = zarr.open_group(str(out), mode="r+")
+    run = json.loads(group.attrs["radynversion_run"])
+    del run["input_source"]
+    group.attrs["radynversion_run"] = json.dumps(run)
+    assert invert_to_zarr(open_input(Path("scan.nc")), out, **kw)["written"] == 0
 
 
 # -- the CLI ------------------------------------------------------------------------------------

@@ -99,6 +99,22 @@ def _sha(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def _input_files(profiles: xr.Dataset, source: str) -> list[str]:
+    """The file(s) ``profiles`` came from, as absolute paths (so that the same file named from
+    another working directory is the same input); ``[source]`` for data not read from files."""
+    files = profiles.attrs.get("source_files")
+    if isinstance(files, str):
+        files = [files]
+    if not files:
+        one = profiles.encoding.get("source") or profiles.attrs.get("source_file")
+        files = [one] if one else []
+    out = []
+    for f in files:
+        path = Path(str(f)).expanduser()
+        out.append(str(path.resolve()) if path.exists() else str(f))
+    return out or [source]
+
+
 def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
     """Everything that determines the store's data (compared on resume)."""
     p = plan.params
@@ -119,7 +135,7 @@ def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
         "chunks": [list(c) for c in plan.chunks],
         # the data are not hashed (that would read the whole scan): the file(s) they came from
         # tell another scan of the same shape and tunings from this one
-        "input_source": p.source,
+        "input_source": _input_files(profiles, p.source),
         "input_wavelengths_sha256": _sha(*[ln.wavelengths for ln in p.lines]),
         "input_metadata_sha256": _sha([(ln.var, ln.attrs, ln.wl_attrs) for ln in p.lines],
                                       {k: str(v) for k, v in profiles.attrs.items()},
@@ -280,7 +296,10 @@ def _check_existing(out: Path, run: Mapping[str, Any] | None) -> dict[str, Any]:
     except ValueError:
         raise StoreError(f"{out}: its radynversion_run attribute is unreadable; remove the store "
                          "or choose another output") from None
-    if stored != dict(run):
+    run = dict(run)
+    if "input_source" not in stored:  # written before stores recorded their input: not checkable
+        run.pop("input_source", None)
+    if stored != run:
         keys = sorted(k for k in set(stored) | set(run) if stored.get(k) != run.get(k))
         detail = "; ".join(f"{k}: store {stored.get(k)!r} vs now {run.get(k)!r}" for k in keys)
         raise StoreError(f"{out}: was made with other inputs or settings ({detail[:400]}); rerun "
