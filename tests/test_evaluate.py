@@ -96,6 +96,7 @@ def test_strong_flows_are_scored_apart_from_the_slow_majority():
     assert m["median_abs_error"] == 1.0 and m["prior_median_abs_error"] == 40.0
     assert m["error_ratio_to_prior"] == pytest.approx(1 / 40)
     assert m["coverage68"] == 1.0 and m["coverage90"] == 1.0
+    assert m["prior_coverage68"] == 0.0 and m["prior_coverage90"] == pytest.approx(1 / 3)  # 25 in +-30
     assert _strong_flow(_metrics(post, truth), _metrics(prior, truth), truth / 100, sel) is None
 
 
