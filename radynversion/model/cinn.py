@@ -91,7 +91,8 @@ class ConditionalINN(PosteriorModel):
                 flow = SequenceINN(self.n_x)
                 for k in range(config.n_blocks):
                     flow.append(GLOWCouplingBlock, cond=0, cond_shape=(config.cond_features,),
-                                subnet_constructor=make_subnet, clamp=config.clamp)
+                                subnet_constructor=make_subnet, clamp=config.clamp,
+                                clamp_activation=config.clamp_activation)
                     if k < config.n_blocks - 1:
                         flow.append(_Permute, seed=config.seed * 1000 + k)
                 self.flow = flow

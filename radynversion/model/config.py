@@ -24,6 +24,9 @@ from ..schema import RADIANCE_PER_AA, RADIANCE_PER_HZ
 
 __all__ = ["ModelConfig", "CINNConfig", "TrainConfig", "model_config_table"]
 
+#: the soft-clamp shapes of FrEIA's coupling blocks
+CLAMP_ACTIVATIONS = ("ATAN", "TANH", "SIGMOID")
+
 
 @dataclass(frozen=True)
 class _CouplingSettings:
@@ -35,6 +38,10 @@ class _CouplingSettings:
     output_init_scale: float = 1e-3
     #: soft clamp of the log scale of the affine couplings (scale within exp(+-clamp))
     clamp: float = 2.0
+    #: the soft clamp's shape, FrEIA's ``clamp_activation``: ``"ATAN"`` (the original's,
+    #: ``0.636 atan(s)``), ``"TANH"`` or ``"SIGMOID"`` (``2 sigmoid(s) - 1 = tanh(s / 2)``, which a
+    #: CPU evaluates ~5x faster than ``atan`` in float32); checkpoints without it are ``"ATAN"``
+    clamp_activation: str = "ATAN"
     #: standardise x and y with per-feature mean/std of the training split (buffers of the
     #: module); without it the raw log10/v'/peak-normalised values enter the network
     standardise: bool = True
@@ -50,6 +57,9 @@ class _CouplingSettings:
     def _check_shared(self, cls: str) -> None:
         if self.clamp <= 0 or self.std_floor <= 0 or self.output_init_scale < 0:
             raise ConfigError(f"{cls}: clamp and std_floor must be > 0 and output_init_scale >= 0")
+        if self.clamp_activation not in CLAMP_ACTIVATIONS:
+            raise ConfigError(f"{cls}: clamp_activation must be one of {', '.join(CLAMP_ACTIVATIONS)}, "
+                              f"got {self.clamp_activation!r}")
         _check_intensity_unit(cls, self.intensity_unit)
 
 

@@ -160,7 +160,8 @@ class RadynversionINN(PosteriorModel):
                 torch.manual_seed(config.seed)
                 inn = SequenceINN(config.width)
                 for k in range(config.n_blocks):
-                    inn.append(GLOWCouplingBlock, subnet_constructor=make_subnet, clamp=config.clamp)
+                    inn.append(GLOWCouplingBlock, subnet_constructor=make_subnet, clamp=config.clamp,
+                               clamp_activation=config.clamp_activation)
                     if k < config.n_blocks - 1:
                         inn.append(_Permute, seed=config.seed * 1000 + k)
         finally:
