@@ -458,7 +458,7 @@ def test_scaled_integer_cube_is_read_scaled_with_blank_as_nan(tmp_path):
     """Integer cubes with BSCALE/BZERO/BLANK (DN cameras, older archives) are read as astropy
     scales them, not refused by astropy's strict memory mapping."""
     f = tmp_path / "nb_6563_int16_im.fits"
-    data = write_sstred(f, WL_HA, bunit="DN")
+    write_sstred(f, WL_HA, bunit="DN")
     with fits.open(f, memmap=False) as hdul:
         hdul = fits.HDUList([h.copy() for h in hdul])
     raw = np.round(hdul[0].data / 0.01).astype(np.int16)  # < 3300 DN
