@@ -95,7 +95,7 @@ def test_normalise_profiles_joint_peak_and_any_sampling():
 
 def test_normalise_profiles_refuses_uncovered_window():
     ds = training_set(2).isel(wl_halpha=slice(50, 150))  # +-1.0 A < +-1.4 A window
-    with pytest.raises(ProfileSchemaError, match="does not cover the model window"):
+    with pytest.raises(ProfileSchemaError, match="short of the model window"):
         normalise_profiles(ds)
 
 

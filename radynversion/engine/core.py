@@ -47,7 +47,7 @@ from ..model.posterior import (
     posterior,
     select_precision,
 )
-from ..model.preprocess import check_window_sampling, normalise_profiles, sample_dims
+from ..model.preprocess import check_window, normalise_profiles, sample_dims
 from ..schema import intensity_unit, source_name, validate_profiles, wavelengths_air_A
 from .workers import ModelPlugin, ModelSpec, model_spec, worker_device, worker_model
 
@@ -57,7 +57,6 @@ __all__ = ["DEFAULT_CHUNK_PIXELS", "Plan", "check_profiles", "plan_inversion", "
 #: pixels per chunk when the input is not chunked and no chunks are given
 DEFAULT_CHUNK_PIXELS = 4096
 #: a model window may exceed the data by this much [Angstrom] (as in radynversion.model.preprocess)
-_COVER_TOLERANCE_A = 1e-3
 #: values checked at a time by the in-memory intensity check
 _CHECK_BLOCK = 1 << 22
 _LETTERS = "abcdefghijklmnopqrstuv"
@@ -440,17 +439,10 @@ class Plan:
 
 
 def _check_coverage(profiles: xr.Dataset, source: str) -> None:
-    """Each line's wavelengths (air) must cover its model window, or nothing can be inverted,
-    with enough tunings inside it (:func:`radynversion.model.preprocess.check_window_sampling`)."""
+    """Each line's wavelengths (air) must cover its model window, with enough tunings inside
+    it (:func:`radynversion.model.preprocess.check_window`), or nothing can be inverted."""
     for ln in LINES:
-        wl = np.sort(wavelengths_air_A(profiles, ln, source))  # stored increasing or decreasing
-        target = ln.model_wavelengths()
-        if target[0] < wl[0] - _COVER_TOLERANCE_A or target[-1] > wl[-1] + _COVER_TOLERANCE_A:
-            raise ProfileSchemaError(
-                f"{source}: {ln.var} covers {wl[0]:.3f}-{wl[-1]:.3f} A (air), short of the model window "
-                f"{target[0]:.3f}-{target[-1]:.3f} A of {ln.label}; expected tunings that cover the "
-                "whole window")
-        check_window_sampling(wl, ln, source)
+        check_window(wavelengths_air_A(profiles, ln, source), ln, source)
 
 
 def _check_values(profiles: xr.Dataset, source: str) -> None:

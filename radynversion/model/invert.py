@@ -42,7 +42,7 @@ from .posterior import (
     posterior,
     select_precision,
 )
-from .preprocess import check_window_sampling, normalise_profiles, sample_dims
+from .preprocess import check_window, normalise_profiles, sample_dims
 
 __all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert"]
 
@@ -76,7 +76,7 @@ def invert(
     profiles : xarray.Dataset
         In the profile schema: ``I_halpha(*dims, wl_halpha)``, ``I_ca8542(*dims, wl_ca8542)``,
         any supported units, air or vacuum, any sampling covering the model windows with at
-        least 7 tunings in each (:func:`radynversion.model.preprocess.check_window_sampling`).
+        least 7 tunings in each (:func:`radynversion.model.preprocess.check_window`).
         Pixels with NaNs give NaN outputs; data with no invertible pixel are refused.
     model : PosteriorModel or path, optional
         The network, or a checkpoint to load; default the packaged model.
@@ -138,7 +138,7 @@ def invert(
     src = source_name(profiles) if isinstance(profiles, xr.Dataset) else "invert"
     validate_profiles(profiles, src)
     for ln in LINES:
-        check_window_sampling(wavelengths_air_A(profiles, ln, src), ln, src)
+        check_window(wavelengths_air_A(profiles, ln, src), ln, src)
     dims = sample_dims(profiles)
     shape = tuple(profiles[LINES[0].var].sizes[d] for d in dims)
     n_pix = int(np.prod(shape, dtype=np.int64))

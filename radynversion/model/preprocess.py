@@ -31,7 +31,7 @@ __all__ = [
     "sample_dims",
     "needs_degradation",
     "MIN_WINDOW_TUNINGS",
-    "check_window_sampling",
+    "check_window",
     "resampling_matrix",
     "normalise_profiles",
     "denormalise_profiles",
@@ -45,7 +45,7 @@ N_PROFILE: int = sum(ln.model_points for ln in LINES)
 _COVER_TOLERANCE_A = 1e-3
 #: degrade only when the median sampling step is at most FWHM / this
 _FINE_FACTOR = 3.0
-#: fewest tunings a model window must hold for an inversion (:func:`check_window_sampling`)
+#: fewest tunings a model window must hold for an inversion (:func:`check_window`)
 MIN_WINDOW_TUNINGS = 7
 
 
@@ -77,21 +77,31 @@ def needs_degradation(wavelengths_A: np.ndarray, fwhm_A: float) -> bool:
     return step <= fwhm_A / _FINE_FACTOR
 
 
-def check_window_sampling(wavelengths_air_A: np.ndarray, line: Line, source: str) -> None:
-    """Refuse tunings too sparse to be interpolated onto ``line``'s model window.
+def check_window(wavelengths_air_A: np.ndarray, line: Line, source: str) -> None:
+    """Refuse tunings that do not cover ``line``'s model window, or sample it too sparsely.
 
-    The network sees each line on its model window (30 points); a scan with fewer than
-    :data:`MIN_WINDOW_TUNINGS` tunings inside the window (the CRISP programs the default model
-    is evaluated on hold 13 in H-alpha's and 17 in Ca II 8542's) would reach it as straight
-    segments between a few points, a profile unlike any it was trained on, and give confident
-    but wrong atmospheres.
+    The network sees each line on its model window (30 points). Tunings must span the whole
+    window, and hold at least :data:`MIN_WINDOW_TUNINGS` points inside it (the CRISP programs
+    the default model is evaluated on hold 13 in H-alpha's and 17 in Ca II 8542's): fewer
+    would reach the network as straight segments between a few points, a profile unlike any it
+    was trained on, and give confident but wrong atmospheres.
+
+    Parameters
+    ----------
+    wavelengths_air_A : ndarray, shape ``(W,)``
+        The line's tunings [air Angstrom], increasing or decreasing.
+    line : Line
+        The line (:data:`radynversion.lines.LINES`).
+    source : str
+        The data's name for the message.
 
     Raises
     ------
     ProfileSchemaError
-        Naming the source, the variable, the count and what was expected.
+        Naming the source, the variable, what it holds and what was expected.
     """
-    wl = np.asarray(wavelengths_air_A, dtype=float)
+    wl = np.sort(np.asarray(wavelengths_air_A, dtype=float))
+    _check_covers(wl, line, source)
     target = line.model_wavelengths()
     inside = (wl >= target[0] - _COVER_TOLERANCE_A) & (wl <= target[-1] + _COVER_TOLERANCE_A)
     n = int(np.count_nonzero(inside))
@@ -103,16 +113,23 @@ def check_window_sampling(wavelengths_air_A: np.ndarray, line: Line, source: str
             f"{line.model_points} points")
 
 
+def _check_covers(wl: np.ndarray, line: Line, source: str) -> None:
+    """Refuse increasing tunings ``wl`` [air A] that do not span ``line``'s model window."""
+    target = line.model_wavelengths()
+    if wl.size == 0 or target[0] < wl[0] - _COVER_TOLERANCE_A or target[-1] > wl[-1] + _COVER_TOLERANCE_A:
+        span = f"covers {wl[0]:.3f}-{wl[-1]:.3f} A (air)" if wl.size else "has no tunings"
+        raise ProfileSchemaError(
+            f"{source}: {line.var} {span}, short of the model window {target[0]:.3f}-"
+            f"{target[-1]:.3f} A of {line.label}; expected tunings that cover the whole window")
+
+
 def _resample_line(
     ds: xr.Dataset, line: Line, dims: tuple[str, ...], fwhm_A: float, degrade: bool | None, src: str
 ) -> np.ndarray:
     """``I_<line>`` of ``ds`` (model unit, air A) on the model window, shape ``(N, points)``."""
     wl = np.asarray(ds[line.dim].values, dtype=float)
     target = line.model_wavelengths()
-    if target[0] < wl[0] - _COVER_TOLERANCE_A or target[-1] > wl[-1] + _COVER_TOLERANCE_A:
-        raise ProfileSchemaError(
-            f"{src}: {line.var} covers {wl[0]:.3f}-{wl[-1]:.3f} A (air), which does not cover the "
-            f"model window {target[0]:.3f}-{target[-1]:.3f} A of {line.label}")
+    _check_covers(np.sort(wl), line, src)
     use_fwhm = fwhm_A if (needs_degradation(wl, fwhm_A) if degrade is None else degrade) else 0.0
     mat = resampling_matrix(wl, target, use_fwhm)
     support = np.flatnonzero(np.any(mat != 0.0, axis=0))  # NaNs outside it do not leak in
