@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -16,6 +17,7 @@ from radynversion.model.evaluate import (
     BANDS,
     STRONG_FLOW_KMS,
     _metrics,
+    _model_identity,
     _strong_flow,
     acceptance,
     evaluate,
@@ -154,6 +156,9 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     for name in ("report_coverage.png", "report_errors.png", "report_pixel.png", "report_per_height.nc"):
         assert (out.parent / name).stat().st_size > 10_000 or name.endswith(".nc")
     assert report["model_kind"] == "inn"
+    # the model by the path it was given, and its bytes' digest
+    assert report["model"] == str(model_path)
+    assert report["model_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
     # --first N: the held-out split and the prior of the first N draws only
     out2 = tmp_path / "eval2" / "report.json"
     assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out2),
@@ -161,6 +166,16 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     first = json.loads(out2.read_text())
     held = evaluation_split(np.arange(120), CFG.test_fraction)
     assert first["n_evaluated"] == int(held.sum()) and first["n_prior"] == 120 - int(held.sum())
+
+
+def test_the_packaged_model_is_named_without_the_install_path():
+    """A report of the packaged model is the same on every machine (no site-packages path)."""
+    from radynversion.model.checkpoint import DEFAULT_MODEL_PATH, load_model
+    if not DEFAULT_MODEL_PATH.is_file():
+        pytest.skip("no packaged model")
+    ident = _model_identity(load_model())
+    assert ident == {"model": "radynversion/data/default_model.pt (packaged)",
+                     "model_sha256": hashlib.sha256(DEFAULT_MODEL_PATH.read_bytes()).hexdigest()}
 
 
 def test_write_report_round_trips_json(trained, tmp_path):

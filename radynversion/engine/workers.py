@@ -43,7 +43,13 @@ import torch
 
 from ..errors import CheckpointError
 from ..model.base import PosteriorModel
-from ..model.checkpoint import DEFAULT_MODEL_PATH, load_model, model_from_checkpoint, save_checkpoint
+from ..model.checkpoint import (
+    DEFAULT_MODEL_PATH,
+    file_sha256,
+    load_model,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 
 __all__ = ["ModelSpec", "model_spec", "worker_device", "worker_model", "warm_up", "clear_models", "ModelPlugin",
            "tune_malloc"]
@@ -79,14 +85,6 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if (self.path is None) == (self.blob is None):
             raise ValueError("ModelSpec: give exactly one of path and blob")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_spec(
@@ -127,7 +125,7 @@ def model_spec(
     if key is not None and key in _SPECS:
         return _SPECS[key]
     net = load_model(model)  # raises the CheckpointError with the right message
-    spec = ModelSpec(sha256=_sha256_file(path), path=str(path.resolve()), device=device)
+    spec = ModelSpec(sha256=file_sha256(path), path=str(path.resolve()), device=device)
     if key is not None:
         _SPECS[key] = (spec, net)
     return spec, net

@@ -50,6 +50,7 @@ __all__ = [
     "FORMAT_VERSION",
     "DEFAULT_MODEL_PATH",
     "arrays_sha256",
+    "file_sha256",
     "save_checkpoint",
     "read_checkpoint",
     "model_from_checkpoint",
@@ -66,6 +67,15 @@ MODEL_KINDS: dict[str, tuple[type[PosteriorModel], type]] = {
 }
 #: tolerance [Mm, Angstrom] when comparing grids
 _GRID_ATOL = 1e-5
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of the bytes of the file ``path`` (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def arrays_sha256(*arrays: np.ndarray) -> str:

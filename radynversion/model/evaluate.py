@@ -45,7 +45,7 @@ from ..errors import ProfileSchemaError
 from ..instrument import crisp_tunings, degrade
 from ..lines import LINES
 from .base import PosteriorModel
-from .checkpoint import load_model
+from .checkpoint import DEFAULT_MODEL_PATH, file_sha256, load_model
 from .config import TrainConfig
 from .invert import invert
 from .preprocess import atmosphere_to_array, normalise_profiles
@@ -284,6 +284,18 @@ def _select(data: xr.Dataset, model: PosteriorModel, all_samples: bool, max_samp
     return evals, prior
 
 
+def _model_identity(net: PosteriorModel) -> dict[str, str]:
+    """``model`` (the packaged model by its name in the package, any other checkpoint by the
+    path it was loaded from: no machine-specific prefix for the packaged one) and
+    ``model_sha256`` (of the checkpoint file; "" for a model that has none)."""
+    path = net.metadata.get("path")
+    if not path or not Path(path).is_file():
+        return {"model": "<in memory>" if not path else str(path), "model_sha256": ""}
+    packaged = Path(path).resolve() == DEFAULT_MODEL_PATH.resolve()
+    return {"model": "radynversion/data/default_model.pt (packaged)" if packaged else str(path),
+            "model_sha256": file_sha256(path)}
+
+
 def evaluate(
     model: PosteriorModel | str | Path | None,
     data: xr.Dataset,
@@ -457,7 +469,7 @@ def evaluate(
                     coords={"variable": list(VARIABLES), "height": h})
     summary = {
         "radynversion_version": __version__,
-        "model": str(net.metadata.get("path", "<in memory>")),
+        **_model_identity(net),
         "model_kind": net.kind,
         "model_training_set_sha256": str(net.metadata.get("training_set_sha256", "")),
         "data": src,
