@@ -398,6 +398,7 @@ def train(
     atm_val, y_val = atm_t[torch.as_tensor(val_pos, device=dev)], y_t[torch.as_tensor(val_pos, device=dev)]
     meta = {"train_config": tc, "training_set_sha256": data_sha, "provenance": provenance}
 
+    cuda_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     bar = tqdm(range(start, tc.epochs), initial=start, total=tc.epochs, disable=not progress,
                desc="train", unit="epoch")
     for epoch in bar:
@@ -411,8 +412,12 @@ def train(
         batches = _batches(train_pos.size, tc, cpu_gen)
         # dropout draws from torch's global RNG: seed it per epoch (so that a run, resumed or
         # not, is reproducible) and give the caller's state back afterwards
-        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-            torch.manual_seed(_stream_seed(seed, _GLOBAL_STREAM))
+        with torch.random.fork_rng(devices=cuda_devices):
+            # only the generators fork_rng restores: torch.manual_seed would reseed every GPU
+            torch.random.default_generator.manual_seed(_stream_seed(seed, _GLOBAL_STREAM))
+            if cuda_devices:
+                with torch.cuda.device(cuda_devices[0]):
+                    torch.cuda.manual_seed(_stream_seed(seed, _GLOBAL_STREAM))
             for idx in batches:
                 idx = idx.to(dev)
                 losses = model.training_losses(atm_tr[idx], y_tr[idx], tc, fade, gen)
