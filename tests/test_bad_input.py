@@ -511,6 +511,26 @@ def test_radynversion_invert_refuses_with_radynversion_errors(net):
                                   "drop_isel(wl_halpha=70)"])
 
 
+@pytest.mark.parametrize("spectral_first", [False, True])
+def test_a_dead_tuning_is_found_in_one_blocked_pass_whatever_the_dim_order(monkeypatch, spectral_first):
+    """The up-front check reads in-memory cubes in blocks along their first axis: a tuning
+    dead in every pixel is found whether the spectral dim comes last or first, and a tuning
+    alive in one pixel of a late block is not refused."""
+    from radynversion.engine.core import check_profiles
+    monkeypatch.setattr("radynversion.engine.core._CHECK_BLOCK", 50)  # many blocks
+    ds = good_scan()
+    if spectral_first:
+        ds = ds.transpose(HALPHA.dim, CA8542.dim, ...)
+    dead = ds.copy(deep=True)
+    dead[HALPHA.var].loc[{HALPHA.dim: dead[HALPHA.dim][70]}] = np.nan
+    with pytest.raises(ProfileSchemaError, match=r"every pixel at .*wl_halpha index 70"):
+        check_profiles(dead, "scan")
+    alive = dead.copy(deep=True)  # the same tuning alive in the last pixel only
+    last = {d: -1 for d in alive[HALPHA.var].dims if d != HALPHA.dim}
+    alive[HALPHA.var][{**last, HALPHA.dim: 70}] = 1.0
+    assert check_profiles(alive, "scan") == "scan"
+
+
 # -- inputs are never modified -----------------------------------------------------------------
 def test_invert_never_modifies_its_inputs(tmp_path, model_path, capsys):
     fh, fc = write_fits(tmp_path / "ha.fits", HALPHA), write_fits(tmp_path / "ca.fits", CA8542)

@@ -448,7 +448,7 @@ def _check_coverage(profiles: xr.Dataset, source: str) -> None:
 def _check_values(profiles: xr.Dataset, source: str) -> None:
     """Refuse in-memory intensities of which no pixel can be inverted (lazy ones, Dask or file
     backed, are not read here: :func:`radynversion.engine.invert_to_zarr` checks the mask of
-    its store at the end)."""
+    its store at the end). One pass over each line, in blocks (no full-size temporaries)."""
     if not all(getattr(profiles[ln.var].variable, "_in_memory", False) for ln in LINES):
         return
     peaks = []
@@ -457,29 +457,38 @@ def _check_values(profiles: xr.Dataset, source: str) -> None:
         if a.dtype.kind not in "fiu":
             raise ProfileSchemaError(f"{source}: {ln.var} has dtype {a.dtype}; expected real numbers "
                                      "(spectral radiances)")
-        flat = a.reshape(-1)
+        if a.size == 0:
+            peaks.append((ln, np.nan))
+            continue
+        axis = profiles[ln.var].dims.index(ln.dim)
+        others = tuple(i for i in range(a.ndim) if i != axis)
+        alive = np.zeros(a.shape[axis], dtype=bool)  # tunings finite in some pixel
         peak, any_inf = -np.inf, False
-        for start in range(0, flat.size, _CHECK_BLOCK):  # in blocks: no full-size temporaries
-            part = flat[start:start + _CHECK_BLOCK]
+        step = max(1, _CHECK_BLOCK // max(1, a[:1].size))
+        for start in range(0, a.shape[0], step):  # blocks along the first axis
+            part = a[start:start + step]
             finite = np.isfinite(part)
             if finite.any():
                 peak = max(peak, float(part[finite].max()))
             any_inf = any_inf or bool(np.isinf(part).any())
-        if flat.size and peak == -np.inf:
+            seen = finite.any(axis=others)
+            if axis == 0:
+                alive[start:start + step] |= seen
+            else:
+                alive |= seen
+        if peak == -np.inf:
             what = "NaN or inf" if any_inf else "NaN"
             raise ProfileSchemaError(f"{source}: every value of {ln.var} is {what}; expected finite "
                                      "spectral radiances (NaN only where a pixel is bad)")
-        peaks.append((ln, peak if flat.size else np.nan))
-        if flat.size:  # a tuning dead in every pixel inside the window masks every pixel
-            wl = wavelengths_air_A(profiles, ln, source)
-            target = ln.model_wavelengths()
-            axis = profiles[ln.var].dims.index(ln.dim)
-            for k in np.flatnonzero((wl >= target[0]) & (wl <= target[-1])):
-                if not np.isfinite(np.take(a, k, axis=axis)).any():
-                    raise ProfileSchemaError(
-                        f"{source}: {ln.var} is NaN or inf in every pixel at {wl[k]:.3f} A (air; {ln.dim} "
-                        f"index {k}), inside the model window, so no pixel can be inverted; expected "
-                        f"finite values there (drop a bad tuning, e.g. ds.drop_isel({ln.dim}={k}))")
+        peaks.append((ln, peak))
+        # a tuning dead in every pixel inside the window masks every pixel
+        wl = wavelengths_air_A(profiles, ln, source)
+        target = ln.model_wavelengths()
+        for k in np.flatnonzero((wl >= target[0]) & (wl <= target[-1]) & ~alive):
+            raise ProfileSchemaError(
+                f"{source}: {ln.var} is NaN or inf in every pixel at {wl[k]:.3f} A (air; {ln.dim} "
+                f"index {k}), inside the model window, so no pixel can be inverted; expected "
+                f"finite values there (drop a bad tuning, e.g. ds.drop_isel({ln.dim}={k}))")
     if all(np.isfinite(pk) and pk <= 0 for _, pk in peaks):
         detail = ", ".join(f"{ln.var} max {pk:.3g} {intensity_unit(profiles, ln, source).to_string()}"
                            for ln, pk in peaks)
