@@ -32,7 +32,13 @@ __all__ = [
     "to_air_angstrom",
     "intensity_unit",
     "convert_intensity",
+    "DN_NAMES",
 ]
+
+#: names of uncalibrated camera units, read as astropy's ``DN`` (lower case; "DN", "ct" and
+#: "adu" parse as units of their own, the others not at all)
+DN_NAMES = frozenset({"dn", "d.n.", "dns", "digital number", "digital numbers", "data number", "data numbers",
+                      "adu", "adus", "count", "counts", "ct", "cts"})
 
 RADIANCE_PER_HZ = u.Unit("W / (m2 Hz sr)")
 RADIANCE_PER_AA = u.Unit("erg / (s cm2 sr Angstrom)")
@@ -164,6 +170,8 @@ def intensity_unit(ds: xr.Dataset, line: Line, source: str | None = None) -> u.U
     if unit_s is None:
         raise UnitsError(f"{src}: variable {line.var} has no 'units' attribute; expected a "
                          "spectral radiance such as 'W / (m2 Hz sr)', or 'DN' with a calibration")
+    if str(unit_s).strip().lower() in DN_NAMES:  # camera counts: a calibration away from radiances
+        return u.DN
     try:
         return u.Unit(unit_s)
     except ValueError:
@@ -249,7 +257,9 @@ def convert_intensity(ds: xr.Dataset, unit: str | u.UnitBase, source: str | None
         try:
             factor = (1.0 * have).to_value(target, equivalencies=eq)
         except u.UnitConversionError:
-            raise UnitsError(f"{src}: variable {ln.var} has units {have.to_string()!r}, not "
+            given = str(ds[ln.var].attrs["units"]).strip()
+            shown = repr(given) + (f" ({have.to_string()})" if given != have.to_string() else "")
+            raise UnitsError(f"{src}: variable {ln.var} has units {shown}, not "
                              f"convertible to {target.to_string()!r}; DN or unitless data need "
                              "a calibration first (radynversion.calibration.calibrate)") from None
         factor = np.broadcast_to(np.asarray(factor, dtype=float), wl.shape)

@@ -10,6 +10,7 @@ from radynversion.schema import (
     RADIANCE_PER_AA,
     RADIANCE_PER_HZ,
     convert_intensity,
+    intensity_unit,
     profile_dataset,
     to_air_angstrom,
     validate_profiles,
@@ -94,6 +95,19 @@ def test_intensity_units_required_and_dn_refused():
         validate_profiles(ds, "obs.nc")
     with pytest.raises(UnitsError, match="I_halpha has units 'DN'.*calibration"):
         convert_intensity(make(unit="DN"), RADIANCE_PER_HZ, "obs.nc")
+
+
+@pytest.mark.parametrize("name", ["counts", "Counts", "ct", "cts", "ADU", "adu", "DN", "data numbers"])
+def test_camera_count_units_read_as_dn_with_the_calibration_hint(name):
+    """Uncalibrated camera units, whichever way a file spells them (astropy parses some as
+    units of their own, others not at all), are DN: refused with the hint to calibrate, never
+    an astropy parse error."""
+    ds = make()
+    for ln in LINES:
+        ds[ln.var].attrs["units"] = name
+    assert all(intensity_unit(ds, ln, "obs.nc") == u.DN for ln in LINES)
+    with pytest.raises(UnitsError, match=f"I_halpha has units '{name}'.*not convertible.*calibration"):
+        convert_intensity(ds, RADIANCE_PER_HZ, "obs.nc")
 
 
 def test_mismatched_spatial_dims():

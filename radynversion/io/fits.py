@@ -97,6 +97,7 @@ from astropy.wcs import WCS
 
 from ..errors import ConfigError, DataFileError, ProfileSchemaError, UnitsError
 from ..lines import LINES, Line, line_by_key
+from ..schema import DN_NAMES
 
 __all__ = [
     "LINE_MATCH_HALFWIDTH_A",
@@ -124,7 +125,6 @@ _SPECTRAL_TYPES = {"WAVE", "AWAV"}
 _X_TYPES = {"HPLN", "SOLX"}
 _Y_TYPES = {"HPLT", "SOLY"}
 _DISTORTION_KEY = re.compile(r"^(CWDIS|CWERR|CPDIS|CQDIS|CPERR|CQERR|DW|DP|DQ)\d")
-_DN_NAMES = {"dn", "d.n.", "dns", "digital number", "digital numbers", "data number", "adu", "counts"}
 _OBSERVER_KEYS = (
     "DATE-OBS", "DATE-BEG", "DATE-AVG", "DATE-END", "TIMESYS", "TELESCOP", "INSTRUME", "OBSRVTRY",
     "DETECTOR", "OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z", "DSUN_OBS", "HGLN_OBS", "HGLT_OBS", "CRLN_OBS",
@@ -204,7 +204,7 @@ def _parse_bunit(value: Any, source: str) -> tuple[str, str]:
     if value is None or not str(value).strip():
         return "DN", "BUNIT absent: assumed DN (uncalibrated)"
     text = str(value).strip()
-    if text.lower() in _DN_NAMES:
+    if text.lower() in DN_NAMES:
         return "DN", ""
     for fmt in (None, "fits"):
         try:
@@ -943,7 +943,7 @@ def _bunit(units: str | None) -> str | None:
     if units is None:
         return None
     text = str(units).strip()
-    if text.lower() in _DN_NAMES or text == "DN":
+    if text.lower() in DN_NAMES or text == "DN":
         return "dn"
     try:
         unit = u.Unit(text)
