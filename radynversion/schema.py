@@ -205,7 +205,8 @@ def validate_profiles(ds: xr.Dataset, source: str | None = None) -> None:
         if "stokes" in ds[ln.var].dims:  # Q, U, V would be inverted as if they were intensities
             labels = ([str(v).strip().upper() for v in np.atleast_1d(ds["stokes"].values)]
                       if "stokes" in ds.coords else [])
-            if ds[ln.var].sizes["stokes"] > 1 or labels not in ([], ["I"]):
+            # a lone Stokes parameter labelled "I", or 0 (its index in I, Q, U, V), is intensity
+            if ds[ln.var].sizes["stokes"] > 1 or labels not in ([], ["I"], ["0"]):
                 raise ProfileSchemaError(
                     f"{src}: variable {ln.var} has a 'stokes' dim of size {ds[ln.var].sizes['stokes']}"
                     f"{f' {labels}' if labels else ''}; expected Stokes I only (select it, e.g. "

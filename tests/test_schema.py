@@ -158,8 +158,10 @@ def test_float16_intensities_are_converted_in_float32():
 def test_a_stokes_dim_other_than_i_is_refused():
     ds = make()
     validate_profiles(ds.expand_dims(stokes=["I"]))
+    validate_profiles(ds.expand_dims(stokes=[0]))  # I by its index in (I, Q, U, V)
     for bad, shown in [(ds.expand_dims(stokes=["I", "Q", "U", "V"]), "of size 4 ['I', 'Q', 'U', 'V']"),
-                       (ds.expand_dims(stokes=["V"]), "of size 1 ['V']")]:
+                       (ds.expand_dims(stokes=["V"]), "of size 1 ['V']"),
+                       (ds.expand_dims(stokes=[3]), "of size 1 ['3']")]:
         with pytest.raises(ProfileSchemaError) as err:
             validate_profiles(bad, "obs.nc")
         assert f"obs.nc: variable I_halpha has a 'stokes' dim {shown}; expected Stokes I only" in str(err.value)
