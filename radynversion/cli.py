@@ -71,7 +71,9 @@ def _first_draws(data, first: int | None):  # noqa: ANN001, ANN202 - xarray.Data
         return data
     from .model.train import sample_labels
 
-    return data.isel(sample=sample_labels(data) < first)
+    out = data.isel(sample=sample_labels(data) < first)
+    out.attrs["first_draws"] = int(first)  # provenance: which held-out split a report is about
+    return out
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

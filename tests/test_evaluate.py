@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import xarray as xr
 from synthetic import TINY, training_set  # tests/synthetic.py
 
 from radynversion.cli import main
@@ -16,6 +17,7 @@ from radynversion.model import TrainConfig, evaluation_split, train
 from radynversion.model.evaluate import (
     BANDS,
     STRONG_FLOW_KMS,
+    _data_identity,
     _metrics,
     _model_identity,
     _strong_flow,
@@ -166,6 +168,8 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     first = json.loads(out2.read_text())
     held = evaluation_split(np.arange(120), CFG.test_fraction)
     assert first["n_evaluated"] == int(held.sum()) and first["n_prior"] == 120 - int(held.sum())
+    assert first["first_draws"] == 120 and "first_draws" not in report
+    assert first["data"] == report["data"] == str(store)
 
 
 def test_the_packaged_model_is_named_without_the_install_path():
@@ -176,6 +180,16 @@ def test_the_packaged_model_is_named_without_the_install_path():
     ident = _model_identity(load_model())
     assert ident == {"model": "radynversion/data/default_model.pt (packaged)",
                      "model_sha256": hashlib.sha256(DEFAULT_MODEL_PATH.read_bytes()).hexdigest()}
+
+
+def test_the_shipped_training_set_is_named_without_the_install_path():
+    from radynversion.datasets import training_set_path
+    ds = xr.Dataset(attrs={"first_draws": 500})
+    ds.encoding["source"] = str(training_set_path())
+    assert _data_identity(ds) == {"data": "radynversion/data/training_set.zarr (packaged)", "first_draws": 500}
+    other = xr.Dataset()
+    other.encoding["source"] = "/data/mine.zarr"
+    assert _data_identity(other) == {"data": "/data/mine.zarr"}
 
 
 def test_write_report_round_trips_json(trained, tmp_path):

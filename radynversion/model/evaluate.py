@@ -41,6 +41,7 @@ import xarray as xr
 from .. import __version__
 from ..atmosphere import VARIABLES, velocity_transform
 from ..config import from_toml
+from ..datasets import training_set_path
 from ..errors import ProfileSchemaError
 from ..instrument import crisp_tunings, degrade
 from ..lines import LINES
@@ -296,6 +297,21 @@ def _model_identity(net: PosteriorModel) -> dict[str, str]:
             "model_sha256": file_sha256(path)}
 
 
+def _data_identity(data: xr.Dataset) -> dict[str, Any]:
+    """``data`` (the shipped training set by its name in the package, any other store by its
+    path) and, where only the first draws were used (``radynversion evaluate --first N``),
+    ``first_draws`` = N: which held-out split a report is about."""
+    src = str(data.encoding.get("source") or data.attrs.get("source_file") or "<training set>")
+    try:
+        packaged = Path(src).resolve() == training_set_path().resolve()
+    except OSError:
+        packaged = False
+    ident: dict[str, Any] = {"data": "radynversion/data/training_set.zarr (packaged)" if packaged else src}
+    if data.attrs.get("first_draws") is not None:
+        ident["first_draws"] = int(data.attrs["first_draws"])
+    return ident
+
+
 def evaluate(
     model: PosteriorModel | str | Path | None,
     data: xr.Dataset,
@@ -472,7 +488,7 @@ def evaluate(
         **_model_identity(net),
         "model_kind": net.kind,
         "model_training_set_sha256": str(net.metadata.get("training_set_sha256", "")),
-        "data": src,
+        **_data_identity(data),
         "split": "all usable samples" if all_samples else "held-out split (evaluation_split)",
         "n_evaluated": int(evals.size),
         "n_prior": int(prior_ds.sizes["sample"]),
