@@ -19,6 +19,18 @@ def training_set_path() -> Path:
     return Path(str(resources.files("radynversion") / "data" / "training_set.zarr"))
 
 
+def source_label(data: xr.Dataset) -> str:
+    """Where ``data`` was read from, as a report or checkpoint should record it: the shipped
+    training set by its name in the package (the same on every machine), any other store by
+    its path, ``"<training set>"`` for data built in memory."""
+    src = str(data.encoding.get("source") or data.attrs.get("source_file") or "<training set>")
+    try:
+        packaged = Path(src).resolve() == training_set_path().resolve()
+    except OSError:
+        packaged = False
+    return "radynversion/data/training_set.zarr (packaged)" if packaged else src
+
+
 def training_set(path: str | Path | None = None, converged_only: bool = True, load: bool = True) -> xr.Dataset:
     """The default (or any) training set as an xarray Dataset in the profile schema.
 

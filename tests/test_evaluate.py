@@ -197,3 +197,21 @@ def test_write_report_round_trips_json(trained, tmp_path):
     res = evaluate(model, data, samples=16, max_samples=8, pixel_samples=32)
     paths = write_report(res, tmp_path / "r.json")
     assert json.loads(paths["report"].read_text())["n_evaluated"] == 8
+
+
+def test_a_model_trained_on_the_held_out_split_of_this_store_is_refused(trained):
+    """The leak check: held-out labels among the model's training samples, same source."""
+    data, model, _ = trained
+    prov = model.metadata.setdefault("provenance", {})
+    saved = dict(prov)
+    assert prov["source"] == "<training set>"  # in-memory data, recorded by source_label
+    held = np.flatnonzero(evaluation_split(np.arange(240), CFG.test_fraction))
+    try:
+        prov["train_samples"] = list(prov.get("train_samples", [])) + [int(i) for i in held]
+        with pytest.raises(ProfileSchemaError, match="of the held-out split were trained on"):
+            evaluate(model, data, samples=8, max_samples=4, pixel_samples=16)
+        prov["source"] = "/elsewhere/other.zarr"  # another store with the same labels: allowed
+        assert evaluate(model, data, samples=8, max_samples=4, pixel_samples=16).summary["n_evaluated"] == 4
+    finally:
+        prov.clear()
+        prov.update(saved)

@@ -41,7 +41,7 @@ import xarray as xr
 from .. import __version__
 from ..atmosphere import VARIABLES, velocity_transform
 from ..config import from_toml
-from ..datasets import training_set_path
+from ..datasets import source_label
 from ..errors import ProfileSchemaError
 from ..instrument import crisp_tunings, degrade
 from ..lines import LINES
@@ -273,7 +273,8 @@ def _select(data: xr.Dataset, model: PosteriorModel, all_samples: bool, max_samp
         held = evaluation_split(labels, fraction)
         seen = set(model.metadata.get("provenance", {}).get("train_samples", []))
         leaked = [int(i) for i in labels[held & usable] if int(i) in seen]
-        if leaked and str(model.metadata.get("provenance", {}).get("source", "")) == src:
+        trained_on = str(model.metadata.get("provenance", {}).get("source", ""))
+        if leaked and trained_on in (src, source_label(data)):
             raise ProfileSchemaError(f"{src}: samples {leaked[:5]} of the held-out split were "
                                      "trained on; this model cannot be evaluated on this store")
     evals = np.flatnonzero(held & usable)
@@ -301,12 +302,7 @@ def _data_identity(data: xr.Dataset) -> dict[str, Any]:
     """``data`` (the shipped training set by its name in the package, any other store by its
     path) and, where only the first draws were used (``radynversion evaluate --first N``),
     ``first_draws`` = N: which held-out split a report is about."""
-    src = str(data.encoding.get("source") or data.attrs.get("source_file") or "<training set>")
-    try:
-        packaged = Path(src).resolve() == training_set_path().resolve()
-    except OSError:
-        packaged = False
-    ident: dict[str, Any] = {"data": "radynversion/data/training_set.zarr (packaged)" if packaged else src}
+    ident: dict[str, Any] = {"data": source_label(data)}
     if data.attrs.get("first_draws") is not None:
         ident["first_draws"] = int(data.attrs["first_draws"])
     return ident

@@ -29,6 +29,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..config import from_toml, to_toml
+from ..datasets import source_label
 from ..errors import CheckpointError, ConfigError, ProfileSchemaError
 from ..lines import LINES
 from .base import PosteriorModel
@@ -346,7 +347,7 @@ def train(
         "val_samples": val_samples,
         "train_samples": train_samples,
         "val_samples_sha256": arrays_sha256(np.asarray(val_samples, dtype=np.int64)),
-        "source": src,
+        "source": source_label(data),
     }
 
     # -- model, optimiser --------------------------------------------------------------------
