@@ -71,9 +71,8 @@ def _first_draws(data, first: int | None):  # noqa: ANN001, ANN202 - xarray.Data
         return data
     from .model.train import sample_labels
 
-    out = data.isel(sample=sample_labels(data) < first)
-    out.attrs["first_draws"] = int(first)  # provenance: which held-out split a report is about
-    return out
+    # first_draws: provenance, which held-out split a report is about
+    return data.isel(sample=sample_labels(data) < first).assign_attrs(first_draws=int(first))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
