@@ -122,7 +122,9 @@ def air_to_vacuum(wavelength_air_A: np.ndarray | float) -> np.ndarray:
 
     Wavelengths below 2000 A (and non-finite ones) are returned unchanged (IAU convention).
     """
-    return _convert(wavelength_air_A, air_to_vac)
+    # "iteration" inverts vac_to_air to 1e-12 A, so the two functions are exact inverses;
+    # specutils' default closed-form "inversion" is off by up to ~4e-5 A
+    return _convert(wavelength_air_A, lambda wl: air_to_vac(wl, scheme="iteration"))
 
 
 def vacuum_to_air(wavelength_vac_A: np.ndarray | float) -> np.ndarray:

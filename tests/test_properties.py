@@ -58,9 +58,6 @@ def test_air_vacuum_round_trip(wl):
     assert np.all(np.diff(air_to_vacuum(np.sort(wl))) >= 0)  # monotonic
 
 
-@pytest.mark.xfail(strict=True, reason="air_to_vacuum uses specutils' approximate 'inversion' scheme "
-                   "(round trip off by <= 3.7e-5 A); scheme='iteration' in radynversion.lines would make "
-                   "it exact to 1e-12 A")
 @FAST
 @given(WAVELENGTHS_A)
 def test_air_vacuum_round_trip_within_a_micro_angstrom(wl):
