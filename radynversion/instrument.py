@@ -114,7 +114,9 @@ def resampling_matrix(wl_in_A: np.ndarray, wl_out_A: np.ndarray, fwhm_A: float =
     With ``fwhm_A == 0``: linear interpolation. With ``fwhm_A > 0``: the profile convolved with
     a unit-area Gaussian of that FWHM, evaluated at ``wl_out_A`` by trapezoidal quadrature on
     the input grid (any, possibly uneven, sampling); rows are renormalised to unit sum, so the
-    kernel is truncated, not darkened, at the edges of the data.
+    kernel is truncated, not darkened, at the edges of the data. An output wavelength in a gap
+    of the sampling wider than the kernel (no input within 3 FWHM) is linearly interpolated
+    between the gap's edges.
 
     Parameters
     ----------
@@ -133,23 +135,29 @@ def resampling_matrix(wl_in_A: np.ndarray, wl_out_A: np.ndarray, fwhm_A: float =
     wl_in = np.asarray(wl_in_A, dtype=float)
     wl_out = np.clip(np.asarray(wl_out_A, dtype=float), wl_in[0], wl_in[-1])
     mat = np.zeros((wl_out.size, wl_in.size))
-    if fwhm_A > 0:
-        sigma = fwhm_A / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-        quad = np.zeros_like(wl_in)
-        dw = np.diff(wl_in)
-        quad[:-1] += 0.5 * dw
-        quad[1:] += 0.5 * dw
-        d = wl_out[:, None] - wl_in[None, :]
-        mat = np.exp(-0.5 * (d / sigma) ** 2) * quad[None, :]
-        mat[np.abs(d) > _KERNEL_EXTENT_FWHM * fwhm_A] = 0.0
-        return mat / mat.sum(axis=1, keepdims=True)
     hi = np.clip(np.searchsorted(wl_in, wl_out, side="right"), 1, wl_in.size - 1)
     lo = hi - 1
     w = (wl_out - wl_in[lo]) / (wl_in[hi] - wl_in[lo])
     rows = np.arange(wl_out.size)
     mat[rows, lo] = 1.0 - w
     mat[rows, hi] += w
-    return mat
+    if fwhm_A <= 0:
+        return mat
+    sigma = fwhm_A / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    quad = np.zeros_like(wl_in)
+    dw = np.diff(wl_in)
+    quad[:-1] += 0.5 * dw
+    quad[1:] += 0.5 * dw
+    d = wl_out[:, None] - wl_in[None, :]
+    kernel = np.exp(-0.5 * (d / sigma) ** 2) * quad[None, :]
+    kernel[np.abs(d) > _KERNEL_EXTENT_FWHM * fwhm_A] = 0.0
+    total = kernel.sum(axis=1, keepdims=True)
+    # an output wavelength in a gap of the sampling (no input within the kernel's extent) has
+    # nothing to integrate: it is interpolated between the gap's edges instead
+    empty = total[:, 0] <= 0
+    kernel[~empty] /= total[~empty]
+    kernel[empty] = mat[empty]
+    return kernel
 
 
 def degrade(

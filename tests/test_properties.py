@@ -113,10 +113,6 @@ def test_instrument_resampling_keeps_constants(sampled, level):
     np.testing.assert_allclose(mat @ np.full(wl.size, level), level, rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="resampling_matrix with fwhm_A > 0 gives NaN rows where no input "
-                   "wavelength lies within 3 FWHM of an output one (a gap in the sampling); preprocess only "
-                   "convolves when the median step is <= FWHM / 3, so only gappy fine samplings are affected")
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @FEW
 @given(covering_sampling(HALPHA), st.floats(0.01, 0.3))
 def test_instrument_resampling_keeps_constants_for_any_sampling(wl, fwhm):
@@ -201,3 +197,16 @@ def test_fits_writer_and_open_observation_agree(ny, nx, nscan, wl_ha, wl_ca, see
             if time_axis:
                 got = ds[f"time_{ln.key}"].values.astype("datetime64[ms]")
                 np.testing.assert_array_equal(got, times.astype("datetime64[ms]"))
+
+
+def test_a_gap_in_a_fine_sampling_is_interpolated_across():
+    """An output wavelength with no input within 3 FWHM (a gap) gets the interpolated value,
+    not NaN; everywhere else the transmission integral is unchanged."""
+    wl = np.concatenate([np.arange(6561.0, 6562.5, 0.01), np.arange(6563.5, 6564.6, 0.01)])
+    out = np.array([6561.5, 6563.0, 6564.0])  # 6563.0: 0.5 A from either edge, > 3 x 0.066 A
+    mat = resampling_matrix(wl, out, 0.066)
+    profile = 2.0 + 0.5 * (wl - 6563.0)  # linear: interpolation and convolution are both exact
+    np.testing.assert_allclose(mat @ profile, 2.0 + 0.5 * (out - 6563.0), atol=1e-9)
+    assert np.count_nonzero(mat[1]) == 2  # the gap's two edge samples
+    assert np.count_nonzero(mat[0]) > 20 and np.count_nonzero(mat[2]) > 20  # still convolutions
+    np.testing.assert_allclose(mat.sum(axis=1), 1.0, rtol=1e-12)
