@@ -134,15 +134,8 @@ def resampling_matrix(wl_in_A: np.ndarray, wl_out_A: np.ndarray, fwhm_A: float =
     """
     wl_in = np.asarray(wl_in_A, dtype=float)
     wl_out = np.clip(np.asarray(wl_out_A, dtype=float), wl_in[0], wl_in[-1])
-    mat = np.zeros((wl_out.size, wl_in.size))
-    hi = np.clip(np.searchsorted(wl_in, wl_out, side="right"), 1, wl_in.size - 1)
-    lo = hi - 1
-    w = (wl_out - wl_in[lo]) / (wl_in[hi] - wl_in[lo])
-    rows = np.arange(wl_out.size)
-    mat[rows, lo] = 1.0 - w
-    mat[rows, hi] += w
     if fwhm_A <= 0:
-        return mat
+        return _interpolation_matrix(wl_in, wl_out)
     sigma = fwhm_A / (2.0 * np.sqrt(2.0 * np.log(2.0)))
     quad = np.zeros_like(wl_in)
     dw = np.diff(wl_in)
@@ -156,8 +149,22 @@ def resampling_matrix(wl_in_A: np.ndarray, wl_out_A: np.ndarray, fwhm_A: float =
     # nothing to integrate: it is interpolated between the gap's edges instead
     empty = total[:, 0] <= 0
     kernel[~empty] /= total[~empty]
-    kernel[empty] = mat[empty]
+    if np.any(empty):
+        kernel[empty] = _interpolation_matrix(wl_in, wl_out[empty])
     return kernel
+
+
+def _interpolation_matrix(wl_in: np.ndarray, wl_out: np.ndarray) -> np.ndarray:
+    """Linear interpolation from ``wl_in`` ``(W,)`` (increasing) to ``wl_out`` ``(M,)``
+    (within its range) as an ``(M, W)`` matrix."""
+    mat = np.zeros((wl_out.size, wl_in.size))
+    hi = np.clip(np.searchsorted(wl_in, wl_out, side="right"), 1, wl_in.size - 1)
+    lo = hi - 1
+    w = (wl_out - wl_in[lo]) / (wl_in[hi] - wl_in[lo])
+    rows = np.arange(wl_out.size)
+    mat[rows, lo] = 1.0 - w
+    mat[rows, hi] += w
+    return mat
 
 
 def degrade(
