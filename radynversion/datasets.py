@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import StoreError
+from .schema import source_name
 
 __all__ = ["training_set", "training_set_path", "dataset_hash", "store_digest", "example_scan", "example_truth"]
 
@@ -23,7 +24,7 @@ def source_label(data: xr.Dataset) -> str:
     """Where ``data`` was read from, as a report or checkpoint should record it: the shipped
     training set by its name in the package (the same on every machine), any other store by
     its path, ``"<training set>"`` for data built in memory."""
-    src = str(data.encoding.get("source") or data.attrs.get("source_file") or "<training set>")
+    src = source_name(data, default="<training set>")
     try:
         packaged = Path(src).resolve() == training_set_path().resolve()
     except OSError:

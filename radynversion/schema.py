@@ -87,9 +87,9 @@ def _source(ds: xr.Dataset, source: str | None) -> str:
     return source or source_name(ds)
 
 
-def source_name(ds: xr.Dataset) -> str:
+def source_name(ds: xr.Dataset, default: str = "<dataset>") -> str:
     """The name of ``ds`` for error messages: the file it was opened from (``encoding['source']``,
-    or the ``source_file``/``source_files`` attrs readers set), else ``'<dataset>'``."""
+    or the ``source_file``/``source_files`` attrs readers set), else ``default``."""
     name = getattr(ds, "encoding", {}).get("source") or getattr(ds, "attrs", {}).get("source_file")
     if name:
         return str(name)
@@ -99,7 +99,7 @@ def source_name(ds: xr.Dataset) -> str:
     if files is not None and len(files) > 0:
         files = [str(f) for f in files]
         return ", ".join(files) if len(files) <= 3 else f"{files[0]} (+{len(files) - 1} files)"
-    return "<dataset>"
+    return default
 
 
 def wavelengths_air_A(ds: xr.Dataset, line: Line, source: str | None = None) -> np.ndarray:

@@ -45,6 +45,7 @@ from ..datasets import source_label
 from ..errors import ProfileSchemaError
 from ..instrument import crisp_tunings, degrade
 from ..lines import LINES
+from ..schema import source_name
 from .base import PosteriorModel
 from .checkpoint import DEFAULT_MODEL_PATH, file_sha256, load_model
 from .config import TrainConfig
@@ -350,7 +351,7 @@ def evaluate(
     EvaluationResult
     """
     net = model if isinstance(model, PosteriorModel) else load_model(model)
-    src = str(data.encoding.get("source") or data.attrs.get("source_file") or "<training set>")
+    src = source_name(data, default="<training set>")
     evals, prior_pos = _select(data, net, all_samples, max_samples, src)
     sub = data.isel(sample=evals)
     prior_ds = prior if prior is not None else data.isel(sample=prior_pos)

@@ -32,6 +32,7 @@ from ..config import from_toml, to_toml
 from ..datasets import source_label
 from ..errors import CheckpointError, ConfigError, ProfileSchemaError
 from ..lines import LINES
+from ..schema import source_name
 from .base import PosteriorModel
 from .checkpoint import MODEL_KINDS, arrays_sha256, read_checkpoint, save_checkpoint
 from .config import CINNConfig, ModelConfig, TrainConfig
@@ -305,7 +306,7 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    src = str(data.encoding.get("source") or data.attrs.get("source_file") or "<training set>")
+    src = source_name(data, default="<training set>")
     if "sample" not in data.dims:
         raise ProfileSchemaError(f"{src}: a training set needs a 'sample' dim")
 
