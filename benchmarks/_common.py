@@ -190,8 +190,11 @@ def flops_per_sample(net: Any, samples: int = 1024) -> dict[str, float]:
     layers; element-wise work is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from radynversion.model.kernels import unfused
+
     dev = net.device
-    with torch.inference_mode():
+    # the counter knows aten's matmuls, not the fused oneDNN op: count the same layers unfused
+    with torch.inference_mode(), unfused():
         ctx = net.condition(torch.full((1, net.n_y), 0.5, device=dev))
         z = torch.zeros(1, samples, net.n_z, device=dev)
         atm = net.x_mean.expand(samples, -1).clone()

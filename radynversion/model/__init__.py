@@ -12,6 +12,7 @@ The user's workflow: ``train(training_set, out_dir) -> load_model(path) -> inver
 * :mod:`.train`: :func:`train` (resumable, checkpointed);
 * :mod:`.checkpoint`: :func:`save_checkpoint`, :func:`load_model`;
 * :mod:`.posterior`: :func:`posterior` (the batched core: draws, passes, on-device reductions);
+* :mod:`.kernels`: fused inference layers (oneDNN linear with bias and leaky ReLU on CPU);
 * :mod:`.invert`: :func:`invert` (posterior quantiles and round-trip misfit per pixel).
 """
 

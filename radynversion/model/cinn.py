@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from .base import PosteriorModel
 from .config import CINNConfig, TrainConfig
 from .inn import _Permute, subnet_constructor
+from .kernels import mlp
 from .losses import noisy_profiles
 
 __all__ = ["ConditionalINN", "cinn_losses", "CINN_LOSS_NAMES"]
@@ -157,6 +158,7 @@ class ConditionalINN(PosteriorModel):
                 for b in blocks if isinstance(b, GLOWCouplingBlock)):
             return super().sample_pixels(context, z)
         x = z.to(context.dtype).reshape(g * s, n_z)
+        sigmoid = self.config.clamp_activation == "SIGMOID"
         for block in reversed(blocks):
             if isinstance(block, _Permute):
                 x = torch.index_select(x, 1, block.perm_inv)
@@ -165,14 +167,14 @@ class ConditionalINN(PosteriorModel):
             x1, x2 = x[:, :n1], x[:, n1:]
             # FrEIA's GLOW reverse: x2 <- (x2 - t1) e^-s1 from subnet1([x1, c]), then
             # x1 <- (x1 - t2) e^-s2 from subnet2([x2 new, c])
-            y2 = _coupling_reverse(block, block.subnet1, x1, x2, context, s)
-            y1 = _coupling_reverse(block, block.subnet2, y2, x1, context, s)
+            y2 = _coupling_reverse(block, block.subnet1, x1, x2, context, s, sigmoid)
+            y1 = _coupling_reverse(block, block.subnet2, y2, x1, context, s, sigmoid)
             x = torch.cat([y1, y2], dim=1)
         return self.x_to_atmosphere(x).view(g, s, -1)
 
     def emulate(self, atm: Tensor) -> Tensor:
         """The emulator: ``[log_ne, log_T, v']`` ``(M, 3 H)`` -> normalised profiles ``(M, 60)``."""
-        return self.emulator(self.atmosphere_to_x(atm)) * self.y_std + self.y_mean
+        return mlp(self.emulator, self.atmosphere_to_x(atm)) * self.y_std + self.y_mean
 
     def training_losses(self, atm: Tensor, y: Tensor, config: TrainConfig, fade: float,
                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -181,22 +183,30 @@ class ConditionalINN(PosteriorModel):
 
 
 def _coupling_reverse(block: GLOWCouplingBlock, subnet: nn.Sequential, u: Tensor, v: Tensor,
-                      context: Tensor, per_pixel: int) -> Tensor:
+                      context: Tensor, per_pixel: int, sigmoid: bool = False) -> Tensor:
     """One affine half-coupling of ``block`` reversed: ``(v - t) exp(-s)`` with ``[s, t] =
-    subnet([u, c])``, the context's part of the first layer computed once per pixel.
+    subnet([u, c])``, the context's part of the first layer computed once per pixel, the
+    other layers through :func:`radynversion.model.kernels.mlp` (bias and leaky ReLU fused on
+    CPU).
 
-    ``u`` and ``v`` have ``G per_pixel`` rows (pixel-major), ``context`` ``G``.
+    ``u`` and ``v`` have ``G per_pixel`` rows (pixel-major), ``context`` ``G``. ``sigmoid``:
+    the block's clamp is ``SIGMOID``, ``s = c (2 sigmoid(a) - 1)``, and ``exp(-s)`` is formed
+    as ``exp(c - 2 c sigmoid(a))`` (two element-wise passes fewer; for ``c`` a power of two,
+    as the default 2, the same float32 values).
     """
     first = subnet[0]
     n_u = u.shape[1]
     h = nn.functional.linear(u, first.weight[:, :n_u])
     per_pix = nn.functional.linear(context, first.weight[:, n_u:], first.bias)
     h = h.view(context.shape[0], per_pixel, -1).add_(per_pix[:, None, :]).view(u.shape[0], -1)
-    for layer in list(subnet)[1:]:
-        h = layer(h)
+    h = mlp(subnet[1:], h)
     n_v = v.shape[1]
-    inv_scale = block.f_clamp(h[:, :n_v]).mul_(-block.clamp).exp_()  # exp(-s), in place
-    return (v - h[:, n_v:]) * inv_scale
+    if sigmoid:
+        c = float(block.clamp)
+        inv_scale = torch.sigmoid(h[:, :n_v]).mul(-2.0 * c).add_(c).exp_()
+    else:
+        inv_scale = block.f_clamp(h[:, :n_v]).mul_(-block.clamp).exp_()  # exp(-s), in place
+    return torch.sub(v, h[:, n_v:]).mul_(inv_scale)
 
 
 def _height_shift(x: Tensor, height_Mm: Tensor, dz_Mm: Tensor) -> Tensor:

@@ -1,0 +1,129 @@
+"""Inference kernels: fully connected stacks with bias and leaky ReLU fused, on CPU.
+
+An eager ``nn.Linear`` with a bias on CPU is ``addmm``: the bias is first copied into every
+row of the output, then the matrix product is added to it, and the leaky ReLU that follows
+is one more pass over the result. For the couplings' ``(2048 x 256) @ (256 x 256)`` layers
+that is 10-15 % of a posterior pass spent moving memory. oneDNN's linear primitive (in every
+x86 and ARM build of torch, reached through ``torch.ops.mkldnn._linear_pointwise``, the op
+``torch.compile`` itself emits) adds the bias and applies the activation inside the matrix
+product's own loop. Same values: the products are the same, and the bias and activation are
+the same float32 operations.
+
+It is used only where it cannot change what autograd or autocast see: CPU float32 tensors,
+no gradient recording, no autocast, modules in eval mode. Everywhere else, and where the op is
+missing or fails its check at first use, the layers run as plain modules. Set the environment
+variable ``RADYNVERSION_FUSED=0`` to switch the fused path off (benchmarks compare the two).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["fused_available", "fused_applies", "mlp", "unfused"]
+
+_STATE = threading.local()
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # pragma: no cover - torch < 2.4
+        return bool(torch.is_autocast_cpu_enabled())
+
+
+@functools.cache
+def fused_available() -> bool:
+    """Whether the fused oneDNN linear runs here and agrees with ``F.linear`` + leaky ReLU
+    (checked once per process on a small product), and ``RADYNVERSION_FUSED`` is not ``0``."""
+    if os.environ.get("RADYNVERSION_FUSED", "1").strip() in ("0", "false", "no", "off"):
+        return False
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with torch.inference_mode():
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(96, 40, generator=gen)
+            w = torch.randn(24, 40, generator=gen)
+            b = torch.randn(24, generator=gen)
+            want = F.leaky_relu(F.linear(x, w, b), 0.01)
+            got = op(x, w, b, "leaky_relu", [0.01], "")
+            plain = op(x, w, b, "none", [], "")
+        return bool(torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+                    and torch.allclose(plain, F.linear(x, w, b), rtol=1e-5, atol=1e-5))
+    except Exception:  # noqa: BLE001 - any failure of the op means: run the plain modules
+        return False
+
+
+@contextlib.contextmanager
+def unfused() -> Iterator[None]:
+    """Run the layers as plain modules inside the block, in this thread (e.g. to count FLOPs
+    with ``torch.utils.flop_counter.FlopCounterMode``, which does not know the fused op)."""
+    before = getattr(_STATE, "off", False)
+    _STATE.off = True
+    try:
+        yield
+    finally:
+        _STATE.off = before
+
+
+def fused_applies(h: Tensor) -> bool:
+    """Whether :func:`mlp` fuses its layers for the input ``h``: a CPU float32 tensor with no
+    gradient recording and no CPU autocast, outside :func:`unfused`, and the fused op
+    available (:func:`fused_available`)."""
+    return (h.device.type == "cpu" and h.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not _autocast_on("cpu") and h.shape[0] > 0 and not getattr(_STATE, "off", False)
+            and fused_available())
+
+
+def mlp(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
+    """Run ``layers`` (an ``nn.Sequential`` or a slice of one) on ``h``.
+
+    Each ``nn.Linear`` followed by an ``nn.LeakyReLU`` is one fused oneDNN call, a lone
+    ``nn.Linear`` another; a leading ``nn.LeakyReLU`` is applied in place (``h`` must then be
+    a tensor the caller owns); ``nn.Dropout`` in eval mode is skipped. Where the fused path
+    does not apply (:func:`fused_applies`), any module is not one of these or is in training
+    mode, the modules are called as they are.
+
+    Parameters
+    ----------
+    layers : sequence of nn.Module
+    h : Tensor, shape ``(N, in_features)``
+
+    Returns
+    -------
+    Tensor, shape ``(N, out_features)``
+    """
+    mods = list(layers)
+    plain = (not fused_applies(h)
+             or any(m.training or not isinstance(m, (nn.Linear, nn.LeakyReLU, nn.Dropout)) for m in mods))
+    if plain:
+        for m in mods:
+            h = m(h)
+        return h
+    op = torch.ops.mkldnn._linear_pointwise
+    mods = [m for m in mods if not isinstance(m, nn.Dropout)]
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        if isinstance(m, nn.LeakyReLU):
+            h = F.leaky_relu_(h, m.negative_slope)
+            i += 1
+            continue
+        nxt = mods[i + 1] if i + 1 < len(mods) else None
+        h = h.contiguous()
+        if isinstance(nxt, nn.LeakyReLU):
+            h = op(h, m.weight, m.bias, "leaky_relu", [nxt.negative_slope], "")
+            i += 2
+        else:
+            h = op(h, m.weight, m.bias, "none", [], "")
+            i += 1
+    return h
