@@ -40,6 +40,17 @@ def test_mlp_gives_the_values_of_the_modules():
     torch.testing.assert_close(got_tail, want, atol=1e-6, rtol=1e-6)
 
 
+def test_the_check_of_the_op_ignores_the_callers_autocast():
+    kernels.fused_available.cache_clear()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            first = kernels.fused_available()
+        kernels.fused_available.cache_clear()
+        assert first == kernels.fused_available()
+    finally:
+        kernels.fused_available.cache_clear()
+
+
 def test_the_fused_path_is_on_for_this_torch_on_x86():
     """CI and this project's machines are x86 with torch's oneDNN: the fast path must not be
     lost silently (e.g. by a torch that renames the op)."""
@@ -67,10 +78,18 @@ def test_mlp_runs_the_plain_modules_where_the_fusion_could_be_seen(monkeypatch):
         b = seq(x)
         torch.testing.assert_close(a, b, atol=0, rtol=0)
         seq.eval()
-        # autocast: the modules' bf16 result
+        # bfloat16 autocast: fused in bfloat16, as close to float32 as the modules' result
         with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert kernels.fused_applies(x) == kernels.fused_available()
+            got, want = kernels.mlp(seq, x), seq(x)
+        assert got.dtype == want.dtype == torch.bfloat16
+        exact = seq(x)
+        err_got, err_want = (got.float() - exact).abs().max(), (want.float() - exact).abs().max()
+        assert err_got <= 1.5 * err_want + 1e-3 and err_got < 0.02 * exact.abs().max()
+        # float16 autocast, float64 tensors: the modules
+        with torch.autocast("cpu", dtype=torch.float16):
             assert not kernels.fused_applies(x)
-            assert kernels.mlp(seq, x).dtype == torch.bfloat16
+        assert not kernels.fused_applies(x.double())
         with kernels.unfused():
             assert not kernels.fused_applies(x)
         assert kernels.fused_applies(x) == kernels.fused_available()

@@ -41,6 +41,9 @@ class _Float32Linear(nn.Linear):
     and ``x * scale + shift``, then run in float32: more accurate, and faster on CPU, where
     ``atan`` in bfloat16 is 3x slower than in float32."""
 
+    #: read by :func:`radynversion.model.kernels.mlp`, which keeps this cast in its fused path
+    float32_output = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x).float()
 

@@ -9,8 +9,11 @@ x86 and ARM build of torch, reached through ``torch.ops.mkldnn._linear_pointwise
 product's own loop. Same values: the products are the same, and the bias and activation are
 the same float32 operations.
 
-It is used only where it cannot change what autograd or autocast see: CPU float32 tensors,
-no gradient recording, no autocast, modules in eval mode. Everywhere else, and where the op is
+It is used only where it cannot change what autograd or autocast see: CPU tensors, no
+gradient recording, modules in eval mode, and either no autocast (float32 throughout) or a
+bfloat16 autocast, whose arithmetic it keeps (bfloat16 inputs and weights, the weights cast
+once and cached, float32 accumulation, bfloat16 results; float32 where the module says so,
+as the couplings' output layers do). Everywhere else, and where the op is
 missing or fails its check at first use, the layers run as plain modules. Set the environment
 variable ``RADYNVERSION_FUSED=0`` to switch the fused path off (benchmarks compare the two).
 """
@@ -21,6 +24,7 @@ import contextlib
 import functools
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -32,11 +36,35 @@ __all__ = ["fused_available", "fused_applies", "mlp", "unfused"]
 _STATE = threading.local()
 
 
-def _autocast_on(device_type: str) -> bool:
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype of ``device_type`` in this thread, None when autocast is off."""
     try:
-        return bool(torch.is_autocast_enabled(device_type))
-    except TypeError:  # pragma: no cover - torch < 2.4
-        return bool(torch.is_autocast_cpu_enabled())
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # pragma: no cover - torch < 2.4
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+
+
+#: bfloat16 copies of the weights for the fused path under a bfloat16 autocast: id of the
+#: parameter -> (weak reference, version counter, data pointer, copy); an in-place update
+#: (training) or a move changes the version or the pointer and makes a new copy
+_BF16: dict[int, tuple[weakref.ref, int, int, Tensor]] = {}
+_BF16_LOCK = threading.Lock()
+
+
+def _bf16(t: Tensor | None) -> Tensor | None:
+    if t is None:
+        return None
+    key = id(t)
+    with _BF16_LOCK:
+        hit = _BF16.get(key)
+        if hit is None or hit[0]() is not t or hit[1] != t._version or hit[2] != t.data_ptr():
+            if hit is None or hit[0]() is not t:
+                weakref.finalize(t, _BF16.pop, key, None)
+            hit = (weakref.ref(t), t._version, t.data_ptr(), t.detach().to(torch.bfloat16).contiguous())
+            _BF16[key] = hit
+    return hit[3]
 
 
 @functools.cache
@@ -48,17 +76,17 @@ def fused_available() -> bool:
     op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
     if op is None or not torch.backends.mkldnn.is_available():
         return False
-    try:
-        with torch.inference_mode():
+    try:  # in float32 whatever the caller's autocast
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False):
             gen = torch.Generator().manual_seed(0)
             x = torch.randn(96, 40, generator=gen)
             w = torch.randn(24, 40, generator=gen)
             b = torch.randn(24, generator=gen)
-            want = F.leaky_relu(F.linear(x, w, b), 0.01)
-            got = op(x, w, b, "leaky_relu", [0.01], "")
+            want = F.linear(x, w, b)
+            fused = op(x, w, b, "leaky_relu", [0.01], "")
             plain = op(x, w, b, "none", [], "")
-        return bool(torch.allclose(got, want, rtol=1e-5, atol=1e-5)
-                    and torch.allclose(plain, F.linear(x, w, b), rtol=1e-5, atol=1e-5))
+            return bool(torch.allclose(fused, F.leaky_relu(want, 0.01), rtol=1e-5, atol=1e-5)
+                        and torch.allclose(plain, want, rtol=1e-5, atol=1e-5))
     except Exception:  # noqa: BLE001 - any failure of the op means: run the plain modules
         return False
 
@@ -76,19 +104,22 @@ def unfused() -> Iterator[None]:
 
 
 def fused_applies(h: Tensor) -> bool:
-    """Whether :func:`mlp` fuses its layers for the input ``h``: a CPU float32 tensor with no
-    gradient recording and no CPU autocast, outside :func:`unfused`, and the fused op
-    available (:func:`fused_available`)."""
-    return (h.device.type == "cpu" and h.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not _autocast_on("cpu") and h.shape[0] > 0 and not getattr(_STATE, "off", False)
-            and fused_available())
+    """Whether :func:`mlp` fuses its layers for the input ``h``: a CPU tensor, float32 without
+    autocast or float32 / bfloat16 under a CPU bfloat16 autocast, no gradient recording,
+    outside :func:`unfused`, and the fused op available (:func:`fused_available`)."""
+    cast = _autocast_dtype("cpu")
+    dtypes = (torch.float32,) if cast is None else (torch.float32, torch.bfloat16)
+    return (h.device.type == "cpu" and h.dtype in dtypes and cast in (None, torch.bfloat16)
+            and not torch.is_grad_enabled() and h.shape[0] > 0
+            and not getattr(_STATE, "off", False) and fused_available())
 
 
 def mlp(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
     """Run ``layers`` (an ``nn.Sequential`` or a slice of one) on ``h``.
 
     Each ``nn.Linear`` followed by an ``nn.LeakyReLU`` is one fused oneDNN call, a lone
-    ``nn.Linear`` another; a leading ``nn.LeakyReLU`` is applied in place (``h`` must then be
+    ``nn.Linear`` another (its result cast to float32 if the module has
+    ``float32_output = True``); a leading ``nn.LeakyReLU`` is applied in place (``h`` must then be
     a tensor the caller owns); ``nn.Dropout`` in eval mode is skipped. Where the fused path
     does not apply (:func:`fused_applies`), any module is not one of these or is in training
     mode, the modules are called as they are.
@@ -104,12 +135,15 @@ def mlp(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
     """
     mods = list(layers)
     plain = (not fused_applies(h)
-             or any(m.training or not isinstance(m, (nn.Linear, nn.LeakyReLU, nn.Dropout)) for m in mods))
+             or any(m.training or not isinstance(m, (nn.Linear, nn.LeakyReLU, nn.Dropout)) for m in mods)
+             or any(m.weight.dtype != torch.float32 for m in mods if isinstance(m, nn.Linear)))
     if plain:
         for m in mods:
             h = m(h)
         return h
     op = torch.ops.mkldnn._linear_pointwise
+    bf16 = _autocast_dtype("cpu") == torch.bfloat16
+    h = h.to(torch.bfloat16 if bf16 else torch.float32)
     mods = [m for m in mods if not isinstance(m, nn.Dropout)]
     i = 0
     while i < len(mods):
@@ -119,11 +153,14 @@ def mlp(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
             i += 1
             continue
         nxt = mods[i + 1] if i + 1 < len(mods) else None
+        w, b = (_bf16(m.weight), _bf16(m.bias)) if bf16 else (m.weight, m.bias)
         h = h.contiguous()
         if isinstance(nxt, nn.LeakyReLU):
-            h = op(h, m.weight, m.bias, "leaky_relu", [nxt.negative_slope], "")
+            h = op(h, w, b, "leaky_relu", [nxt.negative_slope], "")
             i += 2
         else:
-            h = op(h, m.weight, m.bias, "none", [], "")
+            h = op(h, w, b, "none", [], "")
+            if getattr(m, "float32_output", False):
+                h = h.float()
             i += 1
     return h
