@@ -81,7 +81,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     data = _first_draws(training_set(args.data), args.first)
     result = evaluate(args.model, data, samples=args.samples, noise=args.noise, seed=args.seed,
-                      all_samples=args.all_samples, max_samples=args.max_samples)
+                      all_samples=args.all_samples, max_samples=args.max_samples, precision=args.precision)
     paths = write_report(result, args.out)
     s = result.summary
     chrom = {v: s["parameters"][v].get("chromosphere", {}) for v in s["parameters"]}
@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=int, default=512, help="posterior draws per atmosphere")
     ev.add_argument("--noise", type=float, default=0.01, help="noise, fraction of the joint peak")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--precision", choices=["fp32", "bf16", "tf32", "auto"], default="fp32",
+                    help="arithmetic of the posterior passes (default fp32: the same figures on every machine)")
     ev.add_argument("--all-samples", dest="all_samples", action="store_true",
                     help="evaluate every sample (a store independent of the training set)")
     ev.add_argument("--max-samples", dest="max_samples", type=int, help="evaluate at most this many")

@@ -158,6 +158,8 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     for name in ("report_coverage.png", "report_errors.png", "report_pixel.png", "report_per_height.nc"):
         assert (out.parent / name).stat().st_size > 10_000 or name.endswith(".nc")
     assert report["model_kind"] == "inn"
+    # the arithmetic: fp32 unless asked (the same figures on every machine), and recorded
+    assert report["precision"] == "fp32"
     # the model by the path it was given, and its bytes' digest
     assert report["model"] == str(model_path)
     assert report["model_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
@@ -169,6 +171,10 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     held = evaluation_split(np.arange(120), CFG.test_fraction)
     assert first["n_evaluated"] == int(held.sum()) and first["n_prior"] == 120 - int(held.sum())
     assert first["first_draws"] == 120 and "first_draws" not in report
+    out3 = tmp_path / "eval3" / "report.json"
+    assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out3),
+                 "--samples", "16", "--max-samples", "8", "--precision", "bf16"]) == 0
+    assert json.loads(out3.read_text())["precision"] == "bf16"
     assert first["data"] == report["data"] == str(store)
 
 

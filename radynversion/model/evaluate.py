@@ -319,6 +319,7 @@ def evaluate(
     max_samples: int | None = None,
     pixel_samples: int = 2048,
     prior: xr.Dataset | None = None,
+    precision: str = "fp32",
 ) -> EvaluationResult:
     """Evaluate a model on held-out atmospheres, CRISP-degraded with noise.
 
@@ -345,6 +346,11 @@ def evaluate(
     prior : xarray.Dataset, optional
         Samples defining the prior-only baseline (default: the non-held-out samples of
         ``data``).
+    precision : {"fp32", "bf16", "tf32", "auto"}
+        Arithmetic of the posterior passes (:func:`radynversion.model.invert`). Default fp32:
+        the same figures on every machine (``"auto"`` picks bf16 only where the CPU or GPU
+        has it, and its rounding moves the medians in the fourth digit). Recorded in the
+        report.
 
     Returns
     -------
@@ -362,7 +368,7 @@ def evaluate(
     profiles = sub[[ln.var for ln in LINES]]
     obs = degrade(profiles, {ln.key: crisp_tunings(ln) for ln in LINES}, fwhm_A=fwhm, noise=noise,
                   seed=seed)
-    res = invert(obs, net, samples=samples, quantiles=_Q, seed=seed)
+    res = invert(obs, net, samples=samples, quantiles=_Q, seed=seed, precision=precision)
 
     # -- truth, bands ------------------------------------------------------------------------
     truth = {v: np.asarray(sub[v].transpose("sample", "height").values, dtype=float) for v in VARIABLES}
@@ -465,7 +471,7 @@ def evaluate(
     cand = np.flatnonzero(kind == kind.max())
     pick = int(cand[np.argsort(misfit[cand])[cand.size // 2]])
     px = invert(obs.isel(sample=[pick]), net, samples=pixel_samples, quantiles=(0.5,), seed=seed,
-                return_samples=True, misfit=False)
+                return_samples=True, misfit=False, precision=precision)
     y_obs, _ = normalise_profiles(obs.isel(sample=[pick]), unit=net.config.intensity_unit, fwhm_A=fwhm)
     draws = np.stack([np.asarray(px[f"{v}_samples"].values[0], dtype=float) for v in VARIABLES], axis=1)
     rt = round_trip_profiles(net, draws[:256])
@@ -490,6 +496,7 @@ def evaluate(
         "n_evaluated": int(evals.size),
         "n_prior": int(prior_ds.sizes["sample"]),
         "samples_per_pixel": int(samples),
+        "precision": str(res.attrs.get("precision", precision)),
         "noise_fraction_of_peak": float(noise),
         "instrument": {"tunings": {ln.key: len(crisp_tunings(ln)) for ln in LINES}, "fwhm_A": fwhm},
         "seed": int(seed),
