@@ -3,18 +3,18 @@
 An eager ``nn.Linear`` with a bias on CPU is ``addmm``: the bias is first copied into every
 row of the output, then the matrix product is added to it, and the leaky ReLU that follows
 is one more pass over the result. For the couplings' ``(2048 x 256) @ (256 x 256)`` layers
-that is 10-15 % of a posterior pass spent moving memory. oneDNN's linear primitive (in every
-x86 and ARM build of torch, reached through ``torch.ops.mkldnn._linear_pointwise``, the op
-``torch.compile`` itself emits) adds the bias and applies the activation inside the matrix
-product's own loop. Same values: the products are the same, and the bias and activation are
+that is 10-15 % of a posterior pass spent moving memory. oneDNN's linear primitive (part of
+torch's CPU builds for x86 and most ARM64 ones, reached through
+``torch.ops.mkldnn._linear_pointwise``, the op ``torch.compile`` itself emits) adds the bias
+and applies the activation inside the matrix product's own loop. Same values: the products are the same, and the bias and activation are
 the same float32 operations.
 
 It is used only where it cannot change what autograd or autocast see: CPU tensors, no
 gradient recording, modules in eval mode, and either no autocast (float32 throughout) or a
 bfloat16 autocast, whose arithmetic it keeps (bfloat16 inputs and weights, the weights cast
 once and cached, float32 accumulation, bfloat16 results; float32 where the module says so,
-as the couplings' output layers do). Everywhere else, and where the op is
-missing or fails its check at first use, the layers run as plain modules. Set the environment
+as the couplings' output layers do). Everywhere else, and where the op is missing or fails
+its check at first use, the layers run as plain modules. Set the environment
 variable ``RADYNVERSION_FUSED=0`` to switch the fused path off (benchmarks compare the two).
 """
 
