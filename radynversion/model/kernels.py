@@ -103,10 +103,20 @@ def unfused() -> Iterator[None]:
         _STATE.off = before
 
 
+def _compiling() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # pragma: no cover - torch < 2.3
+        return False
+
+
 def fused_applies(h: Tensor) -> bool:
     """Whether :func:`mlp` fuses its layers for the input ``h``: a CPU tensor, float32 without
-    autocast or float32 / bfloat16 under a CPU bfloat16 autocast, no gradient recording,
-    outside :func:`unfused`, and the fused op available (:func:`fused_available`)."""
+    autocast or float32 / bfloat16 under a CPU bfloat16 autocast, no gradient recording, not
+    being traced by ``torch.compile``, outside :func:`unfused`, and the fused op available
+    (:func:`fused_available`)."""
+    if _compiling():  # torch.compile fuses (and freezes) the plain graph itself
+        return False
     cast = _autocast_dtype("cpu")
     dtypes = (torch.float32,) if cast is None else (torch.float32, torch.bfloat16)
     return (h.device.type == "cpu" and h.dtype in dtypes and cast in (None, torch.bfloat16)
