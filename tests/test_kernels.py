@@ -93,6 +93,14 @@ def test_mlp_runs_the_plain_modules_where_the_fusion_could_be_seen(monkeypatch):
         with kernels.unfused():
             assert not kernels.fused_applies(x)
         assert kernels.fused_applies(x) == kernels.fused_available()
+    # a Linear subclass with its own forward: the modules, not the fused op
+    class Doubled(nn.Linear):
+        def forward(self, x):  # noqa: ANN001, ANN202
+            return 2 * super().forward(x)
+
+    odd = nn.Sequential(Doubled(40, 8)).eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(kernels.mlp(odd, x), odd(x), atol=0, rtol=0)
     # the environment switch (read once per process: clear the cache around it)
     monkeypatch.setenv("RADYNVERSION_FUSED", "0")
     kernels.fused_available.cache_clear()

@@ -131,8 +131,8 @@ def mlp(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
     ``nn.Linear`` another (its result cast to float32 if the module has
     ``float32_output = True``); a leading ``nn.LeakyReLU`` is applied in place (``h`` must then be
     a tensor the caller owns); ``nn.Dropout`` in eval mode is skipped. Where the fused path
-    does not apply (:func:`fused_applies`), any module is not one of these or is in training
-    mode, the modules are called as they are.
+    does not apply (:func:`fused_applies`), or any module is not one of these (subclasses
+    included) or is in training mode, the modules are called as they are.
 
     Parameters
     ----------
@@ -144,8 +144,11 @@ def mlp(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
     Tensor, shape ``(N, out_features)``
     """
     mods = list(layers)
-    plain = (not fused_applies(h)
-             or any(m.training or not isinstance(m, (nn.Linear, nn.LeakyReLU, nn.Dropout)) for m in mods)
+    # subclasses may change forward(): only the plain modules, and linears that declare their
+    # one change (float32_output), are fused
+    known = all(type(m) in (nn.Linear, nn.LeakyReLU, nn.Dropout)
+                or (isinstance(m, nn.Linear) and getattr(m, "float32_output", False)) for m in mods)
+    plain = (not known or not fused_applies(h) or any(m.training for m in mods)
              or any(m.weight.dtype != torch.float32 for m in mods if isinstance(m, nn.Linear)))
     if plain:
         for m in mods:
