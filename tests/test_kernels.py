@@ -86,6 +86,13 @@ def test_mlp_runs_the_plain_modules_where_the_fusion_could_be_seen(monkeypatch):
         exact = seq(x)
         err_got, err_want = (got.float() - exact).abs().max(), (want.float() - exact).abs().max()
         assert err_got <= 1.5 * err_want + 1e-3 and err_got < 0.02 * exact.abs().max()
+        # an in-place update of the weights (training) reaches the cached bfloat16 copies
+        seq[0].weight.mul_(0.5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            again, want_again = kernels.mlp(seq, x), seq(x)
+        seq[0].weight.mul_(2.0)
+        assert (again.float() - got.float()).abs().max() > 0.01
+        assert (again.float() - want_again.float()).abs().max() <= 1.5 * (want.float() - exact).abs().max() + 0.02
         # float16 autocast, float64 tensors: the modules
         with torch.autocast("cpu", dtype=torch.float16):
             assert not kernels.fused_applies(x)

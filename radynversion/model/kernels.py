@@ -46,25 +46,25 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
         return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
-#: bfloat16 copies of the weights for the fused path under a bfloat16 autocast: id of the
-#: parameter -> (weak reference, version counter, data pointer, copy); an in-place update
-#: (training) or a move changes the version or the pointer and makes a new copy
-_BF16: dict[int, tuple[weakref.ref, int, int, Tensor]] = {}
+#: bfloat16 copies of a linear layer's weight and bias for the fused path under a bfloat16
+#: autocast, keyed by the layer (modules hash by identity; the entry goes with the layer),
+#: with the tensors' version counters and data pointers: an in-place update (training) or a
+#: move makes a new copy
+_BF16: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, ...], Tensor, Tensor | None]] = (
+    weakref.WeakKeyDictionary())
 _BF16_LOCK = threading.Lock()
 
 
-def _bf16(t: Tensor | None) -> Tensor | None:
-    if t is None:
-        return None
-    key = id(t)
+def _bf16_params(m: nn.Linear) -> tuple[Tensor, Tensor | None]:
+    """``m``'s weight and bias in bfloat16, cast once per version of the parameters."""
+    key = tuple(v for t in (m.weight, m.bias) if t is not None for v in (t._version, t.data_ptr()))
     with _BF16_LOCK:
-        hit = _BF16.get(key)
-        if hit is None or hit[0]() is not t or hit[1] != t._version or hit[2] != t.data_ptr():
-            if hit is None or hit[0]() is not t:
-                weakref.finalize(t, _BF16.pop, key, None)
-            hit = (weakref.ref(t), t._version, t.data_ptr(), t.detach().to(torch.bfloat16).contiguous())
-            _BF16[key] = hit
-    return hit[3]
+        hit = _BF16.get(m)
+        if hit is None or hit[0] != key:
+            bias = None if m.bias is None else m.bias.detach().to(torch.bfloat16)
+            hit = (key, m.weight.detach().to(torch.bfloat16).contiguous(), bias)
+            _BF16[m] = hit
+    return hit[1], hit[2]
 
 
 @functools.cache
@@ -166,7 +166,7 @@ def mlp(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
             i += 1
             continue
         nxt = mods[i + 1] if i + 1 < len(mods) else None
-        w, b = (_bf16(m.weight), _bf16(m.bias)) if bf16 else (m.weight, m.bias)
+        w, b = _bf16_params(m) if bf16 else (m.weight, m.bias)
         h = h.contiguous()
         if isinstance(nxt, nn.LeakyReLU):
             h = op(h, w, b, "leaky_relu", [nxt.negative_slope], "")
