@@ -171,11 +171,12 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     held = evaluation_split(np.arange(120), CFG.test_fraction)
     assert first["n_evaluated"] == int(held.sum()) and first["n_prior"] == 120 - int(held.sum())
     assert first["first_draws"] == 120 and "first_draws" not in report
+    assert first["data"] == report["data"] == str(store)
+    # --precision: asked for, and recorded
     out3 = tmp_path / "eval3" / "report.json"
     assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out3),
                  "--samples", "16", "--max-samples", "8", "--precision", "bf16"]) == 0
     assert json.loads(out3.read_text())["precision"] == "bf16"
-    assert first["data"] == report["data"] == str(store)
 
 
 def test_the_packaged_model_is_named_without_the_install_path():
