@@ -7,13 +7,25 @@ import xarray as xr
 
 from radynversion.atmosphere import default_height_grid
 from radynversion.lines import LINES
-from radynversion.model import ModelConfig, RadynversionINN, atmosphere_to_array, normalise_profiles
+from radynversion.model import (
+    CINNConfig,
+    ModelConfig,
+    RadynversionINN,
+    TrainConfig,
+    atmosphere_to_array,
+    normalise_profiles,
+)
 from radynversion.schema import RADIANCE_PER_HZ, profile_dataset
 
-__all__ = ["TINY", "C_KMS", "synthetic_atmospheres", "synthetic_profiles", "training_set", "scan",
+__all__ = ["TINY", "TINY_C", "FAST", "C_KMS", "synthetic_atmospheres", "synthetic_profiles", "training_set", "scan",
            "tiny_model"]
 
 TINY = ModelConfig(n_blocks=2, subnet_hidden=32, subnet_layers=1)
+#: a tiny conditional INN and a short training run for it
+TINY_C = CINNConfig(n_blocks=3, subnet_hidden=32, subnet_layers=1, cond_features=8, cond_hidden=32,
+                    cond_layers=1, emulator_hidden=32, emulator_layers=1)
+FAST = TrainConfig(epochs=8, batch_size=16, lr=3e-3, betas=(0.9, 0.999), val_fraction=0.15,
+                   test_fraction=0.0, lr_final_fraction=0.5, seed=0)
 C_KMS = 299792.458
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from synthetic import scan, training_set  # tests/synthetic.py
+from synthetic import FAST, TINY_C, scan, training_set  # tests/synthetic.py
 
 from radynversion.config import to_toml
 from radynversion.engine import invert_to_zarr
@@ -35,11 +35,6 @@ from radynversion.model import (
 from radynversion.model.config import model_config_table
 from radynversion.model.evaluate import evaluate
 from radynversion.model.train import plot_history
-
-TINY_C = CINNConfig(n_blocks=3, subnet_hidden=32, subnet_layers=1, cond_features=8, cond_hidden=32,
-                    cond_layers=1, emulator_hidden=32, emulator_layers=1)
-FAST = TrainConfig(epochs=8, batch_size=16, lr=3e-3, betas=(0.9, 0.999), val_fraction=0.15,
-                   test_fraction=0.0, lr_final_fraction=0.5, seed=0)
 
 
 def tiny_cinn() -> ConditionalINN:

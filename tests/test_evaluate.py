@@ -12,7 +12,8 @@ import xarray as xr
 from synthetic import TINY, training_set  # tests/synthetic.py
 
 from radynversion.cli import main
-from radynversion.errors import ProfileSchemaError
+from radynversion.errors import ConfigError, ProfileSchemaError
+from radynversion.lines import LINES
 from radynversion.model import TrainConfig, evaluation_split, train
 from radynversion.model.evaluate import (
     BANDS,
@@ -132,6 +133,20 @@ def test_evaluate_uses_only_the_held_out_split_and_beats_the_prior(trained):
     assert tr["prior"]["median_width68_Mm"] > 0.5  # z_TR uniform over 1-2.5 Mm
     assert res.per_height.sizes == {"variable": 3, "height": 50}
     assert res.pixel.attrs["kind"] == 2 and res.pixel.sizes["draw"] == 2048
+
+
+def test_evaluate_observes_through_a_given_program(trained):
+    data, model, _ = trained
+    prog = {ln.key: ln.model_wavelengths() for ln in LINES}
+    s = evaluate(model, data, samples=32, pixel_samples=64, tunings=prog).summary
+    assert s["instrument"]["tunings"] == {"halpha": 30, "ca8542": 30}
+    assert s["instrument"]["program"] == "given"
+    default = evaluate(model, data, samples=32, pixel_samples=64).summary
+    assert default["instrument"]["tunings"] == {"halpha": 15, "ca8542": 21}
+    assert default["instrument"]["program"] == "CRISP default"
+    assert s["round_trip"]["misfit_median_pct"] != default["round_trip"]["misfit_median_pct"]
+    with pytest.raises(ConfigError, match="one program per line"):
+        evaluate(model, data, samples=8, tunings={"halpha": prog["halpha"]})
 
 
 def test_evaluate_refuses_a_model_without_held_out_split(trained, tmp_path):

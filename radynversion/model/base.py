@@ -118,9 +118,12 @@ class PosteriorModel(nn.Module):
         raise NotImplementedError
 
     def training_losses(self, atm: Tensor, y: Tensor, config, fade: float,  # noqa: ANN001
-                        generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                        generator: torch.Generator | None = None,
+                        y_obs: Tensor | None = None) -> dict[str, Tensor]:
         """The loss components (:attr:`loss_names`) and the weighted ``"total"`` of one batch of
-        physical atmospheres ``(B, 3 H)`` and noise-free normalised profiles ``(B, 60)``."""
+        physical atmospheres ``(B, 3 H)`` and noise-free normalised profiles ``(B, 60)``;
+        ``y_obs`` ``(B, 60)``, if given, are the noisy profiles the reverse pass sees instead of
+        ``y`` plus noise."""
         raise NotImplementedError
 
     # -- standardisation --------------------------------------------------------------------

@@ -177,9 +177,10 @@ class ConditionalINN(PosteriorModel):
         return mlp(self.emulator, self.atmosphere_to_x(atm)) * self.y_std + self.y_mean
 
     def training_losses(self, atm: Tensor, y: Tensor, config: TrainConfig, fade: float,
-                        generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                        generator: torch.Generator | None = None,
+                        y_obs: Tensor | None = None) -> dict[str, Tensor]:
         """:func:`cinn_losses` (``fade`` is ignored)."""
-        return cinn_losses(self, atm, y, config, generator)
+        return cinn_losses(self, atm, y, config, generator, y_obs)
 
 
 def _coupling_reverse(block: GLOWCouplingBlock, subnet: nn.Sequential, u: Tensor, v: Tensor,
@@ -252,6 +253,7 @@ def cinn_losses(
     y: Tensor,
     config: TrainConfig,
     generator: torch.Generator | None = None,
+    y_obs: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The maximum-likelihood objective for one batch.
 
@@ -268,6 +270,10 @@ def cinn_losses(
         those fed to the emulator), ``w_forward`` (emulator weight).
     generator : torch.Generator, optional
         Source of the noise (on ``model``'s device).
+    y_obs : Tensor, shape ``(B, 60)``, optional
+        The profiles the condition sees, already noisy (``TrainConfig.tuning_programs``:
+        observed through a tuning program, :mod:`radynversion.model.sampling`); default ``y``
+        plus ``config.noise`` (:func:`noisy_profiles`).
 
     Returns
     -------
@@ -287,7 +293,9 @@ def cinn_losses(
         x_in = x + config.pad_noise * (randn_like(x) * scale)
     else:
         x_in = x
-    y_in = noisy_profiles(y, config, randn_like(y)) if config.noise > 0 else y
+    y_in = y_obs
+    if y_in is None:
+        y_in = noisy_profiles(y, config, randn_like(y)) if config.noise > 0 else y
     if config.height_jitter_Mm > 0:  # drawn last, so that without it the stream is unchanged
         x_in = x_in + _height_shift(x, model.height_Mm.to(x), config.height_jitter_Mm * randn_like(x[:, 0]))
     z, log_jac = model(x_in, model.condition(y_in))

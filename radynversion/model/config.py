@@ -207,7 +207,9 @@ class TrainConfig:
         NLL(x + pad_noise pad_noise_scale N(0, 1) + height_jitter_Mm N(0, 1) dx/dh | y + noise) / (3 H)
         + w_forward * L2(emulator(x + emulator_noise N(0, 1)), y)
 
-    (per dimension; the MMD weights, kernel scales and the fade-in do not apply).
+    (per dimension; the MMD weights, kernel scales and the fade-in do not apply). With
+    ``tuning_programs`` > 0, ``y + noise`` is instead ``y`` observed through a tuning program
+    (:mod:`radynversion.model.sampling`), for both kinds.
 
     Example
     -------
@@ -263,6 +265,13 @@ class TrainConfig:
     #: their largest value, so an observed profile peaks at exactly 1, scaled by ~1-2 % against
     #: the noise-free one); False feeds ``y + noise`` (peaking at ~1.02) as the original did
     renormalise_noisy: bool = False
+    #: 0: the reverse pass sees the noise-free profiles on the model points plus independent
+    #: noise there. n > 0: it sees them as an instrument samples them
+    #: (:mod:`radynversion.model.sampling`): per example, one of n + 1 programs (the model's
+    #: points, CRISP's default tunings, n - 1 random CRISP-like programs) with the noise at its
+    #: tunings, interpolated onto the model points as :func:`radynversion.model.invert` does.
+    #: Needs fine profiles reaching beyond the model windows
+    tuning_programs: int = 0
     #: element-wise clamp of the gradients
     grad_clamp: float = 15.0
     #: MMD kernel scales (see the class docstring)
@@ -293,6 +302,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "lr_decay_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)}; expected >= 1")
+        if self.tuning_programs < 0:
+            raise ConfigError(f"TrainConfig.tuning_programs = {self.tuning_programs}; expected >= 0 "
+                              "(0 = the model's points only)")
         if self.batches_per_epoch < 0:
             raise ConfigError(f"TrainConfig.batches_per_epoch = {self.batches_per_epoch}; "
                               "expected >= 0 (0 = one pass)")

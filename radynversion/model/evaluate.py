@@ -30,6 +30,7 @@ compared in km/s (positive = downflow).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from .. import __version__
 from ..atmosphere import VARIABLES, velocity_transform
 from ..config import from_toml
 from ..datasets import source_label
-from ..errors import ProfileSchemaError
+from ..errors import ConfigError, ProfileSchemaError
 from ..instrument import crisp_tunings, degrade
 from ..lines import LINES
 from ..schema import source_name
@@ -320,6 +321,7 @@ def evaluate(
     pixel_samples: int = 2048,
     prior: xr.Dataset | None = None,
     precision: str = "fp32",
+    tunings: Mapping[str, np.ndarray] | None = None,
 ) -> EvaluationResult:
     """Evaluate a model on held-out atmospheres, CRISP-degraded with noise.
 
@@ -351,6 +353,9 @@ def evaluate(
         the same figures on every machine (``"auto"`` picks bf16 only where the CPU or GPU
         has it, and its rounding moves the medians in the fourth digit). Recorded in the
         report.
+    tunings : mapping line key -> ndarray, optional
+        The observing program [air Angstrom] per line (default: CRISP's,
+        :func:`radynversion.instrument.crisp_tunings`); each must cover the model window.
 
     Returns
     -------
@@ -366,8 +371,12 @@ def evaluate(
 
     # -- observe as CRISP would, invert -----------------------------------------------------
     profiles = sub[[ln.var for ln in LINES]]
-    obs = degrade(profiles, {ln.key: crisp_tunings(ln) for ln in LINES}, fwhm_A=fwhm, noise=noise,
-                  seed=seed)
+    if tunings is not None and any(ln.key not in tunings for ln in LINES):
+        raise ConfigError(f"evaluate: tunings name {sorted(tunings)}; expected one program per line "
+                          f"{[ln.key for ln in LINES]}")
+    program = {ln.key: np.sort(np.asarray(tunings[ln.key] if tunings is not None else crisp_tunings(ln),
+                                          dtype=float)) for ln in LINES}
+    obs = degrade(profiles, program, fwhm_A=fwhm, noise=noise, seed=seed)
     res = invert(obs, net, samples=samples, quantiles=_Q, seed=seed, precision=precision)
 
     # -- truth, bands ------------------------------------------------------------------------
@@ -498,7 +507,8 @@ def evaluate(
         "samples_per_pixel": int(samples),
         "precision": str(res.attrs.get("precision", precision)),
         "noise_fraction_of_peak": float(noise),
-        "instrument": {"tunings": {ln.key: len(crisp_tunings(ln)) for ln in LINES}, "fwhm_A": fwhm},
+        "instrument": {"tunings": {k: int(wl.size) for k, wl in program.items()},
+                       "program": "CRISP default" if tunings is None else "given", "fwhm_A": fwhm},
         "seed": int(seed),
         "bands": {"photosphere": f"h < {PHOTOSPHERE_TOP_MM} Mm",
                   "chromosphere": f"{PHOTOSPHERE_TOP_MM} Mm <= h < first node with log_T >= {TR_LOG_T}",

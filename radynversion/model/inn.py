@@ -254,6 +254,7 @@ class RadynversionINN(PosteriorModel):
         return self.unpack_yz(yz)[0]
 
     def training_losses(self, atm: Tensor, y: Tensor, config: TrainConfig, fade: float,
-                        generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                        generator: torch.Generator | None = None,
+                        y_obs: Tensor | None = None) -> dict[str, Tensor]:
         """:func:`radynversion.model.losses.inn_losses`."""
-        return inn_losses(self, atm, y, config, fade, generator)
+        return inn_losses(self, atm, y, config, fade, generator, y_obs)

@@ -109,6 +109,7 @@ def inn_losses(
     config: TrainConfig,
     fade: float,
     generator: torch.Generator | None = None,
+    y_obs: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The loss components and the weighted total for one batch.
 
@@ -126,6 +127,10 @@ def inn_losses(
         ``pad_noise * (1 - fade)``.
     generator : torch.Generator, optional
         Source of all random draws (on ``model``'s device).
+    y_obs : Tensor, shape ``(B, 60)``, optional
+        The profiles the reverse pass sees, already noisy (``TrainConfig.tuning_programs``:
+        observed through a tuning program, :mod:`radynversion.model.sampling`); default ``y``
+        plus ``config.noise`` (:func:`noisy_profiles`).
 
     Returns
     -------
@@ -153,7 +158,9 @@ def inn_losses(
     latent_mmd = mmd_imq(torch.cat([y_out.detach(), z_out], 1), torch.cat([y_s, randn(batch, n_z)], 1),
                          config.mmd_scales_latent)
 
-    y_noisy = noisy_profiles(y, config, randn(batch, n_y)) if config.noise > 0 else y
+    y_noisy = y_obs
+    if y_noisy is None:
+        y_noisy = noisy_profiles(y, config, randn(batch, n_y)) if config.noise > 0 else y
     x_sample = model.reverse(model.pack_yz(y_noisy, randn(batch, n_z), pad_sigma, generator))[:, :n_x]
     reverse_mmd = mmd_imq(x_sample, x_core, config.mmd_scales_reverse)
     x_rec = model.reverse(model.pack_yz(y_noisy, z_out, pad_sigma, generator))[:, :n_x]

@@ -38,6 +38,7 @@ from .checkpoint import MODEL_KINDS, arrays_sha256, read_checkpoint, save_checkp
 from .config import CINNConfig, ModelConfig, TrainConfig
 from .posterior import _splitmix64
 from .preprocess import atmosphere_to_array, normalise_profiles
+from .sampling import ObservedSampling
 
 __all__ = ["TrainResult", "usable_samples", "sample_labels", "evaluation_split", "train", "plot_history",
            "best_epoch_parts"]
@@ -243,15 +244,26 @@ def _batches(n: int, cfg: TrainConfig, gen: torch.Generator) -> list[torch.Tenso
     return [order[i * size : (i + 1) * size] for i in range(n_full)]
 
 
+def _observed(sampling: ObservedSampling | None, rows: torch.Tensor, cfg: TrainConfig,
+              gen: torch.Generator) -> torch.Tensor | None:
+    """The noisy profiles of ``rows`` through their tuning programs (None: the losses add the
+    noise on the model points themselves)."""
+    if sampling is None:
+        return None
+    return sampling.observe(rows, cfg.noise, cfg.renormalise_noisy, gen)
+
+
 def _evaluate(model: PosteriorModel, atm: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-              fade: float, gen: torch.Generator) -> dict[str, float]:
+              fade: float, gen: torch.Generator, sampling: ObservedSampling | None = None
+              ) -> dict[str, float]:
     sums = dict.fromkeys((*model.loss_names, "total"), 0.0)
     size = min(cfg.batch_size, atm.shape[0])
     n_batches = 0
     with torch.no_grad():
         for start in range(0, atm.shape[0] - size + 1, size):
             sl = slice(start, start + size)
-            for k, v in model.training_losses(atm[sl], y[sl], cfg, fade, gen).items():
+            y_obs = _observed(sampling, torch.arange(start, start + size, device=atm.device), cfg, gen)
+            for k, v in model.training_losses(atm[sl], y[sl], cfg, fade, gen, y_obs).items():
                 sums[k] += float(v)
             n_batches += 1
     return {k: v / max(n_batches, 1) for k, v in sums.items()}
@@ -398,6 +410,17 @@ def train(
     tr = torch.as_tensor(train_pos, device=dev)
     atm_tr, y_tr = atm_t[tr], y_t[tr]
     atm_val, y_val = atm_t[torch.as_tensor(val_pos, device=dev)], y_t[torch.as_tensor(val_pos, device=dev)]
+    sampling_tr = sampling_val = None
+    if tc.tuning_programs:  # the same programs (same seed) for both splits
+        def observed(pos: np.ndarray) -> ObservedSampling:
+            return ObservedSampling(sub.isel(sample=pos), y_all[pos], tc.tuning_programs, tc.fwhm_A(),
+                                    mc.intensity_unit, seed=tc.seed, source=src, device=dev)
+
+        sampling_tr = observed(train_pos)
+        sampling_val = observed(val_pos) if val_pos.size else None
+        provenance["tuning_programs"] = [
+            prog if isinstance(prog, str) else {k: [round(float(w), 3) for w in wl] for k, wl in prog.items()}
+            for prog in sampling_tr.programs]
     meta = {"train_config": tc, "training_set_sha256": data_sha, "provenance": provenance}
 
     cuda_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
@@ -422,7 +445,8 @@ def train(
                     torch.cuda.manual_seed(_stream_seed(seed, _GLOBAL_STREAM))
             for idx in batches:
                 idx = idx.to(dev)
-                losses = model.training_losses(atm_tr[idx], y_tr[idx], tc, fade, gen)
+                losses = model.training_losses(atm_tr[idx], y_tr[idx], tc, fade, gen,
+                                               _observed(sampling_tr, idx, tc, gen))
                 opt.zero_grad(set_to_none=True)
                 if not torch.isfinite(losses["total"]):
                     continue  # a non-finite batch is skipped, and shows in the history as such
@@ -437,7 +461,8 @@ def train(
         sched.step()
         model.eval()
         val = (_evaluate(model, atm_val, y_val, tc, fade,
-                         torch.Generator(device=dev).manual_seed(_stream_seed(tc.seed, _VAL_STREAM)))
+                         torch.Generator(device=dev).manual_seed(_stream_seed(tc.seed, _VAL_STREAM)),
+                         sampling_val)
                if n_val else {})
         record = {"epoch": float(epoch), "lr": float(lr), "fade": fade,
                   "seconds": time.perf_counter() - t0}
