@@ -75,13 +75,39 @@ def _first_draws(data, first: int | None):  # noqa: ANN001, ANN202 - xarray.Data
     return data.isel(sample=sample_labels(data) < first).assign_attrs(first_draws=int(first))
 
 
+def _read_tunings(path: Path) -> dict:
+    """An observing program from TOML: line key -> array of air wavelengths [Angstrom]."""
+    import tomllib
+
+    import numpy as np
+
+    from .errors import ConfigError
+    from .lines import LINES
+
+    try:
+        table = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the tunings ({err})") from None
+    out = {}
+    for ln in LINES:
+        wl = table.get(ln.key)
+        if (not isinstance(wl, list) or len(wl) < 2
+                or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in wl)):
+            raise ConfigError(f"{path}: {ln.key!r} must be a list of at least 2 air wavelengths [Angstrom] "
+                              f"({ln.label}, e.g. {ln.center_air_A - 1.5:.2f} ... {ln.center_air_A + 1.5:.2f})")
+        out[ln.key] = np.asarray(wl, dtype=float)
+    return out
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .datasets import training_set
     from .model.evaluate import evaluate, write_report
 
     data = _first_draws(training_set(args.data), args.first)
+    tunings = _read_tunings(args.tunings) if args.tunings else None
     result = evaluate(args.model, data, samples=args.samples, noise=args.noise, seed=args.seed,
-                      all_samples=args.all_samples, max_samples=args.max_samples, precision=args.precision)
+                      all_samples=args.all_samples, max_samples=args.max_samples, precision=args.precision,
+                      tunings=tunings)
     paths = write_report(result, args.out)
     s = result.summary
     chrom = {v: s["parameters"][v].get("chromosphere", {}) for v in s["parameters"]}
@@ -316,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-samples", dest="max_samples", type=int, help="evaluate at most this many")
     ev.add_argument("--first", type=int, help="use only the first N draws (sample label < N), for "
                     "the held-out split and the prior: a fixed evaluation while the store grows")
+    ev.add_argument("--tunings", type=Path, help="observe through this program instead of CRISP's default: "
+                    "TOML with halpha = [...] and ca8542 = [...], air wavelengths [Angstrom]")
     ev.set_defaults(func=_cmd_evaluate)
 
     pl = sub.add_parser("plot", help="maps of an inversion store (median, 68 % width, misfit) as PNG")

@@ -192,6 +192,20 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out3),
                  "--samples", "16", "--max-samples", "8", "--precision", "bf16"]) == 0
     assert json.loads(out3.read_text())["precision"] == "bf16"
+    # --tunings: the observing program from TOML; a malformed one is a one-line error naming it
+    prog = tmp_path / "program.toml"
+    prog.write_text("halpha = [%s]\nca8542 = [%s]\n" % tuple(
+        ", ".join(f"{w:.3f}" for w in ln.center_air_A + np.linspace(-h, h, 13))
+        for ln, h in zip(LINES, (1.5, 1.2), strict=True)))
+    out4 = tmp_path / "eval4" / "report.json"
+    assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out4),
+                 "--samples", "16", "--max-samples", "8", "--tunings", str(prog)]) == 0
+    assert json.loads(out4.read_text())["instrument"]["tunings"] == {"halpha": 13, "ca8542": 13}
+    prog.write_text("halpha = [6562.0, 6563.0]\nca8542 = 'no'\n")
+    assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out4),
+                 "--samples", "16", "--tunings", str(prog)]) == 2
+    err = capsys.readouterr().err
+    assert "program.toml: 'ca8542' must be a list" in err and len(err.strip().splitlines()) == 1
 
 
 def test_the_packaged_model_is_named_without_the_install_path():
