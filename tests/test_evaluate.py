@@ -194,8 +194,8 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     assert json.loads(out3.read_text())["precision"] == "bf16"
     # --tunings: the observing program from TOML; a malformed one is a one-line error naming it
     prog = tmp_path / "program.toml"
-    prog.write_text("halpha = [%s]\nca8542 = [%s]\n" % tuple(
-        ", ".join(f"{w:.3f}" for w in ln.center_air_A + np.linspace(-h, h, 13))
+    prog.write_text("".join(
+        f"{ln.key} = [{', '.join(f'{w:.3f}' for w in ln.center_air_A + np.linspace(-h, h, 13))}]\n"
         for ln, h in zip(LINES, (1.5, 1.2), strict=True)))
     out4 = tmp_path / "eval4" / "report.json"
     assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out4),
