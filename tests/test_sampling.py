@@ -69,6 +69,25 @@ def test_noise_free_observation_through_a_program_is_what_invert_sees():
     assert np.abs(obs.observe(rows, 0.0, True, program=1).numpy() - y).max() > 1e-3
 
 
+def test_coarse_profiles_are_taken_as_already_degraded_as_the_model_points_are():
+    """Profiles sampled coarser than FWHM / 3 are not convolved again: neither for ``y``
+    (normalise_profiles) nor at the programs' tunings."""
+    fine = training_set(8)
+    coarse = fine.isel({ln.dim: slice(None, None, 4) for ln in LINES})  # 0.08 A steps
+    y, obs = _sampling(coarse, count=2)
+    rows = torch.arange(8)
+    seen = degrade(coarse[[ln.var for ln in LINES]], obs.programs[1], fwhm_A={"halpha": 0.0, "ca8542": 0.0})
+    want, _ = normalise_profiles(seen, unit=UNIT, fwhm_A=FWHM)
+    np.testing.assert_allclose(obs.observe(rows, 0.0, True, program=1).numpy(), want, atol=2e-6)
+    # at this sampling a second convolution would matter (tunings inside the grid's margin)
+    inner = {ln.key: ln.center_air_A + np.linspace(-h, h, 25)
+             for ln, h in zip(LINES, (1.45, 1.2), strict=True)}
+    prof = coarse[[ln.var for ln in LINES]]
+    twice, once = (normalise_profiles(degrade(prof, inner, fwhm_A=f), unit=UNIT)[0]
+                   for f in (FWHM, {"halpha": 0.0, "ca8542": 0.0}))
+    assert np.abs(twice - once).max() > 1e-3
+
+
 def test_noise_is_added_at_the_tunings_and_each_example_draws_a_program():
     data = training_set(16)
     y, obs = _sampling(data, count=2)

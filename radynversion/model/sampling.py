@@ -31,9 +31,10 @@ import xarray as xr
 from torch import Tensor
 
 from ..errors import ConfigError, ProfileSchemaError
-from ..instrument import CRISP_PROGRAMS, crisp_tunings, degrade, resampling_matrix
+from ..instrument import _EDGE_FWHM, CRISP_PROGRAMS, crisp_tunings, degrade, resampling_matrix
 from ..lines import LINES
 from ..schema import convert_intensity, to_air_angstrom
+from .preprocess import MIN_WINDOW_TUNINGS, needs_degradation
 
 __all__ = ["MODEL_POINTS", "tuning_programs", "ObservedSampling"]
 
@@ -46,8 +47,6 @@ _CORE_DENSITY_RANGE = (0.0, 3.0)
 #: random programs reach at least this far beyond the model window [Angstrom] and at most this
 #: far beyond CRISP's default half-width
 _REACH_MARGIN_A = (0.02, 0.3)
-#: a tuning must lie this many FWHM inside the data's grid (as :func:`degrade` requires)
-_EDGE_FWHM = 2.0
 
 
 def tuning_programs(count: int, seed: int = 0, max_halfwidth_A: Mapping[str, float] | None = None
@@ -74,8 +73,6 @@ def tuning_programs(count: int, seed: int = 0, max_halfwidth_A: Mapping[str, flo
     list
         ``[MODEL_POINTS, {line key: tunings [air A], ...}, ...]``, ``count + 1`` entries.
     """
-    from .preprocess import MIN_WINDOW_TUNINGS
-
     if count < 1:
         raise ConfigError(f"tuning_programs: count = {count}; expected >= 1")
     limit = dict(max_halfwidth_A or {})
@@ -147,11 +144,15 @@ class ObservedSampling:
                  unit: str, seed: int = 0, source: str = "<training set>",
                  device: torch.device | str = "cpu") -> None:
         fine = to_air_angstrom(convert_intensity(data[[ln.var for ln in LINES]], unit, source), source)
-        reach = {}
+        reach, fwhm = {}, {}
         for ln in LINES:
             wl = np.asarray(fine[ln.dim].values, dtype=float)
+            # as normalise_profiles makes y: convolve only profiles sampled finer than the
+            # instrument (coarser ones are taken as already degraded) and interpolate the rest
+            f = float(fwhm_A.get(ln.key, 0.0))
+            fwhm[ln.key] = f if needs_degradation(wl, f) else 0.0
             reach[ln.key] = float(min(ln.center_air_A - wl.min(), wl.max() - ln.center_air_A)
-                                  - _EDGE_FWHM * float(fwhm_A.get(ln.key, 0.0)) - 1e-3)
+                                  - _EDGE_FWHM * fwhm[ln.key] - 1e-3)
             if reach[ln.key] < ln.model_halfwidth_A + _REACH_MARGIN_A[0]:
                 raise ProfileSchemaError(
                     f"{source}: {ln.var} reaches {reach[ln.key]:.3f} A from the line centre after the "
@@ -163,7 +164,7 @@ class ObservedSampling:
         blocks: list[tuple[np.ndarray, np.ndarray]] = [(np.asarray(y, dtype=np.float64), np.eye(n_y))]
         for prog in self.programs[1:]:
             assert isinstance(prog, dict)
-            obs = degrade(fine, prog, fwhm_A=dict(fwhm_A), noise=0.0)
+            obs = degrade(fine, prog, fwhm_A=fwhm, noise=0.0)
             vals = np.concatenate([np.asarray(obs[ln.var].transpose("sample", ln.dim).values, dtype=float)
                                    for ln in LINES], axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
