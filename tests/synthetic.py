@@ -9,6 +9,7 @@ from radynversion.atmosphere import default_height_grid
 from radynversion.lines import LINES
 from radynversion.model import (
     CINNConfig,
+    ConditionalINN,
     ModelConfig,
     RadynversionINN,
     TrainConfig,
@@ -18,7 +19,7 @@ from radynversion.model import (
 from radynversion.schema import RADIANCE_PER_HZ, profile_dataset
 
 __all__ = ["TINY", "TINY_C", "FAST", "C_KMS", "synthetic_atmospheres", "synthetic_profiles", "training_set", "scan",
-           "tiny_model"]
+           "tiny_model", "tiny_cinn"]
 
 TINY = ModelConfig(n_blocks=2, subnet_hidden=32, subnet_layers=1)
 #: a tiny conditional INN and a short training run for it
@@ -86,3 +87,12 @@ def tiny_model(standardise_from: int | None = 32) -> RadynversionINN:
         y, _ = normalise_profiles(ds, fwhm_A=fwhm)
         model.set_standardisation(atmosphere_to_array(ds), y)
     return model.eval()
+
+
+def tiny_cinn() -> ConditionalINN:
+    fwhm = {ln.key: ln.crisp_fwhm_A for ln in LINES}
+    net = ConditionalINN(TINY_C, fwhm_A=fwhm)
+    ds = training_set(32)
+    y, _ = normalise_profiles(ds, fwhm_A=fwhm)
+    net.set_standardisation(atmosphere_to_array(ds), y)
+    return net.eval()

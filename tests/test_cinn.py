@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from synthetic import FAST, TINY_C, scan, training_set  # tests/synthetic.py
+from synthetic import FAST, TINY_C, scan, tiny_cinn, training_set  # tests/synthetic.py
 
 from radynversion.config import to_toml
 from radynversion.engine import invert_to_zarr
@@ -35,15 +35,6 @@ from radynversion.model import (
 from radynversion.model.config import model_config_table
 from radynversion.model.evaluate import evaluate
 from radynversion.model.train import plot_history
-
-
-def tiny_cinn() -> ConditionalINN:
-    fwhm = {ln.key: ln.crisp_fwhm_A for ln in LINES}
-    net = ConditionalINN(TINY_C, fwhm_A=fwhm)
-    ds = training_set(32)
-    y, _ = normalise_profiles(ds, fwhm_A=fwhm)
-    net.set_standardisation(atmosphere_to_array(ds), y)
-    return net.eval()
 
 
 def test_flow_is_invertible_given_the_profiles():

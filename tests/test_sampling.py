@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from synthetic import FAST, TINY_C, training_set  # tests/synthetic.py
+from synthetic import FAST, TINY, TINY_C, tiny_cinn, tiny_model, training_set  # tests/synthetic.py
 
 from radynversion.errors import ConfigError, ProfileSchemaError
 from radynversion.instrument import crisp_tunings, degrade
 from radynversion.lines import LINES
-from radynversion.model import TrainConfig, normalise_profiles, train
+from radynversion.model import TrainConfig, atmosphere_to_array, normalise_profiles, train
 from radynversion.model.preprocess import MIN_WINDOW_TUNINGS
 from radynversion.model.sampling import MODEL_POINTS, ObservedSampling, tuning_programs
 from radynversion.schema import RADIANCE_PER_HZ
@@ -125,6 +125,36 @@ def test_training_on_tuning_programs_records_them_and_is_reproducible(tmp_path):
     plain = train(data, tmp_path / "plain", TINY_C, dataclasses.replace(cfg, tuning_programs=0),
                   progress=False).model.state_dict()
     assert not all(torch.equal(a[k], plain[k]) for k in a)
+
+
+def test_the_inn_trains_on_tuning_programs_too(tmp_path):
+    data = training_set(40)
+    cfg = dataclasses.replace(FAST, epochs=1, tuning_programs=2, renormalise_noisy=True)
+    res = train(data, tmp_path, TINY, cfg, progress=False)
+    assert len(res.model.metadata["provenance"]["tuning_programs"]) == 3
+    assert np.isfinite(res.history["val_reconstruct_l2"]).all()
+    plain = train(data, tmp_path / "plain", TINY, dataclasses.replace(cfg, tuning_programs=0),
+                  progress=False).model.state_dict()
+    got = res.model.state_dict()
+    assert not all(torch.equal(got[k], plain[k]) for k in got)  # the reverse losses saw them
+
+
+@pytest.mark.parametrize("make", [tiny_model, tiny_cinn], ids=["inn", "cinn"])
+def test_the_losses_feed_the_observed_profiles_to_the_reverse_pass(make):
+    """Given ``y_obs``, both kinds' losses use it instead of ``y`` plus noise; without noise
+    ``y_obs = y`` is the same batch, bit for bit, and other profiles give other losses."""
+    net = make()
+    data = training_set(16)
+    y = torch.as_tensor(normalise_profiles(data, unit=UNIT, fwhm_A=FWHM)[0])
+    atm = torch.as_tensor(atmosphere_to_array(data))
+    cfg = dataclasses.replace(FAST, noise=0.0)
+
+    def losses(**kw):
+        return net.training_losses(atm, y, cfg, 1.0, torch.Generator().manual_seed(0), **kw)
+
+    base, same, other = losses(), losses(y_obs=y), losses(y_obs=0.9 * y)
+    assert all(torch.equal(base[k], same[k]) for k in base)
+    assert not torch.equal(base["total"], other["total"])
 
 
 def test_tuning_programs_need_fine_profiles_beyond_the_windows(tmp_path):
