@@ -83,6 +83,7 @@ def _read_tunings(path: Path) -> dict:
 
     from .errors import ConfigError
     from .lines import LINES
+    from .model.preprocess import check_window
 
     try:
         table = tomllib.loads(path.read_text())
@@ -95,7 +96,8 @@ def _read_tunings(path: Path) -> dict:
                 or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in wl)):
             raise ConfigError(f"{path}: {ln.key!r} must be a list of at least 2 air wavelengths [Angstrom] "
                               f"({ln.label}, e.g. {ln.center_air_A - 1.5:.2f} ... {ln.center_air_A + 1.5:.2f})")
-        out[ln.key] = np.asarray(wl, dtype=float)
+        out[ln.key] = np.sort(np.asarray(wl, dtype=float))
+        check_window(out[ln.key], ln, str(path))  # spans the model window, enough points in it
     return out
 
 

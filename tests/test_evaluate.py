@@ -201,11 +201,16 @@ def test_evaluate_cli_writes_report_and_figures(trained, tmp_path, capsys):
     assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out4),
                  "--samples", "16", "--max-samples", "8", "--tunings", str(prog)]) == 0
     assert json.loads(out4.read_text())["instrument"]["tunings"] == {"halpha": 13, "ca8542": 13}
-    prog.write_text("halpha = [6562.0, 6563.0]\nca8542 = 'no'\n")
+    prog.write_text("halpha = 'no'\nca8542 = [8541.0, 8543.0]\n")
     assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out4),
                  "--samples", "16", "--tunings", str(prog)]) == 2
     err = capsys.readouterr().err
-    assert "program.toml: 'ca8542' must be a list" in err and len(err.strip().splitlines()) == 1
+    assert "program.toml: 'halpha' must be a list" in err and len(err.strip().splitlines()) == 1
+    prog.write_text("halpha = [6562.0, 6563.0]\nca8542 = [8541.0, 8543.0]\n")  # short of the windows
+    assert main(["evaluate", "--model", str(model_path), "--data", str(store), "--out", str(out4),
+                 "--samples", "16", "--tunings", str(prog)]) == 2
+    err = capsys.readouterr().err
+    assert "program.toml: I_halpha covers 6562.000-6563.000 A (air), short of the model window" in err
 
 
 def test_the_packaged_model_is_named_without_the_install_path():
