@@ -9,6 +9,8 @@ The user's workflow: ``train(training_set, out_dir) -> load_model(path) -> inver
 * :mod:`.inn`: :class:`RadynversionINN` (FrEIA GLOW coupling blocks; the original);
 * :mod:`.cinn`: :class:`ConditionalINN` (conditional flow, maximum likelihood, with an emulator);
 * :mod:`.losses`: the INN's training objective (L2 + MMD terms);
+* :mod:`.sampling`: training profiles as a filtergraph observes them (tuning programs, noise at
+  the tunings, interpolation onto the model points; ``TrainConfig.tuning_programs``);
 * :mod:`.train`: :func:`train` (resumable, checkpointed);
 * :mod:`.checkpoint`: :func:`save_checkpoint`, :func:`load_model`;
 * :mod:`.posterior`: :func:`posterior` (the batched core: draws, passes, on-device reductions);
