@@ -96,7 +96,7 @@ def _read_tunings(path: Path) -> dict:
                 or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in wl)):
             raise ConfigError(f"{path}: {ln.key!r} must be a list of at least 2 air wavelengths [Angstrom] "
                               f"({ln.label}, e.g. {ln.center_air_A - 1.5:.2f} ... {ln.center_air_A + 1.5:.2f})")
-        out[ln.key] = np.sort(np.asarray(wl, dtype=float))
+        out[ln.key] = np.asarray(wl, dtype=float)  # any order: evaluate() sorts
         check_window(out[ln.key], ln, str(path))  # spans the model window, enough points in it
     return out
 

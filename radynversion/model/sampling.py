@@ -90,15 +90,15 @@ def tuning_programs(count: int, seed: int = 0, max_halfwidth_A: Mapping[str, flo
                 h = float(rng.uniform(lo, max(lo, top)))
                 a = float(rng.uniform(*_CORE_DENSITY_RANGE))
                 n = int(rng.integers(int(np.ceil(_N_RANGE[0] * n0)), int(_N_RANGE[1] * n0) + 1))
-                while True:  # enough tunings inside the window for an inversion
-                    wl = crisp_tunings(ln, n=n, halfwidth_A=h, core_density=a)
-                    if np.count_nonzero(np.abs(wl - ln.center_air_A) <= ln.model_halfwidth_A) >= MIN_WINDOW_TUNINGS:
-                        break
-                    n += 1
             if h < ln.model_halfwidth_A:
                 raise ConfigError(f"tuning_programs: {ln.label} tunings may reach only {h:.3f} A from the "
                                   f"centre, short of the model window (+-{ln.model_halfwidth_A} A)")
-            prog[ln.key] = np.unique(crisp_tunings(ln, n=n, halfwidth_A=h, core_density=a))
+            wl = crisp_tunings(ln, n=n, halfwidth_A=h, core_density=a)
+            # enough tunings inside the window for an inversion (CRISP's default has 13 / 17)
+            while np.count_nonzero(np.abs(wl - ln.center_air_A) <= ln.model_halfwidth_A) < MIN_WINDOW_TUNINGS:
+                n += 1
+                wl = crisp_tunings(ln, n=n, halfwidth_A=h, core_density=a)
+            prog[ln.key] = np.unique(wl)
         programs.append(prog)
     return programs
 
@@ -182,16 +182,8 @@ class ObservedSampling:
         for p, (vals, interp) in enumerate(blocks):
             tun[p, :, : vals.shape[1]] = vals
             mat[p, : interp.shape[0]] = interp
-        self.width = [b[0].shape[1] for b in blocks]
         self.tunings = torch.as_tensor(tun, device=device)
         self.interpolation = torch.as_tensor(mat, device=device)
-        mask = np.zeros((len(blocks), width), dtype=np.float32)
-        for p, w in enumerate(self.width):
-            mask[p, :w] = 1.0
-        self._mask = torch.as_tensor(mask, device=device)
-
-    def __len__(self) -> int:
-        return len(self.programs)
 
     def observe(self, rows: Tensor, noise: float, renormalise: bool,
                 generator: torch.Generator | None = None, program: int | None = None) -> Tensor:
@@ -220,9 +212,9 @@ class ObservedSampling:
         else:
             prog = torch.full((rows.shape[0],), int(program), dtype=torch.long, device=dev)
         vals = self.tunings[prog, rows]
-        if noise > 0:
+        if noise > 0:  # the padding's noise meets the interpolation's zero rows: it adds nothing
             unit = torch.randn(vals.shape, generator=generator, device=dev, dtype=vals.dtype)
-            vals = vals + noise * unit * self._mask[prog]
+            vals = vals + noise * unit
         y = torch.bmm(vals.unsqueeze(1), self.interpolation[prog]).squeeze(1)
         if renormalise:
             y = y / y.amax(dim=1, keepdim=True).clamp_min(1e-6)
