@@ -120,6 +120,42 @@ def test_store_refuses_other_config_or_foreign_dir(tmp_path):
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_grown_store_equals_one_made_at_full_size(tmp_path):
+    # 3 draws in shards of 2 (the last shard short), grown to 5: the short shard is recomputed
+    full, grown = tmp_path / "full.zarr", tmp_path / "grown.zarr"
+    run_synthesis(full, _cfg(n=5), workers=2, progress=False)
+    run_synthesis(grown, _cfg(n=3), workers=2, progress=False)
+    first = xr.open_zarr(grown).load()
+    stats = run_synthesis(grown, _cfg(n=5), workers=2, progress=False)
+    assert stats["shards"] == 2  # shard 1 (made short) and the new shard 2
+    a, b = xr.open_zarr(full).load(), xr.open_zarr(grown).load()
+    xr.testing.assert_identical(a, b)
+    # the draws written before growing are unchanged (only the attrs' n differs)
+    xr.testing.assert_equal(first.isel(sample=slice(0, 3)).drop_vars("shard_done"),
+                            b.isel(sample=slice(0, 3)).drop_vars("shard_done"))
+    # the consolidated summary was refreshed with the new shapes and configuration
+    xr.testing.assert_identical(b, xr.open_zarr(grown, consolidated=True).load())
+    xr.testing.assert_identical(training_set(full), training_set(grown))
+    # a grown store is resumable and finished like any other
+    assert run_synthesis(grown, _cfg(n=5), workers=1, progress=False)["shards"] == 0
+
+
+def test_grow_before_synthesis_reads_new_draws_as_missing(tmp_path):
+    out = tmp_path / "t.zarr"
+    run_synthesis(out, _cfg(n=2), workers=1, progress=False)
+    before = training_set(out)
+    run_synthesis(out, _cfg(n=6), workers=1, progress=False, max_shards=0)
+    assert shard_status(out).tolist() == [True, False, False]
+    assert xr.open_zarr(out).sizes["sample"] == 6
+    assert np.isnan(xr.open_zarr(out).status.values[2:]).all()  # -1 = not yet computed, masked
+    xr.testing.assert_equal(before, training_set(out))  # the same draws; only the attrs say n = 6
+    with pytest.raises(StoreError, match="never shrunk"):
+        run_synthesis(out, _cfg(n=4), workers=1, progress=False)
+    with pytest.raises(StoreError, match="different configuration"):
+        run_synthesis(out, replace(_cfg(n=8), seed=12), workers=1, progress=False)
+    assert xr.open_zarr(out).sizes["sample"] == 6
+
+
 def _cli(*args):
     return [sys.executable, "-m", "radynversion.cli", *map(str, args)]
 

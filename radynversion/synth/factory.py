@@ -15,6 +15,8 @@ The store's metadata is written once, at creation, with the full size ``n``; sha
 region writes of their own chunk files, so the store only ever gains files (git stores each
 byte once) and a resumed run produces byte-identical chunks: every sample is seeded by its
 index (:func:`radynversion.synth.prior.sample_atmosphere`) and Lightweaver runs on one thread.
+Rerun with a larger ``n`` and an otherwise equal configuration to grow a store: its arrays
+are resized along ``sample`` and only the new shards are computed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -156,16 +158,57 @@ def _open_or_create(out: Path, cfg: SynthConfig) -> xr.Dataset:
             raise StoreError(f"{out}: exists and is not a radynversion training set; "
                              "choose another --out")
         stored = from_toml(SynthConfig, existing.attrs["synth_config"], where=f"{out} attrs")
+        if stored.n != cfg.n and replace(stored, n=cfg.n) == cfg:
+            if cfg.n < stored.n:
+                raise StoreError(
+                    f"{out}: holds {stored.n} draws and a store is never shrunk; pass n >= {stored.n} "
+                    "(train on fewer with `radynversion train --first N`)")
+            _grow(out, stored, cfg.n)
+            return xr.open_zarr(out, consolidated=False)
         if stored != cfg:
             raise StoreError(
                 f"{out}: was made with a different configuration ({_diff(stored, cfg)}); "
                 "rerun with the same options or choose another --out")
+        import zarr
+
+        zarr.consolidate_metadata(str(out))  # a growth stopped after its attrs: refresh the summary
         return existing
     out.parent.mkdir(parents=True, exist_ok=True)
     tmpl = _template(cfg)
     tmpl.to_zarr(out, mode="w-", compute=False, encoding=_encoding(tmpl), zarr_format=2,
                  consolidated=True)
     return xr.open_zarr(out, consolidated=False)
+
+
+def _grow(out: Path, stored: SynthConfig, n: int) -> None:
+    """Extend a store made with ``stored`` to ``n`` draws, keeping every written chunk.
+
+    Each draw is seeded by its index, so the grown store holds what a store made with ``n``
+    from the start would. Arrays along ``sample`` are resized (new chunks read as their fill
+    value until their shard is written), ``shard_done`` gains zeros, and a last shard that was
+    short is marked undone so that it is recomputed at full size (its existing draws come out
+    identical). The configuration in the attrs is updated last: a growth stopped half-way is
+    simply repeated by the next run (every step is idempotent).
+    """
+    import zarr
+
+    c = stored.shard_size
+    old_shards, new_shards = -(-stored.n // c), -(-n // c)
+    root = zarr.open_group(str(out), mode="r+", zarr_format=2, use_consolidated=False)
+    for name, arr in root.arrays():
+        dims = arr.attrs.get("_ARRAY_DIMENSIONS", [])
+        if dims[:1] == ["sample"] and arr.shape[0] != n:
+            arr.resize((n, *arr.shape[1:]))
+    root["sample"][stored.n:] = np.arange(stored.n, n)
+    done = root["shard_done"]
+    if done.shape[0] != new_shards:
+        done.resize((new_shards,))
+        done[old_shards:] = 0
+    if stored.n % c:
+        done[old_shards - 1] = 0
+    cfg = replace(stored, n=n)
+    root.attrs["synth_config"] = to_toml(cfg)
+    zarr.consolidate_metadata(str(out))
 
 
 def _diff(a: SynthConfig, b: SynthConfig) -> str:
