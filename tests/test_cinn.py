@@ -384,6 +384,41 @@ def test_emulator_dropout_round_trips_and_is_off_at_inference(tmp_path):
         CINNConfig(emulator_dropout=1.0)
 
 
+def test_height_conv_emulator_trains_round_trips_and_shares_its_filters_across_heights(tmp_path):
+    """emulator_conv_channels builds an emulator that convolves [log_ne, log_T, v'] along
+    height: its features move with the atmosphere, it trains, and its checkpoint loads back."""
+    from radynversion.model.cinn import HeightConvEmulator
+
+    cfg = dataclasses.replace(TINY_C, emulator_conv_channels=8, emulator_conv_layers=2,
+                              emulator_conv_kernel=3, emulator_dropout=0.1)
+    net = ConditionalINN(cfg).eval()
+    assert isinstance(net.emulator, HeightConvEmulator)
+    # the input is read as 3 variables x 50 heights: moving the atmosphere up by one node moves
+    # the convolution features by one node (away from the zero-padded ends)
+    x = torch.randn(2, 3, 50)
+    with torch.no_grad():
+        f = net.emulator.conv(x)
+        f_up = net.emulator.conv(torch.roll(x, 1, dims=2))
+    torch.testing.assert_close(f_up[..., 3:-3], f[..., 2:-4])
+    assert not torch.allclose(net.emulator.conv(x.transpose(1, 2).reshape(2, 3, 50)), f)
+
+    data = training_set(40)
+    res = train(data, tmp_path, cfg, dataclasses.replace(FAST, epochs=6, lr=1e-2), progress=False)
+    hist = res.history["train_forward_l2"]
+    assert hist[-1] < 0.8 * hist[0]
+    back = load_model(res.model_path)
+    assert back.config.emulator_conv_channels == 8 and isinstance(back.emulator, HeightConvEmulator)
+    atm = torch.as_tensor(atmosphere_to_array(training_set(4)))
+    with torch.no_grad():
+        torch.testing.assert_close(back.emulate(atm), res.model.eval().emulate(atm))
+        torch.testing.assert_close(back.emulate(atm), back.emulate(atm))  # no dropout at inference
+    out = invert(scan(2, 3), back, samples=32)
+    assert np.isfinite(out.misfit.values).all()
+    for bad in ({"emulator_conv_kernel": 4}, {"emulator_conv_channels": -1}, {"emulator_conv_layers": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            CINNConfig(**bad)
+
+
 def test_keep_best_needs_a_validation_split():
     with pytest.raises(ConfigError, match="keep_best"):
         TrainConfig(keep_best=True, val_fraction=0.0)

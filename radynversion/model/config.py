@@ -145,12 +145,27 @@ class CINNConfig(_CouplingSettings):
     #: none, the layout of the v1 checkpoints); it regularises an emulator that otherwise
     #: overfits a few thousand atmospheres
     emulator_dropout: float = 0.0
+    #: channels of the emulator's convolutions along height (0 = none: a fully connected
+    #: emulator, the layout of the v1-v7 checkpoints). With channels, ``emulator_conv_layers``
+    #: 1D convolutions of width ``emulator_conv_kernel`` nodes run over the 50 heights, with
+    #: ``[log_ne, log_T, v']`` as the input channels; their features at every height, next to
+    #: ``x`` itself, feed the fully connected layers. The same filters at every height: a
+    #: transition region or condensation is learnt once, not once per node
+    emulator_conv_channels: int = 0
+    emulator_conv_layers: int = 3
+    emulator_conv_kernel: int = 5
 
     def __post_init__(self) -> None:
         for name in ("n_blocks", "subnet_hidden", "subnet_layers", "cond_features", "cond_hidden",
-                     "emulator_hidden", "emulator_layers"):
+                     "emulator_hidden", "emulator_layers", "emulator_conv_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"CINNConfig.{name} = {getattr(self, name)}; expected >= 1")
+        if self.emulator_conv_channels < 0:
+            raise ConfigError(f"CINNConfig.emulator_conv_channels = {self.emulator_conv_channels}; "
+                              "expected >= 0 (0 = no convolutions)")
+        if self.emulator_conv_kernel < 1 or self.emulator_conv_kernel % 2 == 0:
+            raise ConfigError(f"CINNConfig.emulator_conv_kernel = {self.emulator_conv_kernel}; "
+                              "expected an odd number of nodes >= 1")
         if self.cond_layers < 0:
             raise ConfigError(f"CINNConfig.cond_layers = {self.cond_layers}; expected >= 0")
         if not 0.0 <= self.emulator_dropout < 1.0:

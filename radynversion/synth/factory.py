@@ -195,7 +195,7 @@ def _grow(out: Path, stored: SynthConfig, n: int) -> None:
     c = stored.shard_size
     old_shards, new_shards = -(-stored.n // c), -(-n // c)
     root = zarr.open_group(str(out), mode="r+", zarr_format=2, use_consolidated=False)
-    for name, arr in root.arrays():
+    for _, arr in root.arrays():
         dims = arr.attrs.get("_ARRAY_DIMENSIONS", [])
         if dims[:1] == ["sample"] and arr.shape[0] != n:
             arr.resize((n, *arr.shape[1:]))

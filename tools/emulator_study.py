@@ -1,0 +1,110 @@
+"""Which forward emulator generalises best from this training set? Emulators alone, compared.
+
+Trains one emulator (the package's own classes: the dense ``_dropout_mlp`` of v2-v7, or
+:class:`radynversion.model.cinn.HeightConvEmulator` with ``--conv-channels``) by L2 on the
+standardised profiles, on the model's own training split (from the checkpoint's provenance),
+keeps the epoch of the lowest validation error, and prints the median RMS error per line (% of
+the joint peak) on the training, validation and held-out splits, as ``radynversion evaluate``
+scores the emulator (``forward_rms``: emulator(true atmosphere) against the noise-free profiles
+at the model points). Without the flow, a recipe is tried in a few minutes instead of a full
+training run.
+
+    .venv/bin/python tools/emulator_study.py --first 12000 --layers 3                  # v7's
+    .venv/bin/python tools/emulator_study.py --first 12000 --conv-channels 96 --conv-layers 4
+
+AdamW with a one-cycle learning rate (not ``train``'s schedule), batch 128, one CPU thread:
+about 1 s per epoch dense, 4-6 s with convolutions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from radynversion.datasets import training_set
+from radynversion.model import atmosphere_to_array, load_model, normalise_profiles
+from radynversion.model.cinn import HeightConvEmulator, _dropout_mlp
+from radynversion.model.evaluate import _select
+from radynversion.model.train import sample_labels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="checkpoint whose splits and standardisation to use")
+    ap.add_argument("--first", type=int, default=None, help="the first N draws of the training set")
+    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--hidden", type=int, default=512, help="width of the dense layers")
+    ap.add_argument("--layers", type=int, default=2, help="hidden dense layers")
+    ap.add_argument("--dropout", type=float, default=0.2)
+    ap.add_argument("--conv-channels", type=int, default=0, help="0 = dense only (v2-v7)")
+    ap.add_argument("--conv-layers", type=int, default=4)
+    ap.add_argument("--kernel", type=int, default=5, help="convolution width [nodes]")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    net = load_model(args.model)
+    data = training_set()
+    if args.first:
+        data = data.isel(sample=np.flatnonzero(np.asarray(data["sample"].values) < args.first))
+    prov = net.metadata["provenance"]
+    pos = {int(lab): i for i, lab in enumerate(sample_labels(data))}
+    splits = {"train": np.array([pos[i] for i in prov["train_samples"] if i in pos]),
+              "validation": np.array([pos[i] for i in prov["val_samples"] if i in pos]),
+              "held out": _select(data, net, False, None, "training set")[0]}
+    y = torch.as_tensor(normalise_profiles(data, unit=net.config.intensity_unit,
+                                           fwhm_A=net.instrument_fwhm_A())[0])
+    with torch.no_grad():
+        x = net.atmosphere_to_x(torch.as_tensor(atmosphere_to_array(data)))
+    tr = torch.as_tensor(splits["train"])
+    y_mean, y_std = y[tr].mean(0), y[tr].std(0) + 1e-6
+    n_y, slope = y.shape[1], net.config.leaky_slope
+    if args.conv_channels:
+        model = HeightConvEmulator(x.shape[1] // 3, n_y, args.conv_channels, args.conv_layers, args.kernel,
+                                   args.hidden, args.layers, slope, args.dropout)
+    else:
+        model = _dropout_mlp(x.shape[1], n_y, args.hidden, args.layers, slope, args.dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps = args.epochs * (len(tr) // 128)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.05)
+    target = (y[tr] - y_mean) / y_std
+
+    def rms_pct(idx: np.ndarray) -> np.ndarray:
+        """Median RMS per line over the atmospheres ``idx``, % of the joint peak."""
+        model.eval()
+        with torch.no_grad():
+            d = (model(x[idx]) * y_std + y_mean - y[idx]).numpy()
+        model.train()
+        half = n_y // 2
+        return np.array([np.median(100 * np.sqrt(np.mean(d[:, s : s + half] ** 2, axis=1))) for s in (0, half)])
+
+    best = (np.inf, -1, None)
+    t0 = time.perf_counter()
+    for epoch in range(args.epochs):
+        for batch in torch.randperm(len(tr)).split(128)[: len(tr) // 128]:  # positions in the split
+            loss = ((model(x[tr[batch]]) - target[batch]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        val = rms_pct(splits["validation"]).sum()
+        if val < best[0]:
+            best = (val, epoch, {k: t.clone() for k, t in model.state_dict().items()})
+    model.load_state_dict(best[2])
+    n_par = sum(p.numel() for p in model.parameters())
+    kind = (f"{args.conv_layers} convolutions of {args.conv_channels} x {args.kernel} nodes, then "
+            if args.conv_channels else "")
+    print(f"emulator: {kind}{args.layers} dense layers of {args.hidden}, dropout {args.dropout} "
+          f"({n_par:,} parameters); best validation epoch {best[1] + 1} of {args.epochs} "
+          f"({time.perf_counter() - t0:.0f} s). Median RMS, H-alpha / Ca II 8542, % of the peak:")
+    for name, idx in splits.items():
+        h, c = rms_pct(idx)
+        print(f"  {name:10s} ({len(idx):5d}) {h:.2f} / {c:.2f}")
+
+
+if __name__ == "__main__":
+    main()
