@@ -253,6 +253,38 @@ def test_emulator_noise_perturbs_only_the_emulator_inputs():
         TrainConfig(emulator_noise=-0.1)
 
 
+def test_emulator_on_flow_noise_feeds_it_the_flows_noisy_atmospheres_and_leaves_the_flow_alone(tmp_path):
+    """emulator_on_flow_noise trains the emulator on x + the flow's pad noise (the same
+    numbers the flow saw), draws nothing more, so a training run's flow is bit for bit the
+    same as without it while its emulator differs."""
+    from radynversion.model.cinn import cinn_losses
+
+    net = tiny_cinn()
+    ds = training_set(16)
+    atm = torch.as_tensor(atmosphere_to_array(ds))
+    y = torch.as_tensor(normalise_profiles(ds, fwhm_A=FAST.fwhm_A())[0])
+    cfg = dataclasses.replace(FAST, pad_noise=0.2, pad_noise_scale=(1.0, 0.5, 3.0), emulator_on_flow_noise=True)
+    with torch.no_grad():
+        got = cinn_losses(net, atm, y, cfg, torch.Generator().manual_seed(3))
+        plain = cinn_losses(net, atm, y, dataclasses.replace(cfg, emulator_on_flow_noise=False),
+                            torch.Generator().manual_seed(3))
+        x = net.atmosphere_to_x(atm)
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))  # the flow's, drawn first
+        scale = torch.tensor([1.0, 0.5, 3.0]).repeat_interleave(x.shape[1] // 3)
+        want = ((net.emulator(x + 0.2 * noise * scale) - net.standardise_y(y)) ** 2).mean()
+    assert float(got["nll"]) == float(plain["nll"])
+    torch.testing.assert_close(got["forward_l2"], want)
+    assert float(got["forward_l2"]) != float(plain["forward_l2"])
+
+    data = training_set(40)
+    runs = [train(data, tmp_path / str(on), TINY_C,
+                  dataclasses.replace(cfg, epochs=2, keep_best=False, emulator_on_flow_noise=on),
+                  progress=False).model.state_dict() for on in (False, True)]
+    flow = [k for k in runs[0] if not k.startswith("emulator.")]
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in flow)
+    assert not all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0] if k.startswith("emulator."))
+
+
 def test_renormalise_noisy_feeds_profiles_peaking_at_one_as_observed_ones_do():
     """With renormalise_noisy the condition sees y + noise divided by its own joint peak (as
     normalise_profiles treats an observation); without it, y + noise itself. The noise draws,

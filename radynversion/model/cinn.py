@@ -327,7 +327,8 @@ def cinn_losses(
     config : TrainConfig
         ``noise`` (profiles fed to the condition, fraction of the joint peak), ``pad_noise``
         (added to the standardised atmospheres fed to the flow), ``emulator_noise`` (added to
-        those fed to the emulator), ``w_forward`` (emulator weight).
+        those fed to the emulator), ``emulator_on_flow_noise`` (the emulator sees the flow's
+        noisy atmospheres), ``w_forward`` (emulator weight).
     generator : torch.Generator, optional
         Source of the noise (on ``model``'s device).
     y_obs : Tensor, shape ``(B, 60)``, optional
@@ -356,6 +357,7 @@ def cinn_losses(
     y_in = y_obs
     if y_in is None:
         y_in = noisy_profiles(y, config, randn_like(y)) if config.noise > 0 else y
+    x_noisy = x_in
     if config.height_jitter_Mm > 0:  # drawn last, so that without it the stream is unchanged
         x_in = x_in + _height_shift(x, model.height_Mm.to(x), config.height_jitter_Mm * randn_like(x[:, 0]))
     z, log_jac = model(x_in, model.condition(y_in))
@@ -363,7 +365,8 @@ def cinn_losses(
     # the emulator also meets atmospheres rougher than the training ones (posterior draws):
     # optional noise on its inputs; it is drawn after the flow's, so that without it the
     # random stream (and a run's result) is what it was before this option existed
-    x_emu = x + config.emulator_noise * randn_like(x) if config.emulator_noise > 0 else x
+    x_emu = x_noisy if config.emulator_on_flow_noise else x
+    x_emu = x_emu + config.emulator_noise * randn_like(x) if config.emulator_noise > 0 else x_emu
     y_pred = model.emulator(x_emu)
     forward_l2 = ((y_pred - model.standardise_y(y)) ** 2).mean()
     return {"nll": nll, "forward_l2": forward_l2, "total": nll + config.w_forward * forward_l2}

@@ -272,6 +272,13 @@ class TrainConfig:
     #: atmospheres fed to the emulator (0 = none), so that it also learns rough atmospheres
     #: such as posterior draws, on which the round trip evaluates it
     emulator_noise: float = 0.0
+    #: conditional INN only: feed the emulator the flow's own noisy atmospheres (``x`` plus the
+    #: ``pad_noise`` above, before any height shift) instead of the clean ones. Posterior draws
+    #: carry that noise, since the flow learns the distribution of the noisy atmospheres; the
+    #: emulator then learns the mean profile of atmospheres within that noise of a true one and
+    #: reads a draw as the flow means it. It draws no random numbers: the flow trains exactly
+    #: as without it
+    emulator_on_flow_noise: bool = False
     #: standard deviation of the noise added to the profiles fed to the reverse pass, as a
     #: fraction of the joint peak (0 = none); drawn afresh for every batch
     noise: float = 0.01
