@@ -20,8 +20,8 @@ echo "synth running as pid $synth_pid (progress: tail -c 300 synth_run.out)"
 (
   while kill -0 "$synth_pid" 2>/dev/null; do
     sleep 600
-    done_shards=$(.venv/bin/python -c "import zarr, numpy as np; print(int(np.sum(zarr.open_array('$store/shard_done', mode='r')[:])))" 2>/dev/null || echo "?")
-    git add "$store" 2>/dev/null && git commit -q -m "Training set: ${done_shards}/120 shards of 100 atmospheres done
+    done_shards=$(.venv/bin/python -c "import zarr, numpy as np; d = zarr.open_array('$store/shard_done', mode='r')[:]; print(f'{int(np.sum(d))}/{d.size}')" 2>/dev/null || echo "?")
+    git add "$store" 2>/dev/null && git commit -q -m "Training set: ${done_shards} shards of 100 atmospheres done
 
 Made by radynversion synth with $cfg (seed 0, Lightweaver, H 6-level + Ca II NLTE with charge
 conservation, 200 depth points, mu = 1). Resume with: bash tools/grow_training_set.sh" -- "$store" 2>/dev/null || true
