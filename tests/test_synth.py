@@ -120,6 +120,44 @@ def test_store_refuses_other_config_or_foreign_dir(tmp_path):
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+_STARVED_SOLVE = """
+import os, sys, threading, time
+from radynversion.synth import NLTEConfig, falc_atmosphere, synthesise
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, shared below
+cfg = NLTEConfig(depth_points=60)
+atm = falc_atmosphere()
+c0 = time.thread_time()
+alone = synthesise(atm, cfg)
+cpu = time.thread_time() - c0
+assert alone.status == 0, alone.message
+# a limit of twice the CPU time the solve needs, yet less than its wall time beside 3 busy threads
+stop = False
+def spin():
+    while not stop:
+        sum(range(1000))
+busy = [threading.Thread(target=spin) for _ in range(3)]
+for t in busy:
+    t.start()
+t0 = time.perf_counter()
+starved = synthesise(atm, NLTEConfig(depth_points=60, max_seconds=2 * cpu))
+wall = time.perf_counter() - t0
+stop = True
+cut = synthesise(atm, NLTEConfig(depth_points=60, max_seconds=0.05 * cpu))
+print(starved.status, round(wall / cpu, 2), cut.status, cut.message)
+"""
+
+
+def test_time_limit_counts_cpu_time_not_a_busy_machines_wall_clock():
+    """A solve beside busy threads on its core takes several times its CPU time in wall time;
+    the limit counts CPU time, so it still converges (a store does not depend on the load),
+    while a limit below its CPU time still stops it."""
+    out = subprocess.run([sys.executable, "-c", _STARVED_SOLVE], capture_output=True, text=True, check=True)
+    status, slowdown, cut_status, *why = out.stdout.split()
+    assert float(slowdown) > 2.0  # a wall-clock limit of 2x the CPU time would have cut it
+    assert int(status) == 0
+    assert int(cut_status) == 1 and "CPU-time limit" in " ".join(why)
+
+
 def test_grown_store_equals_one_made_at_full_size(tmp_path):
     # 3 draws in shards of 2 (the last shard short), grown to 5: the short shard is recomputed
     full, grown = tmp_path / "full.zarr", tmp_path / "grown.zarr"
