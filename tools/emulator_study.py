@@ -23,12 +23,10 @@ import time
 
 import numpy as np
 import torch
+from _splits import model_splits  # tools/_splits.py
 
-from radynversion.datasets import training_set
-from radynversion.model import atmosphere_to_array, load_model, normalise_profiles
+from radynversion.model import atmosphere_to_array, normalise_profiles
 from radynversion.model.cinn import HeightConvEmulator, _dropout_mlp
-from radynversion.model.evaluate import _select
-from radynversion.model.train import sample_labels
 
 
 def main() -> None:
@@ -47,15 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    net = load_model(args.model)
-    data = training_set()
-    if args.first:
-        data = data.isel(sample=np.flatnonzero(np.asarray(data["sample"].values) < args.first))
-    prov = net.metadata["provenance"]
-    pos = {int(lab): i for i, lab in enumerate(sample_labels(data))}
-    splits = {"train": np.array([pos[i] for i in prov["train_samples"] if i in pos]),
-              "validation": np.array([pos[i] for i in prov["val_samples"] if i in pos]),
-              "held out": _select(data, net, False, None, "training set")[0]}
+    net, data, splits, _ = model_splits(args.model, args.first)
     y = torch.as_tensor(normalise_profiles(data, unit=net.config.intensity_unit,
                                            fwhm_A=net.instrument_fwhm_A())[0])
     with torch.no_grad():

@@ -24,17 +24,16 @@ import time
 
 import numpy as np
 import torch
+from _splits import model_splits  # tools/_splits.py
 from torch import nn
 
 from radynversion.atmosphere import inverse_velocity_transform
-from radynversion.datasets import training_set
 from radynversion.instrument import crisp_tunings, degrade
 from radynversion.lines import LINES
-from radynversion.model import load_model, normalise_profiles
-from radynversion.model.evaluate import _select, height_bands
+from radynversion.model import normalise_profiles
+from radynversion.model.evaluate import height_bands
 from radynversion.model.preprocess import atmosphere_to_array
 from radynversion.model.sampling import ObservedSampling
-from radynversion.model.train import sample_labels
 
 
 def main() -> None:
@@ -50,16 +49,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    net = load_model(args.model)
-    data = training_set()
-    if args.first:
-        data = data.isel(sample=np.flatnonzero(np.asarray(data["sample"].values) < args.first))
-    prov = net.metadata["provenance"]
-    labels = sample_labels(data)
-    pos = {int(lab): i for i, lab in enumerate(labels)}
-    tr = np.array([pos[i] for i in prov["train_samples"] if i in pos])
-    va = np.array([pos[i] for i in prov["val_samples"] if i in pos])
-    held, prior_pos = _select(data, net, False, None, "training set")  # evaluate's split and prior
+    net, data, splits, prior_pos = model_splits(args.model, args.first)  # evaluate's split and prior
+    tr, va, held = splits["train"], splits["validation"], splits["held out"]
     fwhm, unit = net.instrument_fwhm_A(), net.config.intensity_unit
 
     def profiles(idx: np.ndarray):
