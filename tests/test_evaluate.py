@@ -18,6 +18,7 @@ from radynversion.model import TrainConfig, evaluation_split, train
 from radynversion.model.evaluate import (
     BANDS,
     STRONG_FLOW_KMS,
+    _by_flow,
     _data_identity,
     _metrics,
     _model_identity,
@@ -105,6 +106,28 @@ def test_strong_flows_are_scored_apart_from_the_slow_majority():
     assert _strong_flow(_metrics(post, truth), _metrics(prior, truth), truth / 100, sel) is None
 
 
+def test_round_trip_by_flow_classes_each_atmosphere_by_its_strongest_chromospheric_flow():
+    # 5 atmospheres x 4 nodes; chromosphere = nodes 1-2. The photospheric (node 0) and coronal
+    # (node 3) flows are large and must not count.
+    v = np.array([[50.0, 1.0, -2.0, 300.0],    # max 2 -> [0, 3)
+                  [-80.0, -4.0, 2.0, 0.0],     # 4 -> [3, 10)
+                  [0.0, 0.5, -9.99, 0.0],      # 9.99 -> [3, 10)
+                  [0.0, 10.0, 0.0, 0.0],       # 10 -> [10, 30)
+                  [0.0, 0.0, -120.0, 0.0]])    # 120 -> [30, open)
+    chrom = np.zeros_like(v, dtype=bool)
+    chrom[:, 1:3] = True
+    misfit = np.array([1.0, 5.0, 7.0, 8.0, 9.0])
+    forward = np.array([0.5, 3.0, 4.0, 6.0, 7.0])
+    rows = _by_flow(misfit, forward, v, chrom)
+    assert [r["max_abs_v_km_s"] for r in rows] == [[0.0, 3.0], [3.0, 10.0], [10.0, 30.0], [30.0, None]]
+    assert [r["atmospheres"] for r in rows] == [1, 2, 1, 1]
+    assert [r["fraction"] for r in rows] == pytest.approx([0.2, 0.4, 0.2, 0.2])
+    assert [r["misfit_median_pct"] for r in rows] == pytest.approx([1.0, 6.0, 8.0, 9.0])
+    assert [r["forward_rms_median_pct"] for r in rows] == pytest.approx([0.5, 3.5, 6.0, 7.0])
+    # an empty class is left out, not reported as NaN
+    assert [r["atmospheres"] for r in _by_flow(misfit[:2], forward[:2], v[:2], chrom[:2])] == [1, 1]
+
+
 def test_evaluate_uses_only_the_held_out_split_and_beats_the_prior(trained):
     data, model, _ = trained
     res = evaluate(model, data, samples=128, noise=0.01)
@@ -124,6 +147,9 @@ def test_evaluate_uses_only_the_held_out_split_and_beats_the_prior(trained):
     for line in ("halpha", "ca8542"):
         assert 0 < s["forward_rms"][line]["rms_median_pct"] < 50
     assert 0 < s["round_trip"]["misfit_median_pct"] < 50
+    flows = s["round_trip"]["by_chromospheric_flow"]
+    assert sum(c["atmospheres"] for c in flows) == s["n_evaluated"]
+    assert all(0 < c["misfit_median_pct"] < 50 and 0 < c["forward_rms_median_pct"] < 50 for c in flows)
     # every synthetic atmosphere has a transition region (1-2.5 Mm): scored as a parameter
     tr = s["transition_region"]
     assert tr["n"] == s["n_evaluated"]

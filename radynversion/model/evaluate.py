@@ -77,6 +77,9 @@ PRIOR_WIDTH_FLOOR: dict[str, float] = {"log_ne": 0.02, "log_T": 0.02, "v": 0.5}
 #: flow by a few km/s, flare condensations and evaporation by tens to hundreds), so a band's
 #: median error is set by the slow nodes; the report also scores the strong flows alone
 STRONG_FLOW_KMS: float = 10.0
+#: lower edges [km/s] of the classes of the strongest chromospheric |v| of an atmosphere by which
+#: the report breaks down the round trip and the emulator's error (the last class is open)
+FLOW_CLASSES_KMS: tuple[float, ...] = (0.0, 3.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,40 @@ def _metrics(q: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
         "in90": ((q[..., 0] <= truth) & (truth <= q[..., 4])).astype(float),
         "width68": q[..., 3] - q[..., 1],
     }
+
+
+def _by_flow(misfit_pct: np.ndarray, forward_pct: np.ndarray, v_true: np.ndarray,
+             chromosphere: np.ndarray) -> list[dict[str, Any]]:
+    """The round trip and the emulator's error per class of :data:`FLOW_CLASSES_KMS`.
+
+    Parameters
+    ----------
+    misfit_pct, forward_pct : ndarray, shape ``(N,)``
+        Round-trip misfit and emulator RMS (both lines) per atmosphere [% of the joint peak].
+    v_true : ndarray, shape ``(N, H)``
+        True velocity [km/s].
+    chromosphere : ndarray of bool, shape ``(N, H)``
+        The chromosphere band's nodes of each atmosphere.
+
+    Returns
+    -------
+    list of dict
+        Per class with atmospheres: ``max_abs_v_km_s`` ``[low, high]`` (high None = open),
+        ``atmospheres``, ``fraction``, ``misfit_median_pct``, ``misfit_p90_pct``,
+        ``forward_rms_median_pct``.
+    """
+    v_max = np.where(chromosphere, np.abs(v_true), 0.0).max(axis=1)
+    edges = [*FLOW_CLASSES_KMS, np.inf]
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (v_max >= lo) & (v_max < hi)
+        if not sel.any():
+            continue
+        rows.append({"max_abs_v_km_s": [lo, None if np.isinf(hi) else hi], "atmospheres": int(sel.sum()),
+                     "fraction": float(sel.mean()), "misfit_median_pct": _median(misfit_pct[sel]),
+                     "misfit_p90_pct": float(np.nanpercentile(misfit_pct[sel], 90)),
+                     "forward_rms_median_pct": _median(forward_pct[sel])})
+    return rows
 
 
 def _strong_flow(m_post: dict[str, np.ndarray], m_prior: dict[str, np.ndarray], v_true: np.ndarray,
@@ -401,6 +438,8 @@ def evaluate(
     misfit = 100.0 * np.asarray(res["misfit"].values, dtype=float)
     round_trip = {"misfit_median_pct": _median(misfit), "misfit_p90_pct": float(np.nanpercentile(misfit, 90)),
                   "noise_pct": 100.0 * noise}
+    round_trip["by_chromospheric_flow"] = _by_flow(
+        misfit, 100.0 * np.sqrt(np.mean((y_fwd - y_true) ** 2, axis=1)), truth["v"], bands == 1)
 
     # -- accuracy and calibration ------------------------------------------------------------
     per_height: dict[str, list[np.ndarray]] = {}
@@ -474,6 +513,17 @@ def evaluate(
                 f"of the time (median error {tr['posterior']['median_abs_error_Mm']:.3g} Mm, 68 % "
                 f"width {tr['posterior']['median_width68_Mm']:.3g} Mm): "
                 + ("too narrow" if c68 < 0.68 else "too wide"))
+    flows = round_trip["by_chromospheric_flow"]
+    if len(flows) > 1:
+        def name(c: dict[str, Any]) -> str:
+            lo, hi = c["max_abs_v_km_s"]
+            return f">= {lo:g}" if hi is None else f"{lo:g}-{hi:g}"
+        findings.append(
+            "round trip by the strongest chromospheric |v| of the atmosphere [km/s]: "
+            + ", ".join(f"{name(c)}: {c['misfit_median_pct']:.2f} % ({c['fraction']:.0%} of them)" for c in flows)
+            + "; the emulator alone on the true atmospheres: "
+            + ", ".join(f"{c['forward_rms_median_pct']:.2f} %" for c in flows)
+            + " (median RMS, % of the joint peak)")
 
     # -- the single-pixel figure's pixel: a flare atmosphere with a typical misfit ----------
     kind = np.asarray(sub["kind"].values) if "kind" in sub else np.zeros(evals.size)
