@@ -11,6 +11,12 @@ training run.
 
     .venv/bin/python tools/emulator_study.py --first 12000 --layers 3                  # v7's
     .venv/bin/python tools/emulator_study.py --first 12000 --conv-channels 96 --conv-layers 4
+    .venv/bin/python tools/emulator_study.py --first 12000 --layers 3 --doppler-copies 3 --doppler-kms 10 --epochs 120
+
+``--doppler-copies`` adds copies of the training split moved as a whole along the line of sight,
+with their profiles Doppler-shifted (``tools/_doppler.py``): exact new examples of the forward
+map, since such a move changes nothing in the atmosphere's own frame. ``--train-fraction`` and
+``--train-until`` train on less or more than the model's split (``tools/learning_curve.py``).
 
 AdamW with a one-cycle learning rate (not ``train``'s schedule), batch 128, one CPU thread:
 about 1 s per epoch dense, 4-6 s with convolutions.
@@ -23,16 +29,17 @@ import time
 
 import numpy as np
 import torch
-from _splits import model_splits  # tools/_splits.py
+from _doppler import doppler_shifted  # tools/_doppler.py
+from _splits import add_split_arguments, model_splits  # tools/_splits.py
 
 from radynversion.model import atmosphere_to_array, normalise_profiles
 from radynversion.model.cinn import HeightConvEmulator, _dropout_mlp
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also used by ``tools/learning_curve.py``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="checkpoint whose splits and standardisation to use")
-    ap.add_argument("--first", type=int, default=None, help="the first N draws of the training set")
+    add_split_arguments(ap)
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--hidden", type=int, default=512, help="width of the dense layers")
     ap.add_argument("--layers", type=int, default=2, help="hidden dense layers")
@@ -41,16 +48,44 @@ def main() -> None:
     ap.add_argument("--conv-layers", type=int, default=4)
     ap.add_argument("--kernel", type=int, default=5, help="convolution width [nodes]")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--doppler-copies", type=int, default=0,
+                    help="add this many copies of the training split, each atmosphere moved as a whole "
+                         "by a random velocity and its profiles Doppler-shifted to match")
+    ap.add_argument("--doppler-kms", type=float, default=5.0,
+                    help="the copies' velocities are uniform in +-this [km/s]")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    return ap
+
+
+def fit(args: argparse.Namespace) -> dict:
+    """Train one emulator and score it; prints the scores and returns them.
+
+    Returns
+    -------
+    dict
+        ``n_train``; ``rms_pct``: per split, the median RMS of H-alpha and of Ca II 8542 (% of
+        the joint peak); ``seconds``.
+    """
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    net, data, splits, _ = model_splits(args.model, args.first)
+    net, data, splits, _ = model_splits(args.model, args.first, args.train_fraction, args.train_until,
+                                        args.seed)
     y = torch.as_tensor(normalise_profiles(data, unit=net.config.intensity_unit,
                                            fwhm_A=net.instrument_fwhm_A())[0])
     with torch.no_grad():
         x = net.atmosphere_to_x(torch.as_tensor(atmosphere_to_array(data)))
     tr = torch.as_tensor(splits["train"])
+    if args.doppler_copies:  # appended rows, trained on like the split's own
+        rng = np.random.default_rng(args.seed)
+        base = data.isel(sample=splits["train"])
+        for _ in range(args.doppler_copies):
+            c = doppler_shifted(base, rng.uniform(-args.doppler_kms, args.doppler_kms, len(splits["train"])))
+            y_c = torch.as_tensor(normalise_profiles(c, unit=net.config.intensity_unit,
+                                                     fwhm_A=net.instrument_fwhm_A())[0])
+            with torch.no_grad():
+                x_c = net.atmosphere_to_x(torch.as_tensor(atmosphere_to_array(c)))
+            tr = torch.cat([tr, torch.arange(len(y), len(y) + len(y_c))])
+            y, x = torch.cat([y, y_c]), torch.cat([x, x_c])
     y_mean, y_std = y[tr].mean(0), y[tr].std(0) + 1e-6
     n_y, slope = y.shape[1], net.config.leaky_slope
     if args.conv_channels:
@@ -91,9 +126,16 @@ def main() -> None:
     print(f"emulator: {kind}{args.layers} dense layers of {args.hidden}, dropout {args.dropout} "
           f"({n_par:,} parameters); best validation epoch {best[1] + 1} of {args.epochs} "
           f"({time.perf_counter() - t0:.0f} s). Median RMS, H-alpha / Ca II 8542, % of the peak:")
+    scores = {}
     for name, idx in splits.items():
         h, c = rms_pct(idx)
+        scores[name] = [float(h), float(c)]
         print(f"  {name:10s} ({len(idx):5d}) {h:.2f} / {c:.2f}")
+    return {"n_train": len(splits["train"]), "rms_pct": scores, "seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    fit(parser().parse_args())
 
 
 if __name__ == "__main__":

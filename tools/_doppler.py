@@ -1,0 +1,35 @@
+"""Doppler-shifted copies of training atmospheres, for the yardstick tools in this folder.
+
+An atmosphere moved as a whole along the line of sight emits the same spectrum, Doppler-shifted:
+in its own frame nothing has changed (statistical equilibrium and source functions are the same),
+and at mu = 1 every line-of-sight velocity rises by the same amount. So a shifted copy is an exact
+new training example, without a new radiative-transfer solve (up to the continuum's slope across
+the shift, which is negligible over a few tenths of an Angstrom).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from radynversion.atmosphere import C_KM_S
+from radynversion.lines import LINES
+
+
+def doppler_shifted(ds: xr.Dataset, dv_kms: np.ndarray) -> xr.Dataset:
+    """``ds`` with each atmosphere moved as a whole by ``dv_kms`` (positive = redshift) and its
+    profiles shifted to match, ``I'(lambda) = I(lambda - lambda_0 dv / c)``, by linear interpolation
+    on their own (uniform) grids; values beyond a grid's end are held at the end's."""
+    out = ds.copy()
+    out["v"] = ds["v"] + xr.DataArray(dv_kms, dims="sample")
+    for ln in LINES:
+        wl = np.asarray(ds[ln.dim].values, dtype=float)
+        prof = np.asarray(ds[ln.var].transpose("sample", ln.dim).values, dtype=float)
+        pos = np.arange(wl.size)[None, :] - (ln.center_air_A * dv_kms / C_KM_S / np.diff(wl).mean())[:, None]
+        pos = np.clip(pos, 0, wl.size - 1)
+        i0 = np.minimum(np.floor(pos).astype(int), wl.size - 2)
+        frac = pos - i0
+        rows = np.arange(prof.shape[0])[:, None]
+        shifted = (1 - frac) * prof[rows, i0] + frac * prof[rows, i0 + 1]
+        out[ln.var] = (("sample", ln.dim), shifted.astype(prof.dtype), ds[ln.var].attrs)
+    return out
