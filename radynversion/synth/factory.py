@@ -75,12 +75,17 @@ def _synth_one(index: int, seed: int, prior: PriorConfig, nlte: NLTEConfig) -> d
     }
 
 
+def _n_shards(n: int, shard_size: int) -> int:
+    """Shards of ``shard_size`` samples that hold ``n`` (the last one may be short)."""
+    return -(-n // shard_size)
+
+
 def _template(cfg: SynthConfig) -> xr.Dataset:
     import dask.array as da
 
     n, c = cfg.n, cfg.shard_size
     heights = default_height_grid()
-    n_shards = -(-n // c)
+    n_shards = _n_shards(n, c)
 
     def empty(shape, dtype, fill):
         chunks = (c, *shape[1:])
@@ -193,7 +198,7 @@ def _grow(out: Path, stored: SynthConfig, n: int) -> None:
     import zarr
 
     c = stored.shard_size
-    old_shards, new_shards = -(-stored.n // c), -(-n // c)
+    old_shards, new_shards = _n_shards(stored.n, c), _n_shards(n, c)
     root = zarr.open_group(str(out), mode="r+", zarr_format=2, use_consolidated=False)
     for _, arr in root.arrays():
         dims = arr.attrs.get("_ARRAY_DIMENSIONS", [])
