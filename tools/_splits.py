@@ -63,18 +63,19 @@ def model_splits(model: str | None, first: int | None, train_fraction: float = 1
     if last:
         data = data.isel(sample=np.flatnonzero(labels_all < last))
     labels = sample_labels(data)
-    inside = np.flatnonzero(labels < first) if first else np.arange(labels.size)
     pos = {int(lab): i for i, lab in enumerate(labels)}
-    held, prior = _select(data.isel(sample=inside), net, False, None, "training set")
+    # the split is a hash of each label: one selection over all the draws, cut at `first`
+    held, prior = _select(data, net, False, None, "training set")
+    if first:
+        held, kept, prior = held[labels[held] < first], prior[labels[prior] >= first], prior[labels[prior] < first]
     prov = net.metadata["provenance"]
     train = np.array([pos[i] for i in prov["train_samples"] if i in pos and (not first or i < first)])
     if train_until is not None:
-        usable_kept = _select(data, net, False, None, "training set")[1]  # usable, not held out
-        train = np.concatenate([train, usable_kept[labels[usable_kept] >= first]])
+        train = np.concatenate([train, kept])  # usable, not held out, from `first` on
     if train_fraction < 1.0:
         keep = np.random.default_rng(seed).choice(train.size, round(train_fraction * train.size), replace=False)
         train = train[np.sort(keep)]
     splits = {"train": train,
               "validation": np.array([pos[i] for i in prov["val_samples"] if i in pos]),
-              "held out": inside[held]}
-    return net, data, splits, inside[prior]
+              "held out": held}
+    return net, data, splits, prior
