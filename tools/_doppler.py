@@ -9,6 +9,8 @@ the shift, which is negligible over a few tenths of an Angstrom).
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import xarray as xr
 
@@ -33,3 +35,19 @@ def doppler_shifted(ds: xr.Dataset, dv_kms: np.ndarray) -> xr.Dataset:
         shifted = (1 - frac) * prof[rows, i0] + frac * prof[rows, i0 + 1]
         out[ln.var] = (("sample", ln.dim), shifted.astype(prof.dtype), ds[ln.var].attrs)
     return out
+
+
+def add_doppler_arguments(ap: argparse.ArgumentParser, note: str = "") -> None:
+    """``--doppler-copies`` and ``--doppler-kms`` (:func:`doppler_copies`)."""
+    ap.add_argument("--doppler-copies", type=int, default=0,
+                    help="add this many copies of the training split, each atmosphere moved as a whole "
+                         f"by a random velocity and its profiles Doppler-shifted to match{note}")
+    ap.add_argument("--doppler-kms", type=float, default=5.0,
+                    help="the copies' velocities are uniform in +-this [km/s]")
+
+
+def doppler_copies(ds: xr.Dataset, copies: int, kms: float, seed: int) -> list[xr.Dataset]:
+    """``copies`` Doppler-shifted copies of ``ds``, each atmosphere moved by a velocity uniform in
+    ``+-kms`` [km/s], drawn from a generator seeded by ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [doppler_shifted(ds, rng.uniform(-kms, kms, ds.sizes["sample"])) for _ in range(copies)]

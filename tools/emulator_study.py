@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 import torch
-from _doppler import doppler_shifted  # tools/_doppler.py
+from _doppler import add_doppler_arguments, doppler_copies  # tools/_doppler.py
 from _splits import add_split_arguments, model_splits  # tools/_splits.py
 
 from radynversion.model import atmosphere_to_array, normalise_profiles
@@ -48,11 +48,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--conv-layers", type=int, default=4)
     ap.add_argument("--kernel", type=int, default=5, help="convolution width [nodes]")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--doppler-copies", type=int, default=0,
-                    help="add this many copies of the training split, each atmosphere moved as a whole "
-                         "by a random velocity and its profiles Doppler-shifted to match")
-    ap.add_argument("--doppler-kms", type=float, default=5.0,
-                    help="the copies' velocities are uniform in +-this [km/s]")
+    add_doppler_arguments(ap)
     ap.add_argument("--seed", type=int, default=0)
     return ap
 
@@ -76,10 +72,8 @@ def fit(args: argparse.Namespace) -> dict:
         x = net.atmosphere_to_x(torch.as_tensor(atmosphere_to_array(data)))
     tr = torch.as_tensor(splits["train"])
     if args.doppler_copies:  # appended rows, trained on like the split's own
-        rng = np.random.default_rng(args.seed)
-        base = data.isel(sample=splits["train"])
-        for _ in range(args.doppler_copies):
-            c = doppler_shifted(base, rng.uniform(-args.doppler_kms, args.doppler_kms, len(splits["train"])))
+        for c in doppler_copies(data.isel(sample=splits["train"]), args.doppler_copies, args.doppler_kms,
+                                args.seed):
             y_c = torch.as_tensor(normalise_profiles(c, unit=net.config.intensity_unit,
                                                      fwhm_A=net.instrument_fwhm_A())[0])
             with torch.no_grad():

@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 import xarray as xr
-from _doppler import doppler_shifted  # tools/_doppler.py
+from _doppler import add_doppler_arguments, doppler_copies  # tools/_doppler.py
 from _splits import add_split_arguments, model_splits  # tools/_splits.py
 from torch import nn
 
@@ -53,11 +53,7 @@ def parser() -> argparse.ArgumentParser:
                     help="train on profiles seen through tuning programs (TrainConfig.tuning_programs)")
     ap.add_argument("--variables", nargs="+", default=["log_ne", "log_T", "v"],
                     choices=["log_ne", "log_T", "v"], help="what the regressor estimates")
-    ap.add_argument("--doppler-copies", type=int, default=0,
-                    help="add this many copies of the training split, each atmosphere moved as a whole "
-                         "by a random velocity and its profiles Doppler-shifted to match (model points only)")
-    ap.add_argument("--doppler-kms", type=float, default=5.0,
-                    help="the copies' velocities are uniform in +-this [km/s]")
+    add_doppler_arguments(ap, " (model points only)")
     ap.add_argument("--seed", type=int, default=0)
     return ap
 
@@ -90,10 +86,8 @@ def fit(args: argparse.Namespace) -> dict:
     if args.doppler_copies:
         if args.tuning_programs:
             raise SystemExit("--doppler-copies: at the model points only (no --tuning-programs)")
-        rng = np.random.default_rng(args.seed)
-        base = data.isel(sample=tr)[[*(ln.var for ln in LINES), "log_ne", "log_T", "v"]]
-        copies = [doppler_shifted(base, rng.uniform(-args.doppler_kms, args.doppler_kms, len(tr)))
-                  for _ in range(args.doppler_copies)]
+        copies = doppler_copies(data.isel(sample=tr)[[*(ln.var for ln in LINES), "log_ne", "log_T", "v"]],
+                                args.doppler_copies, args.doppler_kms, args.seed)
         y_tr = np.concatenate([y_tr, *(normalise_profiles(c, unit=unit, fwhm_A=fwhm)[0] for c in copies)])
         atm_tr = xr.concat([atm_tr, *(c[["log_ne", "log_T", "v"]] for c in copies)], dim="sample")
     sampling = (ObservedSampling(data.isel(sample=tr), y_tr, args.tuning_programs, fwhm, unit)
