@@ -2,6 +2,16 @@
 
 An invertible neural network (Osborne, Armstrong & Fletcher 2019, ApJ 873, 128) trained on
 NLTE syntheses, run at the scale of whole telescope scans.
+
+``import radynversion as rv`` is light (no torch): the workflow's names (``rv.open_observation``,
+``rv.invert``, ``rv.load_model``) and the submodules (``rv.datasets``, ``rv.io``, ``rv.plot``...)
+are imported on first access.
+
+Example
+-------
+>>> import radynversion as rv
+>>> scan = rv.datasets.example_observation()
+>>> out = scan.isel(y=slice(0, 2), x=slice(0, 2)).radyn.invert(samples=16)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -48,17 +58,34 @@ __all__ = [
     "CheckpointError",
     "SelectionTooLargeError",
     "CalibrationError",
+    "open_observation",
     "invert",
     "load_model",
 ]
 
 #: public names re-exported lazily from submodules (importing them pulls in torch)
-_LAZY = {"invert": "radynversion.model.invert", "load_model": "radynversion.model.checkpoint"}
+_LAZY = {
+    "invert": "radynversion.model.invert",
+    "load_model": "radynversion.model.checkpoint",
+    "open_observation": "radynversion.io.observation",
+}
+
+#: the package's submodules, served as attributes on first access (``rv.datasets``, ``rv.io``...)
+_SUBMODULES = (
+    "atmosphere", "calibration", "cli", "config", "datasets", "demo", "engine", "errors",
+    "instrument", "io", "lines", "model", "plot", "schema", "synth", "verify",
+)
 
 
 def __getattr__(name: str):  # PEP 562: keep `import radynversion` free of torch
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")  # also binds it on the package
     raise AttributeError(f"module 'radynversion' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

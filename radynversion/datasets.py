@@ -12,7 +12,8 @@ import xarray as xr
 from .errors import StoreError
 from .schema import source_name
 
-__all__ = ["training_set", "training_set_path", "dataset_hash", "store_digest", "example_scan", "example_truth"]
+__all__ = ["training_set", "training_set_path", "dataset_hash", "store_digest", "example_scan",
+           "example_observation", "example_truth"]
 
 
 def training_set_path() -> Path:
@@ -109,6 +110,37 @@ def example_scan() -> tuple[Path, Path]:
         raise StoreError(f"{d}: expected the two example cubes (nb_6563_*_im.fits, nb_8542_*_im.fits); "
                          "make them with examples/make_example_scan.py")
     return paths[0], paths[1]
+
+
+def example_observation(chunks=None) -> xr.Dataset:
+    """The example scan (:func:`example_scan`) opened in the profile schema, ready to invert.
+
+    The same as ``radynversion.io.open_observation(example_scan(), chunks=chunks)``.
+
+    Parameters
+    ----------
+    chunks : None, int, "auto" or mapping of dim -> size
+        As :func:`radynversion.io.open_observation`: None reads the cubes into memory (0.6 MB).
+
+    Returns
+    -------
+    xr.Dataset
+        ``I_halpha (time, wl_halpha, y, x)`` (15 tunings) and ``I_ca8542 (time, wl_ca8542, y, x)``
+        (21 tunings) [W m^-2 Hz^-1 sr^-1], wavelengths in air Angstrom, ``time`` of length 1,
+        ``y``, ``x`` = pixel indices (64 each); the spatial WCS (``map_header_*``) and observer
+        metadata in attrs.
+
+    Example
+    -------
+    >>> scan = example_observation()
+    >>> scan.sizes["y"], scan.sizes["x"], scan.sizes["wl_halpha"]
+    (64, 64, 15)
+    >>> out = scan.isel(y=slice(0, 2), x=slice(0, 2)).radyn.invert(samples=16)  # doctest: +SKIP
+    >>> out.log_T.sel(quantile=0.5).compute()  # doctest: +SKIP
+    """
+    from .io.observation import open_observation
+
+    return open_observation(list(example_scan()), chunks=chunks)
 
 
 def example_truth() -> xr.Dataset:
