@@ -12,7 +12,10 @@
 * :func:`truth_comparison`: an inversion of a synthetic scan against its true atmospheres.
 
 All functions take xarray objects or arrays, draw with matplotlib (Agg backend is fine) and
-return the ``Figure``; pass ``path`` to save a PNG.
+return the ``Figure``; pass ``path`` to save a PNG. Height axes are linear over the even part of
+the node grid (-0.065 to 3.5 Mm) and logarithmic over its coarse top (to 10.5 Mm), the break
+marked; profiles "/ joint peak" are divided by the pixel's highest intensity over both lines'
+model windows (the figure says so in its caption); maps are titled with the observation time.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from .atmosphere import VARIABLES, default_height_grid, inverse_velocity_transfo
 from .lines import LINES
 
 __all__ = ["training_coverage", "core_wing_ratio", "posterior_samples", "posterior", "maps", "verification",
-           "evaluation_coverage", "evaluation_errors", "truth_comparison"]
+           "evaluation_coverage", "evaluation_errors", "truth_comparison", "observation_time",
+           "HEIGHT_BREAK_MM", "JOINT_PEAK"]
 
 #: axis labels (with units) of the atmosphere variables
 LABELS = {
@@ -37,6 +41,24 @@ LABELS = {
 _SHORT = {"log_ne": r"$\log_{10} n_e$", "log_T": r"$\log_{10} T$", "v": r"$v$"}
 _UNITS = {"log_ne": "dex", "log_T": "dex", "v": r"km s$^{-1}$"}
 _CMAPS = {"log_ne": "viridis", "log_T": "inferno", "v": "RdBu_r"}
+
+#: top of the even part of the node grid [Mm] (45 nodes from -0.065 Mm; 5 coarse ones above, to
+#: 10.5 Mm): height axes are linear below it and logarithmic above, the break marked
+HEIGHT_BREAK_MM = 3.5
+_HEIGHT_LABEL = f"height [Mm] (log scale above {HEIGHT_BREAK_MM:g})"
+
+#: what "joint peak" means, written under every figure that divides profiles by it
+JOINT_PEAK = (
+    "joint peak: the pixel's highest intensity over both lines' model windows ("
+    + ", ".join(f"{ln.label}: {ln.center_air_A - ln.model_halfwidth_A:.2f}-"
+                f"{ln.center_air_A + ln.model_halfwidth_A:.2f} Å" for ln in LINES)
+    + ", air), by which both profiles are divided"
+)
+
+
+def _caption(fig, text: str) -> None:
+    """A small caption under the whole figure (kept clear of the axes by the layout engine)."""
+    fig.supxlabel(text, fontsize=8, color="0.3")
 
 
 def _pyplot():
@@ -99,10 +121,8 @@ def training_coverage(ds: xr.Dataset, path: str | Path | None = None, title: str
             ax.set_yscale("symlog", linthresh=5)
             ticks = [-300, -100, -30, -10, 0, 10, 30, 100]
             ax.set_yticks(ticks, [str(t) for t in ticks])
-        ax.set_xlabel("height [Mm]")
         ax.set_ylabel(label)
-        ax.set_xlim(h[0], h[-1])
-        ax.set_xscale("symlog", linthresh=3.5, linscale=3)
+        _height_axis(ax, np.array([h[0], h[-1]]))
         if col == 0:
             ax.legend(fontsize=7, loc="upper left")
     ax = fig.add_subplot(gs[0, 3])
@@ -204,14 +224,23 @@ _V_PRIME_MAX = float(velocity_transform(1000.0))
 
 
 def _height_axis(ax, h_edges: np.ndarray) -> None:
-    """Height axis as in :func:`training_coverage`: linear to 3.5 Mm, compressed above."""
+    """Height on x: linear over the even nodes (to :data:`HEIGHT_BREAK_MM`), logarithmic over the
+    coarse ones above; the break marked by a dotted line (``gid="height_break"``) and ``//`` on
+    both spines; the axis labelled."""
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
-    ax.set_xscale("symlog", linthresh=3.5, linscale=3)
+    ax.set_xscale("symlog", linthresh=HEIGHT_BREAK_MM, linscale=3)
     ax.set_xlim(h_edges[0], h_edges[-1])
-    ax.xaxis.set_major_locator(FixedLocator([0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 5, 10]))
-    ax.xaxis.set_minor_locator(FixedLocator([4, 6, 7, 8, 9]))
+    ax.xaxis.set_major_locator(FixedLocator([0, 0.5, 1, 1.5, 2, 2.5, 3, HEIGHT_BREAK_MM, 10]))
+    ax.xaxis.set_minor_locator(FixedLocator([4, 5, 6, 7, 8, 9]))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.set_xlabel(_HEIGHT_LABEL)
+    if h_edges[0] < HEIGHT_BREAK_MM < h_edges[-1]:
+        ax.axvline(HEIGHT_BREAK_MM, color="0.55", lw=0.8, ls=":", gid="height_break")
+        for y in (0.0, 1.0):
+            ax.text(HEIGHT_BREAK_MM, y, "//", transform=ax.get_xaxis_transform(), ha="center", va="center",
+                    fontsize=8, fontweight="bold", clip_on=False, gid="height_break_mark",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3})
 
 
 def _height_edges(h: np.ndarray) -> np.ndarray:
@@ -334,7 +363,6 @@ def posterior(
             ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set_ylim(edges[0], edges[-1])
         _height_axis(ax, h_edges)
-        ax.set_xlabel("height [Mm]")
         ax.set_ylabel(LABELS[name])
         ax.set_title(_SHORT[name], fontsize=10)
         if col == 0:
@@ -364,6 +392,7 @@ def posterior(
         else:
             ax.text(0.5, 0.5, "no profiles given", transform=ax.transAxes, ha="center", va="center")
     fig.suptitle(title or f"Posterior of one pixel: {post.sizes['draw']} samples")
+    _caption(fig, JOINT_PEAK)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
@@ -407,6 +436,67 @@ def _map_wcs(result: xr.Dataset, header):
     return w
 
 
+def _as_time_text(value) -> str | None:
+    """ISO text to the second of a datetime64, an astropy-readable string or a FITS DATE-OBS."""
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.size != 1:
+        return None
+    item = arr.reshape(())
+    if np.issubdtype(item.dtype, np.datetime64):
+        return None if np.isnat(item) else str(np.datetime_as_string(item, unit="s"))
+    text = str(item.item() if hasattr(item, "item") else item).strip()
+    if not text:
+        return None
+    try:
+        return str(np.datetime_as_string(np.datetime64(text.replace(" ", "T").rstrip("Z"), "s"), unit="s"))
+    except ValueError:
+        return text
+
+
+def observation_time(ds: xr.Dataset) -> str | None:
+    """When the (one time step of) ``ds`` was observed, as text; None when it does not say.
+
+    In order: a scalar ``time`` coordinate; the per-line ``time_<line>`` coordinates that
+    :func:`radynversion.io.open_observation` gives (and inversion stores keep); the attrs
+    ``date_obs_<line>`` or ``DATE-OBS`` / ``date_obs``; the ``DATE-OBS`` of a ``map_header`` attr.
+    Times are given to the second, per line when the lines differ
+    (``"H-alpha 2024-05-14T08:30:00, Ca II 8542 2024-05-14T08:30:10"``).
+    """
+    def one(getter) -> dict[str, str]:
+        found = {}
+        for ln in LINES:
+            t = _as_time_text(getter(ln.key))
+            if t:
+                found[ln.label] = t
+        return found
+
+    def coord(name):
+        return ds[name].values if name in ds.coords and ds[name].size == 1 else None
+
+    t = _as_time_text(coord("time"))
+    if t:
+        return t
+    for found in (one(lambda key: coord(f"time_{key}")), one(lambda key: ds.attrs.get(f"date_obs_{key}"))):
+        if found:
+            if len(set(found.values())) == 1:
+                return next(iter(found.values()))
+            return ", ".join(f"{label} {when}" for label, when in found.items())
+    for key, value in ds.attrs.items():
+        if key.lower().replace("-", "_") == "date_obs":
+            return _as_time_text(value)
+    for key, value in ds.attrs.items():
+        if key.startswith("map_header") and isinstance(value, str):
+            from astropy.io import fits
+
+            hdr = fits.Header.fromstring(value, sep="\n")
+            for card in ("DATE-OBS", "DATE_OBS", "DATE-BEG"):
+                if card in hdr:
+                    return _as_time_text(hdr[card])
+    return None
+
+
 def _quantile(da: xr.DataArray, q: float) -> tuple[xr.DataArray, float]:
     qs = np.asarray(da["quantile"].values, dtype=float)
     k = int(np.argmin(np.abs(qs - q)))
@@ -428,6 +518,8 @@ def maps(
     0.5) and the width of the central 68 % interval (quantile 0.84 minus 0.16; the nearest
     quantiles present are used and named); a last row with the round-trip misfit and the joint
     peak intensity. Velocity maps use a diverging scale symmetric about 0 (red = downflow).
+    The title ends with the observation time (:func:`observation_time`) when the result
+    carries one; a caption defines the joint peak.
 
     Parameters
     ----------
@@ -448,7 +540,7 @@ def maps(
     path : path, optional
         Save the PNG here.
     title : str, optional
-        Figure title.
+        Figure title (the observation time is added to it).
 
     Returns
     -------
@@ -543,39 +635,66 @@ def maps(
         scale = np.nanmax(np.abs(pk)) if np.isfinite(pk).any() else 1.0
         exp = int(np.floor(np.log10(scale))) if scale > 0 else 0
         panel(last, 1, pk / 10.0**exp, "gray", f"$10^{{{exp}}}$ {unit}", "joint peak intensity")
-    fig.suptitle(title or "Posterior maps" + (f" (time index {time or 0})" if "time" in result.dims else ""))
+    when = observation_time(ds)
+    fig.suptitle((title or "Posterior maps" + (f" (time index {time or 0})" if "time" in result.dims else ""))
+                 + (f"\nobserved {when}" if when else ""))
+    _caption(fig, JOINT_PEAK + "; misfit: RMS of round trip - observed over both windows, mean over draws")
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
 
 
 def verification(report: xr.Dataset, path: str | Path | None = None, title: str | None = None):
-    """Observed profiles against the NLTE re-synthesis of the inferred atmospheres
-    (:func:`radynversion.verify.verify`), one panel per pixel, with both misfits in the title.
+    """Observed profiles against the profiles of the inferred atmospheres
+    (:func:`radynversion.verify.verify`).
+
+    Per pixel, both lines on their model windows against air wavelength [Angstrom]: the
+    observation, the INN's round trip (its forward emulator on the posterior-median atmosphere,
+    ``y_round_trip``, when the report has it) and the NLTE re-synthesis of the same atmosphere,
+    all divided by the observation's joint peak; the INN misfit (the inversion's, averaged over
+    posterior draws) and the NLTE one in the pixel's title.
     """
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     n = report.sizes["pixel"]
-    cols = min(4, max(n, 1))
-    rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(max(4.5 * cols, 7.5), 3.2 * rows), squeeze=False,
-                             constrained_layout=True)
-    npts = [ln.model_points for ln in LINES]
-    x = np.arange(sum(npts))
-    for k, ax in enumerate(axes.ravel()):
+    per_row = min(2, max(n, 1))
+    rows = max(1, -(-n // per_row))
+    fig = plt.figure(figsize=(6.6 * per_row, 3.1 * rows + 0.9), layout="constrained")
+    subfigs = fig.subfigures(rows, per_row, squeeze=False)
+    bounds = np.cumsum([0] + [ln.model_points for ln in LINES])
+    for k, sf in enumerate(subfigs.ravel()):
         if k >= n:
-            ax.set_visible(False)
             continue
         r = report.isel(pixel=k)
-        ax.plot(x, r["y_observed"].values, "k.-", lw=0.8, ms=3, label="observed")
-        ax.plot(x, r["y_nlte"].values, "C3-", lw=1.2, label="NLTE re-synthesis")
-        ax.axvline(npts[0] - 0.5, color="0.6", lw=0.8)
+        axes = sf.subplots(1, len(LINES), sharey=True)
+        curves = [("y_observed", dict(color="k", marker=".", ls="--", lw=0.8, ms=4), "observed"),
+                  ("y_round_trip", dict(color="C0", lw=1.3), "INN round trip"),
+                  ("y_nlte", dict(color="C3", lw=1.3), "NLTE re-synthesis")]
+        for j, (ax, ln) in enumerate(zip(axes, LINES, strict=True)):
+            wl = ln.model_wavelengths()
+            for var, style, label in curves:
+                if var in r:
+                    y = np.asarray(r[var].values, dtype=float)[bounds[j]:bounds[j + 1]]
+                    if np.isfinite(y).any():
+                        ax.plot(wl, y, label=label, **style)
+            ax.axvline(ln.center_air_A, color="0.75", lw=0.6, ls=":")
+            ax.set_xlim(wl[0], wl[-1])
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+            ax.tick_params(labelsize=8)
+            ax.set_xlabel(r"wavelength [$\AA$] (air)", fontsize=8)
+            ax.set_title(ln.label, fontsize=9)
+        axes[0].set_ylabel("I / joint peak", fontsize=8)
+        axes[0].legend(fontsize=7)
         where = ", ".join(f"{c.removesuffix('_index')}={int(r[c])}" for c in report.coords if c.endswith("_index"))
-        ax.set_title(f"{where}: INN {float(r['misfit']):.3f}, NLTE {float(r['misfit_nlte']):.3f}", fontsize=9)
-        ax.set_xticks([npts[0] / 2, npts[0] + npts[1] / 2], [ln.label for ln in LINES], fontsize=8)
-        ax.set_ylabel("I / joint peak")
-        if k == 0:
-            ax.legend(fontsize=7)
-    fig.suptitle(title or "NLTE check of the inferred atmospheres (misfits: RMS / joint peak)", fontsize=10)
+        state = "" if "status" not in r or int(r["status"]) == 0 else " (NLTE not converged)"
+        sf.suptitle(f"{where}: misfit INN {float(r['misfit']):.3f}, NLTE {float(r['misfit_nlte']):.3f}{state}",
+                    fontsize=9)
+    if n == 0:
+        fig.text(0.5, 0.5, "no pixels checked", ha="center", va="center")
+    fig.suptitle(title or "NLTE check of the inferred (posterior-median) atmospheres", fontsize=10)
+    _caption(fig, JOINT_PEAK + "; misfits: RMS over both windows in joint peaks")
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
@@ -600,7 +719,6 @@ def evaluation_coverage(per_height: xr.Dataset, path: str | Path | None = None, 
                     label=f"{level} % interval")
         _height_axis(ax, edges)
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel("height [Mm]")
         ax.set_title(LABELS[name], fontsize=10)
     axes[0].set_ylabel("fraction of true values inside")
     axes[0].plot([], [], color="0.6", lw=0.8, label="prior only")
@@ -629,19 +747,40 @@ def evaluation_errors(per_height: xr.Dataset, path: str | Path | None = None, ti
         ax.set_ylabel(f"median |error| [{_UNITS[name]}]")
         ax.set_yscale("log")
         ax.set_title(LABELS[name], fontsize=10)
+        _height_axis(ax, edges)
+        ax.set_xlabel("")
         ax = axes[1, k]
         ax.plot(h, ph["width_ratio"].values, ".-", color="C2", lw=1.2, ms=3)
         ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
         ax.axhline(0.8, color="0.5", lw=0.6, ls=":")
         ax.set_ylim(0, min(3.0, max(1.3, float(np.nanmax(ph["width_ratio"].values)) * 1.05)))
         ax.set_ylabel("68 % width / prior's")
-        ax.set_xlabel("height [Mm]")
         _height_axis(ax, edges)
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(title or "Posterior accuracy", fontsize=11)
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
+
+
+def _flare_pixels(truth: xr.Dataset) -> np.ndarray | None:
+    """``(y, x)`` mask of the flaring (ribbon) pixels of a truth Dataset: ``kind`` equal to its
+    ``flare`` flag (:func:`radynversion.datasets.example_truth`); None without ``kind``."""
+    if "kind" not in truth:
+        return None
+    kind = truth["kind"].transpose("y", "x")
+    meanings = str(kind.attrs.get("flag_meanings", "quiet weak flare")).split()
+    values = list(np.atleast_1d(kind.attrs.get("flag_values", range(len(meanings)))))
+    if "flare" not in meanings:
+        return None
+    return np.asarray(kind.values) == values[meanings.index("flare")]
+
+
+def _median_abs(diff: np.ndarray, sel: np.ndarray | None) -> float:
+    if sel is None:
+        return float("nan")
+    d = np.abs(diff[sel & np.isfinite(diff)])
+    return float(np.median(d)) if d.size else float("nan")
 
 
 def truth_comparison(
@@ -656,8 +795,10 @@ def truth_comparison(
     One row per variable: the true map and the posterior-median map at ``height_Mm`` (nearest
     node, one colour scale), their difference, and the median against the truth over every
     pixel and every chromospheric node (0.5 Mm to the transition region of the true
-    atmosphere, :func:`radynversion.model.evaluate.height_bands`) as a 2D histogram with the
-    1:1 line.
+    atmosphere, :func:`radynversion.model.evaluate.height_bands`): the density of all pixels
+    on a log colour scale, the flaring (ribbon) pixels (``truth["kind"]`` = flare) on top in
+    red, and the 1:1 line. Median absolute errors are quoted for all pixels and for the flare
+    pixels alone, at ``height_Mm`` and over the chromosphere.
 
     Parameters
     ----------
@@ -666,8 +807,10 @@ def truth_comparison(
         :func:`radynversion.model.invert` output).
     truth : xarray.Dataset
         ``log_ne, log_T, v (y, x, height)`` on the same pixels and nodes
-        (:func:`radynversion.datasets.example_truth`).
+        (:func:`radynversion.datasets.example_truth`), optionally ``kind (y, x)``.
     """
+    from matplotlib.colors import LogNorm
+
     from .model.evaluate import height_bands
 
     plt = _pyplot()
@@ -676,8 +819,11 @@ def truth_comparison(
     j = int(np.argmin(np.abs(h - height_Mm)))
     t_log_t = np.asarray(truth["log_T"].transpose("y", "x", "height").values, dtype=float)
     chrom = (height_bands(t_log_t.reshape(-1, h.size), h) == 1).reshape(t_log_t.shape)
-    fig, axes = plt.subplots(3, 4, figsize=(15, 10), constrained_layout=True)
+    flare = _flare_pixels(truth)
+    n_flare = 0 if flare is None else int(flare.sum())
+    fig, axes = plt.subplots(3, 4, figsize=(16, 10.5), constrained_layout=True)
     for r, name in enumerate(VARIABLES):
+        unit = _UNITS[name]
         tv = np.asarray(truth[name].transpose("y", "x", "height").values, dtype=float)
         mv = np.asarray(med[name].transpose("y", "x", "height").values, dtype=float)
         both = np.concatenate([tv[..., j].ravel(), mv[..., j].ravel()])
@@ -695,27 +841,50 @@ def truth_comparison(
         diff = mv[..., j] - tv[..., j]
         dl = float(np.nanpercentile(np.abs(diff), 98)) if np.isfinite(diff).any() else 1.0
         im = axes[r, 2].imshow(diff, origin="lower", cmap="RdBu_r", vmin=-dl, vmax=dl, interpolation="nearest")
-        axes[r, 2].set_title(f"inferred - true, {h[j]:.2f} Mm", fontsize=9)
-        fig.colorbar(im, ax=axes[r, 2], shrink=0.85).set_label(f"[{_UNITS[name]}]", fontsize=8)
+        at_j = f"median |error| all {_median_abs(diff, np.ones(diff.shape, bool)):.2g}"
+        if flare is not None:
+            at_j += f", flare {_median_abs(diff, flare):.2g}"
+        axes[r, 2].set_title(f"inferred - true, {h[j]:.2f} Mm\n{at_j} {unit}", fontsize=9)
+        fig.colorbar(im, ax=axes[r, 2], shrink=0.85).set_label(f"[{unit}]", fontsize=8)
         for c in range(3):
             axes[r, c].set_xlabel("x [pixel]", fontsize=8)
             axes[r, c].set_ylabel("y [pixel]", fontsize=8)
         ax = axes[r, 3]
         ok = chrom & np.isfinite(mv) & np.isfinite(tv)
+        in_flare = None if flare is None else ok & flare[..., None]
         tx, my = tv[ok], mv[ok]
+        fx, fy = (tv[in_flare], mv[in_flare]) if in_flare is not None else (np.zeros(0), np.zeros(0))
         if name == "v":
-            tx, my = velocity_transform(tx), velocity_transform(my)
+            tx, my, fx, fy = (velocity_transform(a) for a in (tx, my, fx, fy))
         if tx.size:
             lo2, hi2 = np.percentile(np.concatenate([tx, my]), [0.5, 99.5])
-            ax.hist2d(tx, my, bins=60, range=[[lo2, hi2], [lo2, hi2]], cmap="Greys", cmin=1)
-            ax.plot([lo2, hi2], [lo2, hi2], "C3-", lw=0.8)
-            err = np.median(np.abs(mv[ok] - tv[ok]))
-            ax.set_title(f"chromosphere: median |error| {err:.2g} {_UNITS[name]}".replace("$", "")
-                         if name != "v" else f"chromosphere: median |error| {err:.2g} km/s", fontsize=9)
+            if fx.size:
+                flo, fhi = np.percentile(np.concatenate([fx, fy]), [0.5, 99.5])
+                lo2, hi2 = min(lo2, flo), max(hi2, fhi)
+            pad = 0.03 * max(hi2 - lo2, 1e-3)
+            lo2, hi2 = lo2 - pad, hi2 + pad
+            *_, dens = ax.hist2d(tx, my, bins=70, range=[[lo2, hi2], [lo2, hi2]], cmap="Greys",
+                                 norm=LogNorm(), cmin=1, rasterized=True)
+            cb = fig.colorbar(dens, ax=ax, shrink=0.85)
+            cb.set_label("pixel-nodes per bin (all pixels)", fontsize=8)
+            if fx.size:
+                ax.scatter(fx, fy, s=3, color="C3", alpha=0.35, lw=0, rasterized=True,
+                           label=f"flare pixels ({n_flare})")
+            ax.plot([lo2, hi2], [lo2, hi2], color="C0", lw=0.8, label="1:1")
+            ax.set_xlim(lo2, hi2)
+            ax.set_ylim(lo2, hi2)
+            err = _median_abs(mv - tv, ok)
+            text = f"chromosphere median |error|: all {err:.2g}"
+            if in_flare is not None:
+                text += f", flare {_median_abs(mv - tv, in_flare):.2g}"
+            ax.set_title(f"{text} {unit}", fontsize=9)
+            ax.legend(fontsize=7, loc="upper left", markerscale=3)
         if name == "v":
             ticks = np.array([-100, -10, -1, 0, 1, 10, 100], dtype=float)
-            ax.set_xticks(velocity_transform(ticks), [f"{t:g}" for t in ticks])
-            ax.set_yticks(velocity_transform(ticks), [f"{t:g}" for t in ticks])
+            tp = velocity_transform(ticks)
+            keep = (tp >= ax.get_xlim()[0]) & (tp <= ax.get_xlim()[1])
+            ax.set_xticks(tp[keep], [f"{t:g}" for t in ticks[keep]])
+            ax.set_yticks(tp[keep], [f"{t:g}" for t in ticks[keep]])
         ax.set_xlabel(f"true {LABELS[name]}", fontsize=8)
         ax.set_ylabel(f"inferred median {LABELS[name]}", fontsize=8)
     fig.suptitle(title or "Inversion against the true atmospheres", fontsize=11)

@@ -18,6 +18,8 @@ reported beside the inferred one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -29,7 +31,7 @@ from .schema import RADIANCE_PER_HZ, profile_dataset
 from .synth.nlte import STATUS_NAMES, NLTEConfig, synthesise
 from .synth.prior import FlareAtmosphere, _falc, _ionisation
 
-__all__ = ["atmosphere_from_nodes", "verify"]
+__all__ = ["atmosphere_from_nodes", "round_trip_of", "verify"]
 
 _K_B = 1.380649e-23
 _M_H = 1.6735575e-27
@@ -83,6 +85,41 @@ def _pick_pixels(result: xr.Dataset, dims: tuple[str, ...], pixels: int | Sequen
     return flat
 
 
+def round_trip_of(result: xr.Dataset, atmospheres: np.ndarray, model: Any = None) -> np.ndarray:
+    """The INN's forward emulator on atmospheres of ``result`` (its round trip), joint-peak units.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        The inversion the atmospheres come from; its ``model`` attr names the checkpoint.
+    atmospheres : ndarray, shape ``(N, 3, H)``
+        ``[log_ne, log_T, v]`` (v in km/s), e.g. posterior medians.
+    model : PosteriorModel or path, optional
+        The network; default the checkpoint named in ``result.attrs["model"]`` when that file
+        exists and its SHA-256 is the result's ``model_sha256``.
+
+    Returns
+    -------
+    ndarray, shape ``(N, 60)``
+        H-alpha's 30 model-window points, then Ca II 8542's; all NaN without a model.
+    """
+    n_prof = sum(ln.model_points for ln in LINES)
+    if model is None:
+        path = Path(str(result.attrs.get("model", "")))
+        if path.is_file():
+            from .model.checkpoint import file_sha256
+
+            sha = str(result.attrs.get("model_sha256", ""))
+            model = path if not sha or file_sha256(path) == sha else None
+    if model is None or len(atmospheres) == 0:
+        return np.full((len(atmospheres), n_prof), np.nan)
+    from .model.checkpoint import load_model
+    from .model.evaluate import round_trip_profiles
+
+    net = load_model(model) if isinstance(model, str | Path) else model
+    return round_trip_profiles(net, np.asarray(atmospheres, dtype=float))
+
+
 def verify(
     result: xr.Dataset,
     observation: xr.Dataset,
@@ -90,6 +127,7 @@ def verify(
     nlte: NLTEConfig | None = None,
     client=None,
     fwhm_A: dict[str, float] | None = None,
+    model: Any = None,
 ) -> xr.Dataset:
     """Re-synthesise posterior-median atmospheres in NLTE and compare with the observation.
 
@@ -108,6 +146,9 @@ def verify(
         Run the syntheses as Dask tasks; default in this process, one after another.
     fwhm_A : dict, optional
         Instrument FWHM per line [A] for the synthetic profiles (default CRISP's, as in training).
+    model : PosteriorModel or path, optional
+        The network whose emulator gives ``y_round_trip`` (:func:`round_trip_of`); default the
+        checkpoint the result names, if it is still there.
 
     Returns
     -------
@@ -115,7 +156,8 @@ def verify(
         Over dim ``pixel``: the pixel's indices (``<dim>_index``) and coordinates, ``misfit`` (INN round
         trip), ``misfit_nlte`` (NLTE re-synthesis vs observation, joint-peak units), ``status`` /
         ``message`` of the NLTE solve, ``y_observed`` / ``y_nlte (pixel, wl)`` on the model windows
-        (normalised), and ``log_ne_inferred`` / ``log_ne_nlte (pixel, height)``.
+        (normalised), ``y_round_trip (pixel, wl)`` (the INN's emulator on the same median
+        atmospheres; NaN without the model), and ``log_ne_inferred`` / ``log_ne_nlte (pixel, height)``.
     """
     cfg = nlte or NLTEConfig()
     dims = sample_dims(observation)
@@ -126,11 +168,13 @@ def verify(
     q = res["quantile"].values
     med = res.isel(quantile=int(np.argmin(np.abs(q - 0.5))))
     heights = res["height"].values
-    atmospheres = []
+    atmospheres, nodes = [], []
     for k in range(flat.size):
         sel = {d: int(idx[i][k]) for i, d in enumerate(dims)}
         vals = [np.asarray(med[name].isel(sel).values, dtype=float) for name in VARIABLES]
+        nodes.append(vals)
         atmospheres.append(atmosphere_from_nodes(*vals, heights))
+    y_round_trip = round_trip_of(result, np.asarray(nodes, dtype=float).reshape(-1, 3, heights.size), model)
     if client is not None:
         futures = client.map(synthesise, atmospheres, nlte=cfg, pure=False)
         runs = client.gather(futures)
@@ -155,6 +199,8 @@ def verify(
             "message": ("pixel", np.array([r.message for r in runs], dtype=str)),
             "y_observed": (("pixel", "wl"), y_obs),
             "y_nlte": (("pixel", "wl"), y_nlte),
+            "y_round_trip": (("pixel", "wl"), y_round_trip,
+                             {"long_name": "INN forward emulator on the posterior-median atmosphere"}),
             "log_ne_inferred": (("pixel", "height"), np.stack([np.asarray(med["log_ne"].isel(
                 {d: int(idx[i][k]) for i, d in enumerate(dims)}).values) for k in range(flat.size)])
                 if flat.size else np.zeros((0, heights.size))),

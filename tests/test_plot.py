@@ -145,3 +145,134 @@ def test_maps_pixel_axes_time_and_header_from_the_scan(tmp_path):
     assert type(fig.axes[0]).__name__ == "WCSAxes"
     with pytest.raises(ValueError, match="spatial dims"):
         plot.maps(res.isel(y=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 25, defect 7: height-axis break, joint peak defined, observation time, the verify and
+# truth figures
+# ---------------------------------------------------------------------------------------------
+
+
+def _texts(fig) -> str:
+    from matplotlib.text import Text
+
+    return "\n".join(t.get_text() for t in fig.findobj(Text))
+
+
+def _fake_per_height() -> xr.Dataset:
+    shape = (3, H.size)
+    ones = np.ones(shape)
+    data = {name: (("variable", "height"), value * ones) for name, value in (
+        ("coverage68", 0.68), ("coverage90", 0.9), ("prior_coverage68", 0.7), ("prior_coverage90", 0.88),
+        ("error", 0.1), ("prior_error", 0.5), ("width_ratio", 0.6))}
+    return xr.Dataset(data, coords={"variable": list(VARIABLES), "height": H})
+
+
+def _fake_training_set() -> xr.Dataset:
+    from synthetic import training_set
+
+    ds = training_set(48)
+    kind = np.arange(48) % 3
+    return ds.assign(kind=("sample", kind.astype(np.int8), {"flag_values": [0, 1, 2],
+                                                           "flag_meanings": "quiet weak flare"}))
+
+
+def test_height_axes_mark_the_break_of_the_node_grid_at_3_5_Mm():
+    figures = {
+        "posterior": plot.posterior(fake_samples(100), observed=fake_profiles(1)[0]),
+        "coverage": plot.evaluation_coverage(_fake_per_height()),
+        "errors": plot.evaluation_errors(_fake_per_height()),
+        "training": plot.training_coverage(_fake_training_set()),
+    }
+    for what, fig in figures.items():
+        height_axes = [ax for ax in fig.axes if ax.get_xscale() == "symlog"]
+        assert height_axes, what
+        for ax in height_axes:
+            breaks = [ln for ln in ax.get_lines() if ln.get_gid() == "height_break"]
+            assert len(breaks) == 1, what
+            assert np.allclose(breaks[0].get_xdata(), plot.HEIGHT_BREAK_MM)
+            assert sum(t.get_gid() == "height_break_mark" for t in ax.texts) == 2, what
+            assert 3.5 in list(ax.get_xticks()) and 5 not in list(ax.get_xticks())  # 3.5 and 5 overlapped
+        labelled = [ax.get_xlabel() for ax in height_axes if ax.get_xlabel()]
+        assert labelled and all("height [Mm]" in t and "above 3.5" in t for t in labelled), what
+
+
+def _fake_report(n: int = 3, with_round_trip: bool = True) -> xr.Dataset:
+    y = fake_profiles(n)
+    data = {"misfit": ("pixel", np.full(n, 0.02)), "misfit_nlte": ("pixel", np.full(n, 0.04)),
+            "status": ("pixel", np.array([0] * (n - 1) + [2], dtype=np.int8)),
+            "y_observed": (("pixel", "wl"), y), "y_nlte": (("pixel", "wl"), 0.9 * y)}
+    if with_round_trip:
+        data["y_round_trip"] = (("pixel", "wl"), 1.05 * y)
+    return xr.Dataset(data, coords={"y_index": ("pixel", np.arange(n)), "x_index": ("pixel", np.arange(n) + 5)})
+
+
+def test_verification_has_air_wavelength_axes_and_the_round_trip_beside_the_observation(tmp_path):
+    f = tmp_path / "verify_report.png"
+    fig = plot.verification(_fake_report(3), path=f)
+    assert f.is_file()
+    axes = [ax for ax in fig.get_axes() if ax.has_data()]
+    assert len(axes) == 3 * len(LINES)
+    for k, ax in enumerate(axes):
+        ln = LINES[k % len(LINES)]
+        assert "wavelength" in ax.get_xlabel() and "air" in ax.get_xlabel() and "AA" in ax.get_xlabel()
+        lo, hi = ax.get_xlim()
+        assert lo == pytest.approx(ln.center_air_A - ln.model_halfwidth_A, abs=1e-6)
+        assert hi == pytest.approx(ln.center_air_A + ln.model_halfwidth_A, abs=1e-6)
+        assert ax.xaxis.get_major_formatter().get_useOffset() is False  # values, not "+6.56e3"
+        labels = {line.get_label() for line in ax.get_lines()}
+        assert {"observed", "INN round trip", "NLTE re-synthesis"} <= labels
+        rt = next(line for line in ax.get_lines() if line.get_label() == "INN round trip")
+        np.testing.assert_allclose(rt.get_xdata(), ln.model_wavelengths())
+    text = _texts(fig)
+    assert "joint peak:" in text and "y=0, x=5" in text and "not converged" in text
+    # a report without the round trip (no model) still draws
+    fig = plot.verification(_fake_report(1, with_round_trip=False))
+    assert all("INN round trip" not in {ln.get_label() for ln in ax.get_lines()} for ax in fig.get_axes())
+
+
+def test_figures_with_joint_peak_units_define_the_joint_peak():
+    res = fake_result()
+    for fig in (plot.posterior(fake_samples(50), observed=fake_profiles(1)[0]),
+                plot.maps(res, heights_Mm=(1.0,)),
+                plot.verification(_fake_report(1))):
+        text = _texts(fig)
+        assert "joint peak" in text and "joint peak:" in text and "highest intensity over both lines" in text
+
+
+def test_maps_are_titled_with_the_observation_time():
+    res = fake_result()  # DATE-OBS in its map header only
+    fig = plot.maps(res, heights_Mm=(1.0,), title="out.zarr")
+    assert fig.get_suptitle().startswith("out.zarr") and "observed 2017-09-06T10:00:00" in fig.get_suptitle()
+    # per-line time coordinates (as open_observation gives them) win, at the time step drawn
+    two = xr.concat([res, res], dim="time").assign_coords(
+        time_halpha=("time", np.array(["2024-05-14T08:30:00", "2024-05-14T08:31:00"], dtype="datetime64[ns]")),
+        time_ca8542=("time", np.array(["2024-05-14T08:30:10", "2024-05-14T08:31:10"], dtype="datetime64[ns]")))
+    title = plot.maps(two, heights_Mm=(1.0,), time=1).get_suptitle()
+    assert "H-alpha 6563 2024-05-14T08:31:00" in title and "Ca II 8542 2024-05-14T08:31:10" in title
+    assert plot.observation_time(res.assign_attrs({"DATE-OBS": "2020-01-02T03:04:05.6"})) == "2020-01-02T03:04:05"
+    assert plot.observation_time(fake_result(with_header=False)) is None
+    assert "observed" not in plot.maps(fake_result(with_header=False), heights_Mm=(1.0,)).get_suptitle()
+
+
+def test_truth_comparison_shows_flare_pixels_and_quotes_their_errors():
+    from matplotlib.collections import PathCollection, QuadMesh
+    from matplotlib.colors import LogNorm
+
+    res = fake_result(with_header=False)
+    med = res.sel(quantile=0.5)
+    truth = xr.Dataset({v: (("y", "x", "height"), med[v].values + 0.01) for v in VARIABLES},
+                       coords={"height": H})
+    kind = np.zeros((res.sizes["y"], res.sizes["x"]), dtype=np.int8)
+    kind[8:12] = 2
+    truth["kind"] = (("y", "x"), kind, {"flag_values": [0, 1, 2], "flag_meanings": "quiet weak flare"})
+    fig = plot.truth_comparison(res, truth, height_Mm=1.0)
+    scatter_axes = [ax for ax in fig.axes if "true " in ax.get_xlabel()]
+    assert len(scatter_axes) == 3
+    for ax in scatter_axes:
+        dens = [c for c in ax.collections if isinstance(c, QuadMesh)]
+        assert dens and isinstance(dens[0].norm, LogNorm)
+        flare = [c for c in ax.collections if isinstance(c, PathCollection)]
+        assert flare and flare[0].get_label() == f"flare pixels ({int((kind == 2).sum())})"
+        assert "all" in ax.get_title() and "flare" in ax.get_title()
+    assert sum("flare" in ax.get_title() for ax in fig.axes) == 6  # scatter and difference panels
