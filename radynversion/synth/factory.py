@@ -35,31 +35,93 @@ from ..config import from_toml, to_toml
 from ..datasets import store_digest as _store_digest
 from ..errors import StoreError
 from ..lines import LINES
-from .nlte import STATUS_NAMES, NLTEConfig, synthesise
-from .prior import KINDS, PARAM_NAMES, PriorConfig, sample_atmosphere
+from .nlte import STATUS_CONVERGED, STATUS_NAMES, NLTEConfig, SynthesisResult, synthesise
+from .noneq import NONEQ_PARAM_NAMES, NonEquilibriumConfig, departure
+from .prior import KINDS, PARAM_NAMES, FlareAtmosphere, PriorConfig, sample_atmosphere
+from .smooth import SMOOTH_PARAM_NAMES, SmoothConfig, sample_smooth
 
-__all__ = ["SynthConfig", "run_synthesis", "shard_status", "STORE_KIND"]
+__all__ = ["SynthConfig", "run_synthesis", "shard_status", "STORE_KIND", "GENERATORS", "draw_and_solve",
+           "param_names"]
 
 STORE_KIND = "radynversion training set"
 INTENSITY_UNIT = "W / (m2 Hz sr)"
 MESSAGE_WIDTH = 120
 
 
+#: The atmosphere generators a store can be made with: ``prior`` (the default parametric
+#: prior, :mod:`.prior`), ``smooth`` (smooth random stratifications, :mod:`.smooth`) and
+#: ``noneq`` (either base, with its electron density out of statistical equilibrium,
+#: :mod:`.noneq`).
+GENERATORS: tuple[str, ...] = ("prior", "smooth", "noneq")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    """Everything that determines a training set (saved in the store's attrs)."""
+    """Everything that determines a training set (saved in the store's attrs).
+
+    ``generator`` picks the atmosphere recipe (:data:`GENERATORS`); the table of each recipe
+    holds its ranges. Use different seeds for stores of different generators: the ``noneq``
+    generator draws its base atmospheres from the same streams as ``prior`` and ``smooth``.
+    """
 
     n: int = 1000
     seed: int = 0
     shard_size: int = 100
+    generator: str = "prior"
     prior: PriorConfig = field(default_factory=PriorConfig)
+    smooth: SmoothConfig = field(default_factory=SmoothConfig)
+    noneq: NonEquilibriumConfig = field(default_factory=NonEquilibriumConfig)
     nlte: NLTEConfig = field(default_factory=NLTEConfig)
 
+    def __post_init__(self) -> None:
+        if self.generator not in GENERATORS:
+            from ..errors import ConfigError
 
-def _synth_one(index: int, seed: int, prior: PriorConfig, nlte: NLTEConfig) -> dict:
-    atmos = sample_atmosphere(index, seed, prior)
-    res = synthesise(atmos, nlte)
-    params = np.array([atmos.params.get(k, np.nan) for k in PARAM_NAMES], dtype=np.float32)
+            raise ConfigError(f"SynthConfig: generator = {self.generator!r}; expected one of {list(GENERATORS)}")
+
+
+def param_names(generator: str) -> tuple[str, ...]:
+    """Names of the scalar draw parameters a store of ``generator`` records (``prior_params``)."""
+    if generator == "prior":
+        return PARAM_NAMES
+    if generator == "smooth":
+        return SMOOTH_PARAM_NAMES
+    return tuple(dict.fromkeys(PARAM_NAMES + SMOOTH_PARAM_NAMES + NONEQ_PARAM_NAMES))
+
+
+def draw_and_solve(index: int, cfg: SynthConfig) -> tuple[FlareAtmosphere, SynthesisResult]:
+    """Draw atmosphere ``index`` of ``cfg``'s generator and solve it in NLTE.
+
+    For ``noneq`` the result is the fixed-``n_e`` solve, with the iterations and seconds of
+    both solves; a base atmosphere whose SE solve fails is recorded as that failure.
+    """
+    if cfg.generator == "prior":
+        atmos = sample_atmosphere(index, cfg.seed, cfg.prior)
+        return atmos, synthesise(atmos, cfg.nlte)
+    if cfg.generator == "smooth":
+        atmos = sample_smooth(index, cfg.seed, cfg.smooth)
+        return atmos, synthesise(atmos, cfg.nlte)
+    pick = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), int(index), 3])).uniform()
+    base_smooth = bool(pick < cfg.noneq.p_smooth)
+    atmos = (sample_smooth(index, cfg.seed, cfg.smooth) if base_smooth
+             else sample_atmosphere(index, cfg.seed, cfg.prior))
+    atmos.params["base_smooth"] = float(base_smooth)
+    se = synthesise(atmos, cfg.nlte)
+    if se.status != STATUS_CONVERGED:
+        se.message = f"SE reference: {se.message}"
+        return atmos, se
+    zd = se.depth_z_m[::-1]
+    ne_se = 10 ** np.interp(atmos.z_m, zd, np.log10(se.depth_ne_m3[::-1]))
+    fixed = departure(atmos, ne_se, index, cfg.seed, cfg.noneq)
+    res = synthesise(fixed, cfg.nlte)
+    res.iterations += se.iterations
+    res.seconds += se.seconds
+    return fixed, res
+
+
+def _synth_one(index: int, cfg: SynthConfig) -> dict:
+    atmos, res = draw_and_solve(index, cfg)
+    params = np.array([atmos.params.get(k, np.nan) for k in param_names(cfg.generator)], dtype=np.float32)
     return {
         "index": index,
         "status": res.status,
@@ -95,7 +157,7 @@ def _template(cfg: SynthConfig) -> xr.Dataset:
     coords = {
         "sample": ("sample", np.arange(n)),
         "height": ("height", heights, dict(VARIABLE_ATTRS["height"])),
-        "param": ("param", np.array(PARAM_NAMES, dtype="<U32")),
+        "param": ("param", np.array(param_names(cfg.generator), dtype="<U32")),
     }
     for ln in LINES:
         wl = ln.synth_wavelengths()
@@ -117,7 +179,7 @@ def _template(cfg: SynthConfig) -> xr.Dataset:
     data_vars["iterations"] = (("sample",), empty((n,), np.int16, -1), {})
     data_vars["kind"] = (("sample",), empty((n,), np.int8, -1), {
         "flag_values": list(range(len(KINDS))), "flag_meanings": " ".join(KINDS)})
-    data_vars["prior_params"] = (("sample", "param"), empty((n, len(PARAM_NAMES)), np.float32, np.nan),
+    data_vars["prior_params"] = (("sample", "param"), empty((n, len(param_names(cfg.generator))), np.float32, np.nan),
                                  {"long_name": "scalar parameters of the prior draw"})
     data_vars["shard_done"] = (("shard",), da.zeros(n_shards, dtype=np.int8, chunks=1),
                                {"long_name": "1 once the shard is completely written"})
@@ -320,8 +382,8 @@ def run_synthesis(
             futures = []
             for k in todo:
                 for i in range(k * cfg.shard_size, k * cfg.shard_size + sizes[k]):
-                    futures.append(client.submit(_synth_one, i, cfg.seed, cfg.prior, cfg.nlte,
-                                                 key=f"synth-{cfg.seed}-{i}", priority=-k))
+                    futures.append(client.submit(_synth_one, i, cfg,
+                                                 key=f"synth-{cfg.generator}-{cfg.seed}-{i}", priority=-k))
             bar = tqdm(total=sum(sizes.values()), desc=f"synth {out.name}", unit="atm",
                        disable=not progress, smoothing=0.05)
             for fut in as_completed(futures):

@@ -1,7 +1,8 @@
 """NLTE synthesis of H-alpha and Ca II 8542 with Lightweaver (Osborne & Milic 2021).
 
 H (6 levels) and Ca II (5 levels) are solved in statistical equilibrium with charge
-conservation (so the electron density is the NLTE one), ten background elements in LTE,
+conservation (so the electron density is the NLTE one; or at a given, fixed electron density
+when the atmosphere carries one, for ionisation out of equilibrium), ten background elements in LTE,
 complete redistribution, a 5-point angle quadrature, on a depth grid that resolves the
 transition region (points equidistant in an arc length of log column mass, log T, height and
 velocity). The emergent intensity is computed at ``mu`` on fine, air-wavelength grids and
@@ -102,6 +103,9 @@ class SynthesisResult:
         failed.
     intensity : dict[str, ndarray]
         ``line.key -> (W,)`` intensity [W m^-2 Hz^-1 sr^-1] on ``line.synth_wavelengths()``.
+    depth_z_m, depth_ne_m3 : ndarray, shape ``(D,)``, optional
+        The radiative-transfer grid's heights [m] (top first) and the electron density
+        [m^-3] of the solution on it (``None`` unless converged).
     """
 
     status: int
@@ -112,6 +116,8 @@ class SynthesisResult:
     log_T: np.ndarray
     v: np.ndarray
     intensity: dict[str, np.ndarray] = field(default_factory=dict)
+    depth_z_m: np.ndarray | None = None
+    depth_ne_m3: np.ndarray | None = None
 
 
 _RADIATIVE_SET = None
@@ -176,13 +182,16 @@ def _resample(atmos: FlareAtmosphere, z_new: np.ndarray) -> dict[str, np.ndarray
         return np.interp(z_new, zr, a[::-1])
     def log(a):
         return 10 ** np.interp(z_new, zr, np.log10(a[::-1]))
-    return {
+    out = {
         "z": z_new,
         "T": log(atmos.temperature_K),
         "nH": log(atmos.nHTot_m3),
         "vt": lin(atmos.vturb_m_s),
         "v": lin(atmos.v_km_s),
     }
+    if atmos.ne_m3 is not None:
+        out["ne"] = log(atmos.ne_m3)
+    return out
 
 
 def _nan_result(status: int, message: str, it: int, t0: float) -> SynthesisResult:
@@ -235,6 +244,7 @@ def synthesise(
             vlos=-grid["v"] * 1e3,  # ours: + = down; Lightweaver: + = towards observer
             vturb=grid["vt"],
             nHTot=grid["nH"],
+            ne=grid.get("ne"),  # None: Lightweaver's LTE start, then charge conservation
             convertScales=False,
         )
         lw_atmos.quadrature(cfg.quadrature)
@@ -242,7 +252,8 @@ def synthesise(
         eq_pops = aset.compute_eq_pops(lw_atmos)
         ng = ({"ngOptions": lw.NgOptions(Norder=cfg.ng_order, Nperiod=cfg.ng_period, Ndelay=cfg.ng_delay)}
               if cfg.ng_order else {})  # off: Lightweaver's default, as the shipped set was made
-        ctx = lw.Context(lw_atmos, spect, eq_pops, Nthreads=cfg.threads, conserveCharge=True, **ng)
+        fixed_ne = atmos.ne_m3 is not None  # out of equilibrium: the solve keeps the given n_e
+        ctx = lw.Context(lw_atmos, spect, eq_pops, Nthreads=cfg.threads, conserveCharge=not fixed_ne, **ng)
         conv = lw.DefaultConvergenceCriteria(ctx, cfg.j_tol, cfg.pops_tol, None)
         converged = False
         nscatter = 3
@@ -273,7 +284,8 @@ def synthesise(
         zf = atmos.z_m[::-1] / 1e6
         log_T = np.interp(nodes, zf, np.log10(atmos.temperature_K[::-1]))
         v = np.interp(nodes, zf, atmos.v_km_s[::-1])
-        return SynthesisResult(STATUS_CONVERGED, "", it, time.perf_counter() - t0, log_ne, log_T, v, intensity)
+        return SynthesisResult(STATUS_CONVERGED, "", it, time.perf_counter() - t0, log_ne, log_T, v, intensity,
+                               depth_z_m=np.asarray(grid["z"]).copy(), depth_ne_m3=np.asarray(lw_atmos.ne).copy())
     except Exception as err:  # noqa: BLE001 - every failure is recorded, never raised
         msg = f"{type(err).__name__}: {err}".replace("\n", " ")[:200]
         return _nan_result(STATUS_FAILED, msg, it, t0)

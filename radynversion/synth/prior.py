@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .hydrostatic import G_SUN, falc_tables, hydrostatic_column, ionisation_particles, smoothstep
+
 __all__ = [
     "PriorConfig",
     "FlareAtmosphere",
@@ -60,11 +62,7 @@ PARAM_NAMES: tuple[str, ...] = (
     "evaporation_rise_Mm", "v_corona_kms", "z_tr_Mm", "draws",
 )
 
-# Physical constants (SI).
-_K_B = 1.380649e-23
-_M_H = 1.6735575e-27
-_G_SUN = 274.0  # m s^-2
-_MU_H = 1.4  # mass per hydrogen nucleus in units of m_H (H + 10 % He + metals)
+_G_SUN = G_SUN
 _KM = 1e3
 _MM = 1e6
 # Cap on the heated temperature versus log10 column mass [kg m^-2] (see _build).
@@ -127,6 +125,10 @@ class FlareAtmosphere:
         One of :data:`KINDS` (or ``"external"``).
     params : dict
         The scalar prior parameters that produced it.
+    ne_m3 : ndarray, shape ``(Z,)``, optional
+        Electron density [m^-3]. ``None`` (the default): the NLTE solve finds it with charge
+        conservation (statistical equilibrium). Given: the solve keeps it fixed, as for
+        hydrogen ionisation out of equilibrium (:mod:`radynversion.synth.noneq`).
     """
 
     z_m: np.ndarray
@@ -136,30 +138,11 @@ class FlareAtmosphere:
     v_km_s: np.ndarray
     kind: str = "external"
     params: dict[str, float] = field(default_factory=dict)
-
-
-def _falc_tables() -> dict[str, np.ndarray]:
-    from lightweaver.fal import Falc82
-
-    a = Falc82()
-    return {
-        "lm": np.log10(a.cmass),
-        "T": np.asarray(a.temperature),
-        "z": np.asarray(a.height),
-        "vt": np.asarray(a.vturb),
-        "nH": np.asarray(a.nHTot),
-        "ne": np.asarray(a.ne),
-    }
-
-
-_FALC: dict[str, np.ndarray] | None = None
+    ne_m3: np.ndarray | None = None
 
 
 def _falc() -> dict[str, np.ndarray]:
-    global _FALC
-    if _FALC is None:
-        _FALC = _falc_tables()
-    return _FALC
+    return falc_tables()
 
 
 def falc_atmosphere() -> FlareAtmosphere:
@@ -176,23 +159,13 @@ def falc_atmosphere() -> FlareAtmosphere:
     )
 
 
-def _ionisation(T: np.ndarray) -> np.ndarray:
-    """Particles per hydrogen nucleus: 1.1 + x_H(T) + He contribution (smooth fit to the
-    NLTE ionisation of FAL-C: x_H = 0.02 at 6500 K, 0.6 at 9200 K, ~1 above 1.5e4 K)."""
-    lt = np.log10(T)
-    x_h = 1.0 / (1.0 + np.exp(-(lt - 3.94) / 0.045))
-    x_he = 1.0 / (1.0 + np.exp(-(lt - 4.6) / 0.1))
-    return 1.1 + x_h + 0.2 * x_he
+_ionisation = ionisation_particles  # used by radynversion.verify
+_smoothstep = smoothstep
 
 
 def _loguniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     lo, hi = lo_hi
     return float(10 ** rng.uniform(np.log10(lo), np.log10(hi)))
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
 
 
 def _draw(rng: np.random.Generator, cfg: PriorConfig) -> tuple[str, dict[str, float]]:
@@ -271,42 +244,10 @@ def _build(kind: str, p: dict[str, float], cfg: PriorConfig) -> FlareAtmosphere:
         logT = np.maximum(logT, np.minimum(logT_heat, logT_cap))
     T_low = 10**logT
     vt_low = np.interp(lm, lm_f, vt_f) * np.where(lm < 0.5, p["vturb_scale"], 1.0)
-    m = 10**lm
-    rho = _G_SUN * m / (_K_B * T_low * _ionisation(T_low) / (_MU_H * _M_H) + 0.5 * vt_low**2)
-    # z(m): dz = -dm / rho, anchored at FAL-C's z = 0 column mass
-    dz = -np.diff(m) * 0.5 * (1 / rho[1:] + 1 / rho[:-1])
-    z_rel = np.concatenate([[0.0], np.cumsum(dz)])  # z relative to the TR (negative below)
-    lm_z0 = float(np.interp(0.0, f["z"][::-1], f["lm"][::-1]))
-    z_low = z_rel - np.interp(lm_z0, lm, z_rel)
-    z_tr = z_low[0]
-    nH_low = rho / (_MU_H * _M_H)
-
-    # --- TR and corona: height grid above the chromosphere, dense near its base
+    col = hydrostatic_column(lm, T_low, vt_low, tr_width_km=p["tr_width_km"], t_cor_K=p["t_cor_K"],
+                             t_cor_gradient=p["t_cor_gradient"], z_top_Mm=cfg.z_top_Mm)
+    z, T, nH, vt, z_tr, z_low = (col[k] for k in ("z", "T", "nH", "vt", "z_tr", "z_low"))
     z_top = cfg.z_top_Mm * _MM
-    u = np.linspace(0.0, 1.0, 400)[1:]
-    z_up = z_tr + (z_top - z_tr) * u**3
-    s = z_up - z_tr
-    w = p["tr_width_km"] * _KM
-    T_c = T_low[0]
-    T_cor = p["t_cor_K"] * (1.0 + p["t_cor_gradient"] * s / (z_top - z_tr))
-    step = np.tanh(s / w)
-    T_up = 10 ** (np.log10(T_c) + (np.log10(T_cor) - np.log10(T_c)) * step)
-    vt_up = np.full_like(z_up, vt_low[0])
-    # hydrostatic in height from the chromosphere top (gas pressure only above it)
-    p_c = _K_B * T_c * nH_low[0] * _ionisation(np.array([T_c]))[0]
-    inv_h = _MU_H * _M_H * _G_SUN / (_K_B * T_up * _ionisation(T_up))
-    z_all = np.concatenate([[z_tr], z_up])
-    inv_h_all = np.concatenate([[inv_h[0]], inv_h])
-    integral = np.concatenate(
-        [[0.0], np.cumsum(np.diff(z_all) * 0.5 * (inv_h_all[1:] + inv_h_all[:-1]))]
-    )[1:]
-    P_up = p_c * np.exp(-integral)
-    nH_up = P_up / (_K_B * T_up * _ionisation(T_up))
-
-    z = np.concatenate([z_up[::-1], z_low])
-    T = np.concatenate([T_up[::-1], T_low])
-    nH = np.concatenate([nH_up[::-1], nH_low])
-    vt = np.concatenate([vt_up[::-1], vt_low])
     v = _velocity(z, z_tr, z_top, lm, z_low, p)
     params = dict(p)
     params["z_tr_Mm"] = float(z_tr / _MM)
