@@ -32,6 +32,7 @@ __all__ = [
     "needs_degradation",
     "MIN_WINDOW_TUNINGS",
     "check_window",
+    "edge_allowance_A",
     "resampling_matrix",
     "normalise_profiles",
     "denormalise_profiles",
@@ -81,7 +82,7 @@ def check_window(wavelengths_air_A: np.ndarray, line: Line, source: str) -> None
     """Refuse tunings that do not cover ``line``'s model window, or sample it too sparsely.
 
     The network sees each line on its model window (30 points). Tunings must span the whole
-    window, and hold at least :data:`MIN_WINDOW_TUNINGS` points inside it (the CRISP programs
+    window, to within half the outermost tuning step (:func:`edge_allowance_A`), and hold at least :data:`MIN_WINDOW_TUNINGS` points inside it (the CRISP programs
     the default model is evaluated on hold 13 in H-alpha's and 17 in Ca II 8542's): fewer
     would reach the network as straight segments between a few points, a profile unlike any it
     was trained on, and give confident but wrong atmospheres.
@@ -113,14 +114,32 @@ def check_window(wavelengths_air_A: np.ndarray, line: Line, source: str) -> None
             f"{line.model_points} points")
 
 
+def edge_allowance_A(wl: np.ndarray) -> tuple[float, float]:
+    """How far [Angstrom] a model window may reach beyond increasing tunings ``wl``: half the
+    outermost tuning step at each end. A model point there takes the outermost tuning's value
+    (the far wings are flat on that scale); anything farther is never extrapolated.
+
+    Real programs centre on their own line-core estimate, often tens of mA from the laboratory
+    wavelength, and are often written as round numbers (+-1.0 A around 8542.1 A): without this
+    allowance a program 10-30 mA short of a window would be refused.
+    """
+    if wl.size < 2:
+        return 0.0, 0.0
+    return 0.5 * float(wl[1] - wl[0]), 0.5 * float(wl[-1] - wl[-2])
+
+
 def _check_covers(wl: np.ndarray, line: Line, source: str) -> None:
-    """Refuse increasing tunings ``wl`` [air A] that do not span ``line``'s model window."""
+    """Refuse increasing tunings ``wl`` [air A] that do not span ``line``'s model window, to
+    within half the outermost tuning step (:func:`edge_allowance_A`)."""
     target = line.model_wavelengths()
-    if wl.size == 0 or target[0] < wl[0] - _COVER_TOLERANCE_A or target[-1] > wl[-1] + _COVER_TOLERANCE_A:
+    lo, hi = edge_allowance_A(wl)
+    if (wl.size == 0 or target[0] < wl[0] - lo - _COVER_TOLERANCE_A
+            or target[-1] > wl[-1] + hi + _COVER_TOLERANCE_A):
         span = f"covers {wl[0]:.3f}-{wl[-1]:.3f} A (air)" if wl.size else "has no tunings"
         raise ProfileSchemaError(
             f"{source}: {line.var} {span}, short of the model window {target[0]:.3f}-"
-            f"{target[-1]:.3f} A of {line.label}; expected tunings that cover the whole window")
+            f"{target[-1]:.3f} A of {line.label} by more than half a tuning step; expected tunings "
+            "that cover the whole window")
 
 
 def _resample_line(
