@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "TOML with halpha = [...] and ca8542 = [...], air wavelengths [Angstrom]")
     ev.set_defaults(func=_cmd_evaluate)
 
-    pl = sub.add_parser("plot", help="maps of an inversion store (median, 68 % width, misfit) as PNG")
+    pl = sub.add_parser("plot", help="maps of an inversion store (median, 68 %% width, misfit) as PNG")
     pl.add_argument("store", type=Path, help="output of radynversion invert")
     pl.add_argument("--heights", type=float, nargs="+", default=[0.5, 1.0, 1.5], help="heights [Mm]")
     pl.add_argument("--out", type=Path, help="directory of the PNGs (default STORE_plots/)")
