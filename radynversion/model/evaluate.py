@@ -1,7 +1,10 @@
 """How good is a model? Accuracy and calibration on atmospheres it never saw.
 
-:func:`evaluate` takes the held-out split of a training set (:func:`evaluation_split`: chosen
-by sample label, never trained or validated on), observes its profiles as CRISP would
+:func:`evaluate` scores any model on any population of atmospheres with their profiles: the
+held-out split of the model's own training set (``EvaluationSettings(split="held-out")``, the
+default: :func:`evaluation_split`, chosen by sample label, never trained or validated on) or a
+whole store the model never trained on (``split="all"``: another generator's store, or a netCDF
+file of profiles and atmospheres, :func:`open_population`). It observes the profiles as CRISP would
 (:func:`radynversion.instrument.degrade` at the CRISP tunings, the model's transmission
 FWHM, Gaussian noise of a fraction of the joint peak), inverts them with
 :func:`radynversion.model.invert`, and compares with the true atmospheres:
@@ -21,17 +24,31 @@ FWHM, Gaussian noise of a fraction of the joint peak), inverts them with
   photosphere, the flare diagnostic the node-by-node scores only see indirectly. Its
   posterior quantiles are read off the ``log_T`` quantile profiles
   (:func:`transition_region_heights`), and scored like a parameter: error, coverage, width.
+* **cross-prior score** (``summary["cross_prior"]``, :func:`cross_prior_scores`): on the
+  chromosphere band up to :data:`CROSS_PRIOR_TOP_MM` (0.5-2 Mm, below each atmosphere's
+  transition region), the 68 / 90 % coverage and the median error of the posterior median,
+  each beside the evaluated population's own marginal baseline: its per-height median as the
+  answer and its per-height 16-84 / 5-95 % ranges as intervals (coverage near nominal by
+  construction). Out of the training prior a model can be narrow and wrong; this says whether
+  it still beats knowing only the population (issue 23).
 
 Height bands, per atmosphere: photosphere ``h < 0.5 Mm``; chromosphere from 0.5 Mm to the
 transition region (the lowest node with ``log_T >= 4.5``); corona above. Velocities are
 compared in km/s (positive = downflow).
+
+Example
+-------
+>>> from radynversion.model.evaluate import EvaluationSettings, cross_prior_lines, evaluate
+>>> s = evaluate(None, "population.nc", EvaluationSettings(split="all")).summary  # doctest: +SKIP
+>>> for line in cross_prior_lines(s):  # doctest: +SKIP
+...     print(line)
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +59,8 @@ import xarray as xr
 from .. import __version__
 from ..atmosphere import VARIABLES, velocity_transform
 from ..config import from_toml
-from ..datasets import source_label
-from ..errors import ConfigError, ProfileSchemaError
+from ..datasets import source_label, training_set
+from ..errors import ConfigError, ProfileSchemaError, StoreError
 from ..instrument import crisp_tunings, degrade
 from ..lines import LINES
 from ..schema import source_name
@@ -54,8 +71,9 @@ from .invert import invert
 from .preprocess import atmosphere_to_array, normalise_profiles
 from .train import evaluation_split, sample_labels, usable_samples
 
-__all__ = ["BANDS", "TR_LOG_T", "EvaluationResult", "height_bands", "evaluate", "forward_profiles",
-           "round_trip_profiles", "transition_region_heights"]
+__all__ = ["BANDS", "CROSS_PRIOR_TOP_MM", "SPLITS", "TR_LOG_T", "EvaluationResult", "EvaluationSettings",
+           "cross_prior_layer", "cross_prior_lines", "cross_prior_scores", "evaluate", "forward_profiles",
+           "height_bands", "open_population", "round_trip_profiles", "transition_region_heights"]
 
 #: height bands of the report, in order
 BANDS: tuple[str, ...] = ("photosphere", "chromosphere", "corona")
@@ -80,6 +98,78 @@ STRONG_FLOW_KMS: float = 10.0
 #: lower edges [km/s] of the classes of the strongest chromospheric |v| of an atmosphere by which
 #: the report breaks down the round trip and the emulator's error (the last class is open)
 FLOW_CLASSES_KMS: tuple[float, ...] = (0.0, 3.0, 10.0, 30.0)
+#: top [Mm] of the cross-prior score's layer: the chromosphere band from 0.5 Mm up to this height
+#: (and below each atmosphere's transition region), where issue 23 compares populations
+CROSS_PRIOR_TOP_MM: float = 2.0
+#: which atmospheres of the data :func:`evaluate` scores: the model's held-out split, or all
+SPLITS: tuple[str, ...] = ("held-out", "all")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How :func:`evaluate` observes and scores a population: one object, recorded in the report.
+
+    Attributes
+    ----------
+    split : {"held-out", "all"}
+        ``"held-out"``: the model's own evaluation split of ``data`` (the samples whose labels
+        :func:`evaluation_split` holds out at the model's ``test_fraction``); the prior-only
+        baseline is the rest. ``"all"``: every usable sample, for a population the model never
+        trained on; the baseline is then ``prior`` (default: the population itself).
+    samples : int
+        Posterior draws per atmosphere.
+    noise : float
+        Noise standard deviation, fraction of each profile pair's joint peak.
+    seed : int
+        Seed of the noise and of the draws.
+    max_samples : int, optional
+        Evaluate at most this many atmospheres (a seeded random subset).
+    pixel_samples : int
+        Draws of the single-pixel figure's pixel.
+    precision : {"fp32", "bf16", "tf32", "auto"}
+        Arithmetic of the posterior passes (:func:`radynversion.model.invert`). Default fp32:
+        the same figures on every machine (``"auto"`` picks bf16 only where the CPU or GPU
+        has it, and its rounding moves the medians in the fourth digit).
+    tunings : mapping line key -> ndarray, optional
+        The observing program [air Angstrom] per line (default: CRISP's,
+        :func:`radynversion.instrument.crisp_tunings`); each must cover the model window.
+
+    Example
+    -------
+    >>> EvaluationSettings(split="all", samples=256).split
+    'all'
+    """
+
+    split: str = "held-out"
+    samples: int = 512
+    noise: float = 0.01
+    seed: int = 0
+    max_samples: int | None = None
+    pixel_samples: int = 2048
+    precision: str = "fp32"
+    tunings: Mapping[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ConfigError(f"evaluate: split = {self.split!r}; expected one of {list(SPLITS)}")
+        if self.samples < 2 or self.pixel_samples < 2:
+            raise ConfigError(f"evaluate: samples = {self.samples}, pixel_samples = {self.pixel_samples}; "
+                              "expected at least 2 draws per atmosphere")
+        if not self.noise >= 0:
+            raise ConfigError(f"evaluate: noise = {self.noise}; expected a fraction of the peak >= 0")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError(f"evaluate: max_samples = {self.max_samples}; expected at least 1")
+
+    def changed(self, **changes: Any) -> EvaluationSettings:
+        """A copy with some fields changed; ``all_samples=True`` (the former keyword) means
+        ``split="all"``."""
+        if "all_samples" in changes:
+            changes["split"] = "all" if changes.pop("all_samples") else changes.get("split", self.split)
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"evaluate: unknown settings {sorted(unknown)}; EvaluationSettings has "
+                            f"{[f.name for f in fields(self)]}")
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -186,6 +276,178 @@ def _transition_region(post_log_T: np.ndarray, prior_log_T: np.ndarray, true_log
         out[name] = {"median_abs_error_Mm": _median(m["error"]), "coverage68": _mean(m["in68"]),
                      "coverage90": _mean(m["in90"]), "median_width68_Mm": _median(m["width68"])}
     return out
+
+
+def cross_prior_layer(log_T: np.ndarray, height_Mm: np.ndarray, top_Mm: float = CROSS_PRIOR_TOP_MM) -> np.ndarray:
+    """The nodes of the cross-prior score: the chromosphere band of :func:`height_bands` (from
+    0.5 Mm up to, not including, the lowest node with ``log_T >= TR_LOG_T``) no higher than
+    ``top_Mm``.
+
+    Parameters
+    ----------
+    log_T : ndarray, shape ``(N, H)``
+        True temperatures [dex K] on the nodes.
+    height_Mm : ndarray, shape ``(H,)``
+        Node heights [Mm], increasing.
+    top_Mm : float
+        Highest height of the layer [Mm].
+
+    Returns
+    -------
+    ndarray of bool, shape ``(N, H)``
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> h = np.array([0.0, 0.6, 1.0, 1.5, 2.1, 3.0])
+    >>> cross_prior_layer(np.array([[3.8, 3.9, 4.0, 4.2, 4.3, 6.0],    # TR at 3.0 Mm: up to 2 Mm
+    ...                             [3.8, 3.9, 4.6, 5.0, 6.0, 6.0]]), h)  # TR at 1.0 Mm
+    array([[False,  True,  True,  True, False, False],
+           [False,  True, False, False, False, False]])
+    """
+    h = np.asarray(height_Mm, dtype=float)
+    return (height_bands(log_T, h) == 1) & (h <= top_Mm)[None, :]
+
+
+def cross_prior_scores(post_q: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray],
+                       height_Mm: np.ndarray, top_Mm: float = CROSS_PRIOR_TOP_MM) -> dict[str, Any]:
+    """The cross-prior score: coverage and error on :func:`cross_prior_layer`, beside the
+    population's own marginal baseline.
+
+    The baseline knows only the evaluated population: at each height it answers the
+    population's median and gives its 16-84 % and 5-95 % ranges as intervals (quantiles over
+    all ``N`` atmospheres at that height). A posterior that does not beat it on error, or whose
+    coverage falls far below nominal while the baseline's is near it, is wrong for this
+    population, however narrow.
+
+    Parameters
+    ----------
+    post_q : mapping variable -> ndarray, shape ``(N, H, 5)``
+        Posterior quantiles at (0.05, 0.16, 0.5, 0.84, 0.95) of ``log_ne``, ``log_T``, ``v``.
+    truth : mapping variable -> ndarray, shape ``(N, H)``
+        True ``log_ne`` [dex cm^-3], ``log_T`` [dex K], ``v`` [km/s].
+    height_Mm : ndarray, shape ``(H,)``
+    top_Mm : float
+        Top of the layer [Mm].
+
+    Returns
+    -------
+    dict
+        ``layer`` (its definition), ``baseline`` (its definition), ``atmospheres`` (with at
+        least one node in the layer), ``nodes`` and, per variable, ``coverage68``,
+        ``coverage90``, ``median_abs_error`` and the same three prefixed ``baseline_``.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> h = np.linspace(0.0, 3.0, 31)
+    >>> t = {"log_T": np.where(h < 2.5, 4.0, 6.0) + 0.1 * rng.normal(size=(400, 31)),
+    ...      "log_ne": rng.normal(12, 1, (400, 31)), "v": rng.normal(0, 5, (400, 31))}
+    >>> wide = {k: a[..., None] + np.array([-9, -8, 0, 8, 9.0]) for k, a in t.items()}  # always hits
+    >>> s = cross_prior_scores(wide, t, h)
+    >>> s["log_ne"]["coverage68"], round(s["log_ne"]["baseline_coverage68"], 1)
+    (1.0, 0.7)
+    """
+    h = np.asarray(height_Mm, dtype=float)
+    layer = cross_prior_layer(truth["log_T"], h, top_Mm)
+    out: dict[str, Any] = {
+        "layer": f"chromosphere band (from {PHOTOSPHERE_TOP_MM} Mm to below the lowest node above it with "
+                 f"true log_T >= {TR_LOG_T}) up to {top_Mm:g} Mm",
+        "baseline": "the evaluated population's own per-height marginals: its median as the answer, its "
+                    "16-84 % and 5-95 % ranges as the intervals",
+        "atmospheres": int(layer.any(axis=1).sum()),
+        "nodes": int(layer.sum()),
+    }
+    for v in VARIABLES:
+        t = np.asarray(truth[v], dtype=float)
+        base_q = np.quantile(t, _Q, axis=0).T  # (H, 5): the population's own marginals
+        m_post = _metrics(np.asarray(post_q[v], dtype=float), t)
+        m_base = _metrics(np.broadcast_to(base_q, (*t.shape, len(_Q))), t)
+        out[v] = {"coverage68": _mean(m_post["in68"][layer]), "coverage90": _mean(m_post["in90"][layer]),
+                  "median_abs_error": _median(m_post["error"][layer]),
+                  "baseline_coverage68": _mean(m_base["in68"][layer]),
+                  "baseline_coverage90": _mean(m_base["in90"][layer]),
+                  "baseline_median_abs_error": _median(m_base["error"][layer])}
+    return out
+
+
+def cross_prior_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The cross-prior score of a report as text: a header and one line per parameter.
+
+    Parameters
+    ----------
+    summary : mapping
+        :attr:`EvaluationResult.summary` (or a ``report.json`` read back).
+
+    Returns
+    -------
+    list of str
+        Empty where the report has no cross-prior score (reports made before it existed).
+    """
+    cp = summary.get("cross_prior")
+    if not cp:
+        return []
+    units = {"log_ne": "dex", "log_T": "dex", "v": "km/s"}
+    lines = [f"cross-prior layer, {cp['atmospheres']} atmospheres ({cp['nodes']} nodes; chromosphere "
+             f"{PHOTOSPHERE_TOP_MM}-{CROSS_PRIOR_TOP_MM:g} Mm below the TR): model [population's own marginals]"]
+    for v in VARIABLES:
+        m = cp[v]
+        lines.append(f"{v:<6s} 68 / 90 % coverage {m['coverage68']:.2f} / {m['coverage90']:.2f} "
+                     f"[{m['baseline_coverage68']:.2f} / {m['baseline_coverage90']:.2f}]   median |error| "
+                     f"{m['median_abs_error']:.3g} [{m['baseline_median_abs_error']:.3g}] {units[v]}")
+    return lines
+
+
+def open_population(path: str | Path | None = None) -> xr.Dataset:
+    """A population of atmospheres with their profiles, from a path, for :func:`evaluate`.
+
+    Parameters
+    ----------
+    path : path, optional
+        A store of ``radynversion synth`` or ``import-radyn`` (a Zarr directory:
+        :func:`radynversion.datasets.training_set`, its finished shards and converged samples),
+        or any file xarray opens (netCDF) holding ``I_halpha(sample, wl_halpha)``,
+        ``I_ca8542(sample, wl_ca8542)`` in the profile schema (units in attrs, air or vacuum
+        wavelengths) and true ``log_ne``, ``log_T``, ``v (sample, height)`` on the model's
+        node grid. Default: the shipped training set.
+
+    Returns
+    -------
+    xarray.Dataset
+        In memory, its source path in ``encoding["source"]``.
+
+    Raises
+    ------
+    StoreError
+        Nothing readable at ``path``.
+    ProfileSchemaError
+        A variable of the population is missing or has other dims.
+    """
+    if path is None or Path(path).is_dir():
+        return training_set(path)
+    p = Path(path)
+    if not p.is_file():
+        raise StoreError(f"{p}: no population here (expected a Zarr store or a netCDF file)")
+    try:
+        with xr.open_dataset(p) as ds:
+            data = ds.load()
+    except Exception as err:  # noqa: BLE001 - any reader failure is one message
+        raise StoreError(f"{p}: not a readable netCDF of profiles and atmospheres ({type(err).__name__}: "
+                         f"{err})") from None
+    data.encoding["source"] = str(p)
+    _check_population(data, str(p))
+    return data
+
+
+def _check_population(data: xr.Dataset, src: str) -> None:
+    """Refuse a Dataset without the profiles and atmospheres :func:`evaluate` compares."""
+    want = {ln.var: ("sample", ln.dim) for ln in LINES} | {v: ("sample", "height") for v in VARIABLES}
+    bad = [f"{name}{dims}" for name, dims in want.items()
+           if name not in data or set(data[name].dims) != set(dims)]
+    if bad:
+        raise ProfileSchemaError(f"{src}: a population to evaluate needs {', '.join(f'{k}{d}' for k, d in want.items())}"
+                                 f"; missing or other dims: {', '.join(bad)}")
 
 
 def forward_profiles(model: PosteriorModel, atm: np.ndarray, batch: int = 4096) -> np.ndarray:
@@ -308,7 +570,7 @@ def _select(data: xr.Dataset, model: PosteriorModel, all_samples: bool, max_samp
         if fraction <= 0:
             raise ProfileSchemaError(
                 f"{src}: the model was trained without a held-out split (test_fraction = 0); "
-                "evaluate it on an independent store with all_samples=True (--all-samples)")
+                "evaluate it on an independent store with split=\"all\" (--split all)")
         held = evaluation_split(labels, fraction)
         seen = set(model.metadata.get("provenance", {}).get("train_samples", []))
         leaked = [int(i) for i in labels[held & usable] if int(i) in seen]
@@ -349,62 +611,59 @@ def _data_identity(data: xr.Dataset) -> dict[str, Any]:
 
 def evaluate(
     model: PosteriorModel | str | Path | None,
-    data: xr.Dataset,
-    samples: int = 512,
-    noise: float = 0.01,
-    seed: int = 0,
-    all_samples: bool = False,
-    max_samples: int | None = None,
-    pixel_samples: int = 2048,
+    data: xr.Dataset | str | Path | None,
+    settings: EvaluationSettings | None = None,
+    *,
     prior: xr.Dataset | None = None,
-    precision: str = "fp32",
-    tunings: Mapping[str, np.ndarray] | None = None,
+    **changes: Any,
 ) -> EvaluationResult:
-    """Evaluate a model on held-out atmospheres, CRISP-degraded with noise.
+    """Evaluate a model on a population of atmospheres, observed as CRISP would with noise.
 
     Parameters
     ----------
     model : PosteriorModel or path or None
         The network (None = the packaged default).
-    data : xarray.Dataset
-        A training-set store (:func:`radynversion.datasets.training_set`): fine profiles
-        ``I_<line>(sample, wl_<line>)`` and true ``log_ne, log_T, v (sample, height)``.
-    samples : int
-        Posterior draws per atmosphere.
-    noise : float
-        Noise standard deviation, fraction of each profile pair's joint peak.
-    seed : int
-        Seed of the noise and of the draws.
-    all_samples : bool
-        Evaluate every usable sample (for a store independent of the training set) instead of
-        the held-out split; the prior baseline is then taken from ``prior`` (or ``data``).
-    max_samples : int, optional
-        Evaluate at most this many (a seeded random subset).
-    pixel_samples : int
-        Draws of the single-pixel figure's pixel.
+    data : xarray.Dataset or path or None
+        The population: fine profiles ``I_<line>(sample, wl_<line>)`` and true
+        ``log_ne, log_T, v (sample, height)``, e.g. a training-set store
+        (:func:`radynversion.datasets.training_set`); a path is opened with
+        :func:`open_population` (a Zarr store or a netCDF file; None = the shipped set).
+    settings : EvaluationSettings, optional
+        Which atmospheres (``split``), how they are observed and inverted (default:
+        ``EvaluationSettings()``, the model's held-out split, 512 draws, 1 % noise, CRISP's
+        program).
     prior : xarray.Dataset, optional
-        Samples defining the prior-only baseline (default: the non-held-out samples of
-        ``data``).
-    precision : {"fp32", "bf16", "tf32", "auto"}
-        Arithmetic of the posterior passes (:func:`radynversion.model.invert`). Default fp32:
-        the same figures on every machine (``"auto"`` picks bf16 only where the CPU or GPU
-        has it, and its rounding moves the medians in the fourth digit). Recorded in the
-        report.
-    tunings : mapping line key -> ndarray, optional
-        The observing program [air Angstrom] per line (default: CRISP's,
-        :func:`radynversion.instrument.crisp_tunings`); each must cover the model window.
+        Samples defining the prior-only baseline (default: the samples of ``data`` outside
+        the held-out split, or all of ``data`` with ``split="all"``).
+    **changes
+        Fields of ``settings`` to change for this call (``samples=128``;
+        :meth:`EvaluationSettings.changed`).
 
     Returns
     -------
     EvaluationResult
     """
+    cfg = settings or EvaluationSettings()
+    if changes:
+        cfg = cfg.changed(**changes)
+    if not isinstance(data, xr.Dataset):
+        data = open_population(data)
     net = model if isinstance(model, PosteriorModel) else load_model(model)
     src = source_name(data, default="<training set>")
-    evals, prior_pos = _select(data, net, all_samples, max_samples, src)
+    _check_population(data, src)
+    h = net.height_Mm.cpu().numpy().astype(float)
+    if "height" in data.coords and (data.sizes["height"] != h.size
+                                    or not np.allclose(np.asarray(data["height"].values, dtype=float), h,
+                                                       atol=1e-3)):
+        raise ProfileSchemaError(f"{src}: atmospheres on {data.sizes['height']} heights "
+                                 f"{float(data['height'].min()):.3f}-{float(data['height'].max()):.3f} Mm; the "
+                                 f"model's are {h.size} from {h[0]:.3f} to {h[-1]:.3f} Mm")
+    all_samples = cfg.split == "all"
+    samples, noise, seed, precision, tunings = cfg.samples, cfg.noise, cfg.seed, cfg.precision, cfg.tunings
+    evals, prior_pos = _select(data, net, all_samples, cfg.max_samples, src)
     sub = data.isel(sample=evals)
     prior_ds = prior if prior is not None else data.isel(sample=prior_pos)
     fwhm = net.instrument_fwhm_A()
-    h = net.height_Mm.cpu().numpy().astype(float)
 
     # -- observe as CRISP would, invert -----------------------------------------------------
     profiles = sub[[ln.var for ln in LINES]]
@@ -529,7 +788,7 @@ def evaluate(
     kind = np.asarray(sub["kind"].values) if "kind" in sub else np.zeros(evals.size)
     cand = np.flatnonzero(kind == kind.max())
     pick = int(cand[np.argsort(misfit[cand])[cand.size // 2]])
-    px = invert(obs.isel(sample=[pick]), net, samples=pixel_samples, quantiles=(0.5,), seed=seed,
+    px = invert(obs.isel(sample=[pick]), net, samples=cfg.pixel_samples, quantiles=(0.5,), seed=seed,
                 return_samples=True, misfit=False, precision=precision)
     y_obs, _ = normalise_profiles(obs.isel(sample=[pick]), unit=net.config.intensity_unit, fwhm_A=fwhm)
     draws = np.stack([np.asarray(px[f"{v}_samples"].values[0], dtype=float) for v in VARIABLES], axis=1)
@@ -569,6 +828,7 @@ def evaluate(
         "round_trip": round_trip,
         "parameters": params,
         "transition_region": tr,
+        "cross_prior": cross_prior_scores(post_q, truth, h),
         "findings": findings,
     }
     summary["acceptance"] = acceptance(summary)
@@ -616,18 +876,21 @@ def write_report(result: EvaluationResult, path: str | Path) -> dict[str, Path]:
     path.write_text(json.dumps(result.summary, indent=2, default=float) + "\n")
     result.per_height.to_netcdf(paths["per_height"])
     label = MODEL_LABELS.get(result.summary.get("model_kind", "inn"), "model")
+    held_out = str(result.summary.get("split", "")).startswith("held-out")
+    which = "held-out atmospheres" if held_out else f"atmospheres of {Path(str(result.summary['data'])).name}"
     n_eval = result.summary["n_evaluated"]
     plot.evaluation_coverage(result.per_height, paths["coverage"],
-                             title=f"Calibration of the {label} on {n_eval} held-out atmospheres")
+                             title=f"Calibration of the {label} on {n_eval} {which}")
     plot.evaluation_errors(result.per_height, paths["errors"],
-                           title=f"Accuracy of the {label} on {n_eval} held-out atmospheres",
+                           title=f"Accuracy of the {label} on {n_eval} {which}",
                            label=f"{label} posterior median")
     px = result.pixel
     samples = np.stack([px[f"{v}_samples"].values for v in VARIABLES], axis=1)
     truth = np.stack([px[f"truth_{v}"].values for v in VARIABLES])
     fig = plot.posterior(samples, observed=px["observed"].values, round_trip=px["round_trip"].values,
                          truth=truth, height_Mm=px["height"].values,
-                         title=f"Held-out atmosphere {px.attrs['sample']} (kind {px.attrs['kind']}), "
+                         title=f"{'Held-out a' if held_out else 'A'}tmosphere {px.attrs['sample']} "
+                               f"(kind {px.attrs['kind']}), "
                                f"round-trip misfit {px.attrs['misfit_pct']:.2f} %")
     fig.savefig(paths["pixel"], dpi=100)
     return paths
