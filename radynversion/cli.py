@@ -102,16 +102,16 @@ def _read_tunings(path: Path) -> dict:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .datasets import training_set
-    from .model.evaluate import evaluate, write_report
+    from .model.evaluate import EvaluationSettings, cross_prior_lines, evaluate, open_population, write_report
 
-    data = _first_draws(training_set(args.data), args.first)
-    tunings = _read_tunings(args.tunings) if args.tunings else None
-    result = evaluate(args.model, data, samples=args.samples, noise=args.noise, seed=args.seed,
-                      all_samples=args.all_samples, max_samples=args.max_samples, precision=args.precision,
-                      tunings=tunings)
+    data = _first_draws(open_population(args.data), args.first)
+    settings = EvaluationSettings(
+        split=args.split, samples=args.samples, noise=args.noise, seed=args.seed, max_samples=args.max_samples,
+        precision=args.precision, tunings=_read_tunings(args.tunings) if args.tunings else None)
+    result = evaluate(args.model, data, settings)
     paths = write_report(result, args.out)
     s = result.summary
+    print("\n".join(cross_prior_lines(s)))  # one line per parameter; the JSON summary last
     chrom = {v: s["parameters"][v].get("chromosphere", {}) for v in s["parameters"]}
     print(json.dumps({
         "report": str(paths["report"]), "figures": [str(paths[k]) for k in ("coverage", "errors", "pixel")],
@@ -330,17 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", dest="no_progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("evaluate", help="accuracy and calibration of a model on held-out atmospheres")
+    ev = sub.add_parser("evaluate", help="accuracy and calibration of a model on its held-out split or any population")
     ev.add_argument("--model", type=Path, help="checkpoint (default: the packaged model)")
-    ev.add_argument("--data", type=Path, help="training-set store (default: the shipped set)")
+    ev.add_argument("--data", type=Path, help="the population: a training-set store (Zarr), or a netCDF of "
+                    "profiles and atmospheres over 'sample' (default: the shipped set)")
+    ev.add_argument("--split", choices=["held-out", "all"], default="held-out",
+                    help="the model's held-out split of --data (default), or all of it (a population "
+                    "the model never trained on)")
     ev.add_argument("--out", type=Path, required=True, help="report JSON; figures and per-height metrics beside it")
     ev.add_argument("--samples", type=int, default=512, help="posterior draws per atmosphere")
     ev.add_argument("--noise", type=float, default=0.01, help="noise, fraction of the joint peak")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--precision", choices=["fp32", "bf16", "tf32", "auto"], default="fp32",
                     help="arithmetic of the posterior passes (default fp32: the same figures on every machine)")
-    ev.add_argument("--all-samples", dest="all_samples", action="store_true",
-                    help="evaluate every sample (a store independent of the training set)")
+    ev.add_argument("--all-samples", dest="split", action="store_const", const="all", help=argparse.SUPPRESS)
     ev.add_argument("--max-samples", dest="max_samples", type=int, help="evaluate at most this many")
     ev.add_argument("--first", type=int, help="use only the first N draws (sample label < N), for "
                     "the held-out split and the prior: a fixed evaluation while the store grows")
