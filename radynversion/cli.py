@@ -166,10 +166,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    import contextlib
-
     import numpy as np
 
+    from .engine.cluster import cluster_client
+    from .engine.store import check_writable
+    from .errors import StoreError
     from .io.observation import open_observation
     from .plot import verification
     from .synth.nlte import NLTEConfig
@@ -178,16 +179,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     result = _open_inversion(args.store)
     observation = open_observation([str(p) for p in args.observation])
     nlte = NLTEConfig(depth_points=args.depth_points) if args.depth_points else NLTEConfig()
-    with contextlib.ExitStack() as stack:
-        client = None
-        if args.workers:
-            from distributed import Client, LocalCluster
-
-            cluster = stack.enter_context(LocalCluster(n_workers=args.workers, threads_per_worker=1,
-                                                       dashboard_address=None))
-            client = stack.enter_context(Client(cluster))
-        report = verify(result, observation, pixels=args.pixels, nlte=nlte, client=client)
     out = args.out or Path(str(args.store).rstrip("/") + "_verify.nc")
+    # the report's place is checked (and its folders made) before any NLTE work
+    if out.is_dir():
+        raise StoreError(f"{out}: is a directory; expected the path of the report file (netCDF)")
+    check_writable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.workers:
+        with cluster_client(args.workers, 1) as client:
+            report = verify(result, observation, pixels=args.pixels, nlte=nlte, client=client)
+    else:
+        report = verify(result, observation, pixels=args.pixels, nlte=nlte)
     report.to_netcdf(out)
     fig_path = Path(str(out).removesuffix(".nc") + ".png")
     verification(report, fig_path)

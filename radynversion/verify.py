@@ -17,6 +17,7 @@ reported beside the inferred one.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,22 @@ _G_SUN = 274.0
 _MU_H = 1.4
 
 
+def _import_lightweaver() -> None:
+    """Import Lightweaver without its ``UserWarning: No config file found``: it only suggests
+    running ``lightweaver.benchmark()`` to pick a vectorised kernel, and the defaults work.
+    Once imported (per process) it does not warn again."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No config file found", category=UserWarning)
+        import lightweaver  # noqa: F401
+
+
+def _synthesise(atmos: FlareAtmosphere, config: NLTEConfig):  # noqa: ANN202 - SynthesisResult
+    """:func:`radynversion.synth.nlte.synthesise` as a task (in this process or on a Dask
+    worker, where Lightweaver is imported afresh)."""
+    _import_lightweaver()
+    return synthesise(atmos, config)
+
+
 def atmosphere_from_nodes(log_ne: np.ndarray, log_T: np.ndarray, v: np.ndarray, height_Mm: np.ndarray,
                           points: int = 600) -> FlareAtmosphere:
     """A forward-model atmosphere from node-grid values.
@@ -57,6 +74,7 @@ def atmosphere_from_nodes(log_ne: np.ndarray, log_T: np.ndarray, v: np.ndarray, 
     FlareAtmosphere
         Top first; ``nHTot`` hydrostatic from FAL-C's density at the lowest node, ``vturb`` FAL-C's.
     """
+    _import_lightweaver()  # FAL-C comes from Lightweaver
     h = np.asarray(height_Mm, dtype=float)
     z_up = np.linspace(h[0], h[-1], points)  # bottom -> top
     T = 10 ** np.interp(z_up, h, np.asarray(log_T, dtype=float))
@@ -176,10 +194,9 @@ def verify(
         atmospheres.append(atmosphere_from_nodes(*vals, heights))
     y_round_trip = round_trip_of(result, np.asarray(nodes, dtype=float).reshape(-1, 3, heights.size), model)
     if client is not None:
-        futures = client.map(synthesise, atmospheres, nlte=cfg, pure=False)
-        runs = client.gather(futures)
+        runs = client.gather(client.map(_synthesise, atmospheres, config=cfg, pure=False))
     else:
-        runs = [synthesise(a, cfg) for a in atmospheres]
+        runs = [_synthesise(a, cfg) for a in atmospheres]
     fwhm = fwhm_A or {ln.key: ln.crisp_fwhm_A for ln in LINES}
     synth = profile_dataset({ln.key: ln.synth_wavelengths() for ln in LINES},
                             {ln.key: np.stack([r.intensity[ln.key] for r in runs]) if runs

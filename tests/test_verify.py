@@ -1,8 +1,11 @@
 """The NLTE check (`radynversion verify`) with real Lightweaver runs on two pixels."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import xarray as xr
 from synthetic import scan, tiny_model
 
@@ -49,3 +52,49 @@ def test_verify_two_pixels_api_and_cli(tmp_path, capsys):
     assert summary["pixels"] == 1
     assert xr.open_dataset(summary["report"]).sizes["pixel"] == 1
     assert (tmp_path / "out.zarr_verify.png").exists()
+
+
+def _inverted(tmp_path):
+    """A 2 x 3 scan (netCDF), a checkpoint and its inversion store (threaded, in this process)."""
+    from radynversion.engine import invert_to_zarr
+
+    scan_path, model_path, store = tmp_path / "scan.nc", tmp_path / "m.pt", tmp_path / "out.zarr"
+    scan(2, 3).to_netcdf(scan_path)
+    save_checkpoint(model_path, tiny_model())
+    invert_to_zarr(xr.open_dataset(scan_path), store, model=model_path, samples=16, progress=False)
+    return scan_path, store
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_verify_on_a_local_cluster_into_new_folders_quietly(tmp_path, workers):
+    """`verify --workers N` runs the NLTE solves on a real LocalCluster, writes its report into
+    folders that did not exist, and stderr holds no Lightweaver config warning and no nanny
+    warning (workers killed at the end), in a fresh interpreter as a user runs it (warnings
+    are once per process)."""
+    scan_path, store = _inverted(tmp_path)
+    report = tmp_path / "reports" / "night1" / "check.nc"
+    run = subprocess.run(
+        [sys.executable, "-m", "radynversion.cli", "verify", str(store), "--observation", str(scan_path),
+         "--pixels", str(workers), "--depth-points", "60", "--workers", str(workers), "--out", str(report)],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["pixels"] == workers and summary["report"] == str(report)
+    assert xr.open_dataset(report).sizes["pixel"] == workers and report.with_suffix(".png").exists()
+    for noise in ("No config file found", "still alive", "Traceback", "Error"):
+        assert noise not in run.stderr, run.stderr
+
+
+def test_verify_refuses_an_unwritable_report_path_before_any_nlte_work(tmp_path, capsys):
+    scan_path, store = _inverted(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for out, names in [(blocker / "check.nc", [f"{blocker}/check.nc", "is a file, not a directory"]),
+                       (tmp_path, [str(tmp_path), "is a directory"])]:
+        capsys.readouterr()
+        assert cli.main(["verify", str(store), "--observation", str(scan_path), "--pixels", "1",
+                         "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("radynversion verify: error: ") and "\n" not in err, err
+        assert all(n in err for n in names) and "expected" in err, err

@@ -7,11 +7,13 @@
   ``SLURMCluster`` whose jobs each run one worker (``--gpus``: one GPU per job, so again one
   worker per GPU). :func:`slurm_job_script` renders the batch script that would be submitted
   without starting a scheduler;
-* :func:`cluster_client`: the context manager the CLI uses to pick one of these.
+* :func:`cluster_client`: the context manager the CLI uses to pick one of these, and
+  :func:`close_cluster`, which closes what it started without killing workers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
@@ -20,11 +22,15 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["WORKER_ENV", "local_cluster", "SlurmOptions", "slurm_job_script", "slurm_cluster",
-           "cluster_client"]
+__all__ = ["WORKER_ENV", "WORKER_EXIT_TIMEOUT", "local_cluster", "SlurmOptions", "slurm_job_script",
+           "slurm_cluster", "cluster_client", "close_cluster"]
 
 #: environment of worker processes: one BLAS/OpenMP thread per Dask thread
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: seconds a local worker process is given to exit when its cluster closes. distributed's nanny
+#: gives 4 s and then kills it, with a warning; a worker that imported torch, xarray and
+#: Lightweaver takes 4-5 s to exit on a busy 2-core machine.
+WORKER_EXIT_TIMEOUT = 60.0
 
 
 def local_cluster(workers: int | None = None, threads_per_worker: int = 1, gpus: bool = False) -> Any:
@@ -158,6 +164,27 @@ def slurm_cluster(options: SlurmOptions) -> Any:
     return cluster
 
 
+def close_cluster(cluster: Any, timeout: float = WORKER_EXIT_TIMEOUT) -> None:
+    """Close a cluster this process started, letting its worker processes exit on their own.
+
+    The nannies of a local cluster (LocalCluster, LocalCUDACluster) are closed first, with
+    ``timeout`` seconds for their worker processes to exit, then the cluster itself; other
+    clusters (SLURM jobs) are closed as they are. Close any client of the cluster first.
+    """
+    try:
+        from distributed import Nanny
+    except ImportError:  # pragma: no cover
+        Nanny = ()  # type: ignore[assignment,misc]  # noqa: N806
+    nannies = [w for w in dict(getattr(cluster, "workers", {})).values() if isinstance(w, Nanny)]
+    if nannies and not getattr(cluster, "asynchronous", False):
+        async def _close_nannies() -> None:
+            await asyncio.gather(*(n.close(timeout=timeout) for n in nannies), return_exceptions=True)
+
+        with contextlib.suppress(Exception):  # whatever happens, cluster.close() still runs
+            cluster.sync(_close_nannies)
+    cluster.close()
+
+
 @contextlib.contextmanager
 def cluster_client(
     workers: int | None = None,
@@ -167,7 +194,8 @@ def cluster_client(
     gpus: bool = False,
 ) -> Iterator[Any]:
     """A ``distributed.Client`` on an existing scheduler, a SLURM cluster, or a local cluster
-    (in that order of precedence); everything it started is closed on exit."""
+    (in that order of precedence); everything it started is closed on exit, the client before
+    the cluster, and the workers given time to exit (:func:`close_cluster`)."""
     from distributed import Client
 
     if scheduler:
@@ -181,4 +209,4 @@ def cluster_client(
                 client.wait_for_workers(1)
             yield client
     finally:
-        cluster.close()
+        close_cluster(cluster)

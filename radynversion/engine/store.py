@@ -47,7 +47,7 @@ from .core import Plan, plan_inversion
 from .workers import model_spec
 
 __all__ = ["STORE_KIND", "invert_to_zarr", "check_output", "check_free_space", "estimate_store_bytes",
-           "write_region", "chunk_status", "store_status", "store_digest"]
+           "check_writable", "write_region", "chunk_status", "store_status", "store_digest"]
 
 STORE_KIND = "radynversion inversion"
 _FLAG_CHUNK = 1024
@@ -217,9 +217,18 @@ def _write_target(out: Path) -> Path:
     return target
 
 
-def _check_writable(out: Path) -> None:
+def check_writable(out: str | Path) -> None:
     """Refuse an output whose directory cannot be written, before any work starts (a probe
-    folder is made and removed: permission bits, read-only mounts and quotas all show)."""
+    folder is made and removed: permission bits, read-only mounts and quotas all show).
+
+    ``out`` may lie in folders that do not exist yet: the nearest existing one is probed.
+
+    Raises
+    ------
+    StoreError
+        The folder is a file, or cannot be written (the message names both paths).
+    """
+    out = Path(out)
     target = _write_target(out)
     if not target.is_dir():
         raise StoreError(f"{out}: cannot be created, {target} is a file, not a directory; expected an "
@@ -271,10 +280,10 @@ def check_output(out: str | Path) -> bool:
     """
     out = Path(out)
     if not _exists(out):
-        _check_writable(out)
+        check_writable(out)
         return False
     _check_existing(out, None)
-    _check_writable(out)
+    check_writable(out)
     return True
 
 
