@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .base import PosteriorModel
 from .config import CINNConfig, TrainConfig
+from .coverage import random_coverage, renormalise
 from .inn import _Permute, subnet_constructor
 from .kernels import mlp
 from .losses import noisy_profiles
@@ -84,9 +85,10 @@ class ConditionalINN(PosteriorModel):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
+                n_in = 2 * self.n_y if config.partial_coverage else self.n_y  # values and mask
                 self.cond_net = (subnet_constructor(config.cond_hidden, config.cond_layers, slope, None)
-                                 (self.n_y, config.cond_features)) if config.cond_layers else (
-                    nn.Linear(self.n_y, config.cond_features))
+                                 (n_in, config.cond_features)) if config.cond_layers else (
+                    nn.Linear(n_in, config.cond_features))
                 make_subnet = subnet_constructor(config.subnet_hidden, config.subnet_layers, slope,
                                                  config.output_init_scale)
                 flow = SequenceINN(self.n_x)
@@ -136,8 +138,16 @@ class ConditionalINN(PosteriorModel):
 
     # -- the inference interface (PosteriorModel) ---------------------------------------------
     def condition(self, y: Tensor) -> Tensor:
-        """Normalised profiles ``(N, 60)`` -> context ``(N, cond_features)``."""
-        return self.cond_net(self.standardise_y(y))
+        """Normalised profiles ``(N, 60)`` -> context ``(N, cond_features)``.
+
+        With ``partial_coverage``, NaN marks an unobserved point: the conditioning network sees
+        the standardised observed values (0 elsewhere) and the mask of observed points.
+        """
+        ys = self.standardise_y(y)
+        if not self.config.partial_coverage:
+            return self.cond_net(ys)
+        seen = torch.isfinite(ys)
+        return self.cond_net(torch.cat([torch.where(seen, ys, torch.zeros_like(ys)), seen.to(ys.dtype)], dim=1))
 
     def sample(self, context: Tensor, z: Tensor) -> Tensor:
         """``f^-1(z; context)`` -> ``[log_ne, log_T, v']`` ``(M, 3 H)``."""
@@ -307,6 +317,20 @@ def _dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
     return nn.Sequential(*mods)
 
 
+def _as_observed(mc: CINNConfig, tc: TrainConfig, y: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Training profiles ``(B, 60)`` as the model's inputs are: with ``partial_coverage``, a
+    share of them with coverage cut (NaN at unobserved points); normalised per line for a
+    ``per_line`` model (else unchanged: the v1-v7 stream draws nothing here)."""
+    if mc.partial_coverage:
+        seen = random_coverage(y.shape[0], tc.partial_fraction, generator, y.device)
+        y = torch.where(seen, y, torch.full_like(y, float("nan")))
+        if mc.normalisation == "joint":
+            y = renormalise(y, per_line=False)
+    if mc.normalisation == "per_line":
+        y = renormalise(y, per_line=True)
+    return y
+
+
 def cinn_losses(
     model: ConditionalINN,
     atm: Tensor,
@@ -357,6 +381,7 @@ def cinn_losses(
     y_in = y_obs
     if y_in is None:
         y_in = noisy_profiles(y, config, randn_like(y)) if config.noise > 0 else y
+    y_in = _as_observed(model.config, config, y_in, generator)
     x_noisy = x_in
     if config.height_jitter_Mm > 0:  # drawn last, so that without it the stream is unchanged
         x_in = x_in + _height_shift(x, model.height_Mm.to(x), config.height_jitter_Mm * randn_like(x[:, 0]))

@@ -154,8 +154,19 @@ class CINNConfig(_CouplingSettings):
     emulator_conv_channels: int = 0
     emulator_conv_layers: int = 3
     emulator_conv_kernel: int = 5
+    #: take partial coverage (:mod:`radynversion.model.coverage`): unobserved model points are
+    #: NaN in the profiles, and the conditioning network sees the observed values (0 elsewhere)
+    #: next to the mask of observed points (120 inputs instead of 60). Short windows, gaps and
+    #: one line alone then invert. False: the layout of the v1-v7 checkpoints
+    partial_coverage: bool = False
+    #: how profiles are normalised (:mod:`radynversion.model.coverage`): ``"joint"``, both lines
+    #: by their joint peak (calibrated data: the ratio of the lines is kept), or ``"per_line"``,
+    #: each line by its own peak (uncalibrated data in DN, whose lines have unknown gains)
+    normalisation: str = "joint"
 
     def __post_init__(self) -> None:
+        if self.normalisation not in ("joint", "per_line"):
+            raise ConfigError(f"CINNConfig.normalisation = {self.normalisation!r}; expected 'joint' or 'per_line'")
         for name in ("n_blocks", "subnet_hidden", "subnet_layers", "cond_features", "cond_hidden",
                      "emulator_hidden", "emulator_layers", "emulator_conv_layers"):
             if getattr(self, name) < 1:
@@ -294,6 +305,10 @@ class TrainConfig:
     #: tunings, interpolated onto the model points as :func:`radynversion.model.invert` does.
     #: Needs fine profiles reaching beyond the model windows
     tuning_programs: int = 0
+    #: conditional INN with ``partial_coverage`` only: the share of training examples whose
+    #: coverage is cut (:func:`radynversion.model.coverage.random_coverage`: one line alone,
+    #: windows cut short, gaps); the rest are fully observed
+    partial_fraction: float = 0.5
     #: element-wise clamp of the gradients
     grad_clamp: float = 15.0
     #: MMD kernel scales (see the class docstring)
@@ -321,6 +336,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.partial_fraction <= 1.0:
+            raise ConfigError(f"TrainConfig.partial_fraction = {self.partial_fraction}; expected 0 <= f <= 1")
         for name in ("epochs", "batch_size", "lr_decay_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)}; expected >= 1")

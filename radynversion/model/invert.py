@@ -29,7 +29,7 @@ from .. import __version__
 from ..atmosphere import VARIABLE_ATTRS, VARIABLES
 from ..errors import ConfigError, ProfileSchemaError
 from ..lines import LINES
-from ..schema import source_name, validate_profiles, wavelengths_air_A
+from ..schema import source_name, validate_profiles
 from .base import PosteriorModel
 from .checkpoint import load_model
 from .posterior import (
@@ -42,7 +42,7 @@ from .posterior import (
     posterior,
     select_precision,
 )
-from .preprocess import check_window, normalise_profiles, sample_dims
+from .preprocess import input_options, normalise_profiles, observed_program, sample_dims
 
 __all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert"]
 
@@ -136,17 +136,20 @@ def invert(
     if not q_list or any(not 0.0 <= q <= 1.0 for q in q_list):
         raise ConfigError(f"invert: quantiles {q_list}; expected values in [0, 1]")
     src = source_name(profiles) if isinstance(profiles, xr.Dataset) else "invert"
-    validate_profiles(profiles, src)
-    for ln in LINES:
-        check_window(wavelengths_air_A(profiles, ln, src), ln, src)
+    opts = input_options(net)
+    if not opts["partial"]:
+        validate_profiles(profiles, src)
+    observed_program(profiles, src, partial=opts["partial"])  # windows, tunings, cores
     dims = sample_dims(profiles)
-    shape = tuple(profiles[LINES[0].var].sizes[d] for d in dims)
+    first = next(ln for ln in LINES if ln.var in profiles.data_vars)
+    shape = tuple(profiles[first.var].sizes[d] for d in dims)
     n_pix = int(np.prod(shape, dtype=np.int64))
     if return_samples:
         check_samples_size(n_pix, samples, net.n_x, max_samples_bytes)
-    y, peak = normalise_profiles(profiles, unit=net.config.intensity_unit,
-                                 fwhm_A=net.instrument_fwhm_A(), degrade=degrade, source=src)
-    if n_pix and not np.isfinite(y).all(axis=1).any():
+    y, peak = normalise_profiles(profiles, unit=net.config.intensity_unit, fwhm_A=net.instrument_fwhm_A(),
+                                 degrade=degrade, source=src, **opts)
+    usable = np.isfinite(y).any(axis=1) if opts["partial"] else np.isfinite(y).all(axis=1)
+    if n_pix and not usable.any():
         names = " or ".join(ln.var for ln in LINES)
         raise ProfileSchemaError(f"{src}: no pixel can be inverted: each has NaN or inf in {names} on the "
                                  "model windows, or no positive intensity; expected finite, positive "
@@ -159,7 +162,7 @@ def invert(
             raise ProfileSchemaError(f"invert: pixel_index has {ids.size} entries; expected one per "
                                      f"pixel ({n_pix}, dims {dims})")
     if precision == "auto":
-        probe = y[np.isfinite(y).all(axis=1)][:32]
+        probe = y[usable][:32]
         precision = select_precision(net, probe if probe.size else None, samples=samples, compile=compile)
     res = posterior(net, y, ids, samples=samples, quantiles=q_list, seed=seed,
                     batch_size=batch_size, misfit=misfit, precision=precision,

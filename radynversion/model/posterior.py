@@ -58,6 +58,7 @@ from ..atmosphere import inverse_velocity_transform
 from ..errors import SelectionTooLargeError
 from .base import PosteriorModel
 from .compiled import compiled_model
+from .coverage import renormalise
 
 __all__ = [
     "DEFAULT_QUANTILES",
@@ -283,6 +284,15 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         yield
 
 
+def _observed_rms(y_fwd: torch.Tensor, y_obs: torch.Tensor, per_line: bool) -> torch.Tensor:
+    """RMS of emulated minus observed profiles ``(M, 60)`` over the observed (finite) points,
+    the emulated ones normalised as the observation is (:mod:`radynversion.model.coverage`)."""
+    seen = torch.isfinite(y_obs)
+    y_fwd = renormalise(torch.where(seen, y_fwd, torch.full_like(y_fwd, float("nan"))), per_line)
+    d = torch.where(seen, y_fwd - y_obs, torch.zeros_like(y_fwd))
+    return ((d**2).sum(dim=1) / seen.sum(dim=1).clamp_min(1)).sqrt()
+
+
 def misfit_draws(samples: int, misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES) -> int:
     """Draws per pixel that go through the round trip: ``min(samples, misfit_samples)``
     (all ``samples`` when ``misfit_samples`` is None).
@@ -421,7 +431,11 @@ def posterior(
     if batch_size is None:
         batch_size = default_batch_size(dev)
     n_pix, n_h, n_x = y.shape[0], net.height_Mm.numel(), net.n_x
-    valid = np.isfinite(y).all(axis=1)
+    partial = bool(getattr(net.config, "partial_coverage", False))
+    per_line = getattr(net.config, "normalisation", "joint") == "per_line"
+    # with partial coverage NaN marks an unobserved point; a pixel needs one observed point
+    # (normalise_profiles makes a bad pixel's whole row NaN)
+    valid = np.isfinite(y).any(axis=1) if partial else np.isfinite(y).all(axis=1)
     if return_samples:
         check_samples_size(int(valid.sum()), samples, n_x, max_samples_bytes)
     seeds = pixel_seeds(seed, ids)
@@ -494,7 +508,10 @@ def posterior(
                         x_f[:cnt] = atm.index_select(0, mis_idx) if whole else atm[:cnt]
                         y_f = y_g[:per_group].repeat_interleave(n_mis, dim=0) if whole else y_g[:1]
                     y_fwd = net.emulate(x_f)
-                    rms = ((y_fwd[:cnt].float() - y_f) ** 2).mean(dim=1).sqrt()
+                    if partial or per_line:
+                        rms = _observed_rms(y_fwd[:cnt].float(), y_f, per_line)
+                    else:
+                        rms = ((y_fwd[:cnt].float() - y_f) ** 2).mean(dim=1).sqrt()
                     if whole:
                         rms_g[:, :] = rms.view(per_group, -1)[:, :n_mis]
                     else:

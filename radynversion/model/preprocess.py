@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import astropy.units as u
 import numpy as np
 import xarray as xr
 
@@ -23,15 +24,33 @@ from ..atmosphere import VARIABLES, inverse_velocity_transform, velocity_transfo
 from ..errors import ProfileSchemaError
 from ..instrument import resampling_matrix  # the instrument operator lives with the instrument
 from ..lines import LINES, Line
-from ..schema import RADIANCE_PER_HZ, convert_intensity, to_air_angstrom, validate_profiles
+from ..schema import (
+    RADIANCE_PER_HZ,
+    convert_intensity,
+    intensity_unit,
+    to_air_angstrom,
+    validate_profiles,
+    wavelengths_air_A,
+)
+from .coverage import (
+    CORE_POINTS,
+    NORMALISATIONS,
+    core_covered,
+    edge_allowance_A,
+    line_slices,
+    observed_points,
+)
+from .coverage import COVER_TOLERANCE_A as _COVER_TOLERANCE_A
 
 __all__ = [
     "N_PROFILE",
     "model_wavelengths",
     "sample_dims",
+    "input_options",
     "needs_degradation",
     "MIN_WINDOW_TUNINGS",
     "check_window",
+    "observed_program",
     "edge_allowance_A",
     "resampling_matrix",
     "normalise_profiles",
@@ -42,8 +61,6 @@ __all__ = [
 
 #: number of profile points the network sees (both lines)
 N_PROFILE: int = sum(ln.model_points for ln in LINES)
-#: a model window may exceed the data by this much [Angstrom] (float round-off)
-_COVER_TOLERANCE_A = 1e-3
 #: degrade only when the median sampling step is at most FWHM / this
 _FINE_FACTOR = 3.0
 #: fewest tunings a model window must hold for an inversion (:func:`check_window`)
@@ -60,9 +77,19 @@ def model_wavelengths() -> dict[str, np.ndarray]:
 
 
 def sample_dims(ds: xr.Dataset) -> tuple[str, ...]:
-    """The non-spectral dims of a profile Dataset, in the order of ``I_halpha``'s dims."""
-    first = LINES[0]
+    """The non-spectral dims of a profile Dataset, in the order of ``I_halpha``'s dims (of the
+    first line it holds)."""
+    first = next((ln for ln in LINES if ln.var in ds.data_vars), LINES[0])
     return tuple(d for d in ds[first.var].dims if d != first.dim)
+
+
+def input_options(net) -> dict[str, object]:  # noqa: ANN001 - any PosteriorModel
+    """The keywords of :func:`normalise_profiles` that a model's inputs need: its
+    ``normalisation`` and whether it takes ``partial`` coverage (the INN and v1-v7 models:
+    joint, full coverage)."""
+    cfg = net.config
+    return {"normalisation": getattr(cfg, "normalisation", "joint"),
+            "partial": bool(getattr(cfg, "partial_coverage", False))}
 
 
 def needs_degradation(wavelengths_A: np.ndarray, fwhm_A: float) -> bool:
@@ -114,20 +141,6 @@ def check_window(wavelengths_air_A: np.ndarray, line: Line, source: str) -> None
             f"{line.model_points} points")
 
 
-def edge_allowance_A(wl: np.ndarray) -> tuple[float, float]:
-    """How far [Angstrom] a model window may reach beyond increasing tunings ``wl``: half the
-    outermost tuning step at each end. A model point there takes the outermost tuning's value
-    (the far wings are flat on that scale); anything farther is never extrapolated.
-
-    Real programs centre on their own line-core estimate, often tens of mA from the laboratory
-    wavelength, and are often written as round numbers (+-1.0 A around 8542.1 A): without this
-    allowance a program 10-30 mA short of a window would be refused.
-    """
-    if wl.size < 2:
-        return 0.0, 0.0
-    return 0.5 * float(wl[1] - wl[0]), 0.5 * float(wl[-1] - wl[-2])
-
-
 def _check_covers(wl: np.ndarray, line: Line, source: str) -> None:
     """Refuse increasing tunings ``wl`` [air A] that do not span ``line``'s model window, to
     within half the outermost tuning step (:func:`edge_allowance_A`)."""
@@ -143,12 +156,16 @@ def _check_covers(wl: np.ndarray, line: Line, source: str) -> None:
 
 
 def _resample_line(
-    ds: xr.Dataset, line: Line, dims: tuple[str, ...], fwhm_A: float, degrade: bool | None, src: str
+    ds: xr.Dataset, line: Line, dims: tuple[str, ...], fwhm_A: float, degrade: bool | None, src: str,
+    check: bool = True,
 ) -> np.ndarray:
-    """``I_<line>`` of ``ds`` (model unit, air A) on the model window, shape ``(N, points)``."""
+    """``I_<line>`` of ``ds`` (model unit, air A) on the model window, shape ``(N, points)``;
+    ``check`` refuses tunings short of the window (else points beyond them take edge values,
+    for the caller to mask)."""
     wl = np.asarray(ds[line.dim].values, dtype=float)
     target = line.model_wavelengths()
-    _check_covers(np.sort(wl), line, src)
+    if check:
+        _check_covers(np.sort(wl), line, src)
     use_fwhm = fwhm_A if (needs_degradation(wl, fwhm_A) if degrade is None else degrade) else 0.0
     mat = resampling_matrix(wl, target, use_fwhm)
     support = np.flatnonzero(np.any(mat != 0.0, axis=0))  # NaNs outside it do not leak in
@@ -158,12 +175,98 @@ def _resample_line(
     return arr @ mat[:, cols].T
 
 
+def _stand_in_lines(ds: xr.Dataset, missing: list[Line], like: Line) -> xr.Dataset:
+    """``ds`` with an all-NaN stand-in for each ``missing`` line on its model window (air A,
+    ``like``'s units and non-spectral dims), so that a one-line observation passes the schema."""
+    out = ds.copy()
+    other = ds[like.var]
+    dims = tuple(d for d in other.dims if d != like.dim)
+    for ln in missing:
+        wl = ln.model_wavelengths()
+        shape = (*(other.sizes[d] for d in dims), wl.size)
+        out[ln.var] = xr.DataArray(np.full(shape, np.nan, dtype=np.float32), dims=(*dims, ln.dim),
+                                   attrs={"units": other.attrs.get("units", "")})
+        out = out.assign_coords({ln.dim: (ln.dim, wl, {"units": "Angstrom", "wavelength_medium": "air"})})
+    return out
+
+
+def _to_unit(ds: xr.Dataset, unit: str, per_line: bool, src: str) -> xr.Dataset:
+    """Intensities in ``unit``; for a per-line normalisation, data in DN (or dimensionless)
+    stay as they are: each line is divided by its own peak, so their scale does not matter."""
+    if per_line and any(intensity_unit(ds, ln, src) in (u.DN, u.dimensionless_unscaled) for ln in LINES):
+        return ds
+    return convert_intensity(ds, unit, src)
+
+
+def observed_program(ds: xr.Dataset, source: str | None = None, partial: bool = False) -> np.ndarray:
+    """Which of the model's 60 points the tunings of ``ds`` observe, after checking them.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Profiles (schema of :mod:`radynversion.schema`); with ``partial``, either line may be
+        absent.
+    source : str, optional
+        Name of the data for error messages.
+    partial : bool
+        The model takes partial coverage (``CINNConfig.partial_coverage``): points beyond the
+        tunings or in a gap are unobserved (:func:`radynversion.model.coverage.observed_points`),
+        and only an observation that covers no line's core is refused. Else each line must
+        cover its whole window with enough tunings (:func:`check_window`).
+
+    Returns
+    -------
+    ndarray of bool, shape ``(60,)``
+
+    Raises
+    ------
+    ProfileSchemaError
+        One line naming the source, the variable and what was expected.
+    """
+    src = _source(ds, source)
+    seen = []
+    for ln in LINES:
+        if ln.var not in ds.data_vars and partial:
+            seen.append(np.zeros(ln.model_points, dtype=bool))
+            continue
+        if ln.var not in ds.data_vars:
+            raise ProfileSchemaError(f"{src}: missing variable {ln.var} ({ln.label}); expected "
+                                     f"{[x.var for x in LINES]} (a model trained on partial coverage "
+                                     "takes one line alone)")
+        wl = wavelengths_air_A(ds, ln, src)
+        if not partial:
+            check_window(wl, ln, src)
+            seen.append(np.ones(ln.model_points, dtype=bool))
+            continue
+        obs = observed_points(wl, ln)
+        target = ln.model_wavelengths()
+        inside = int(np.count_nonzero((wl >= target[0] - _COVER_TOLERANCE_A) & (wl <= target[-1] + _COVER_TOLERANCE_A)))
+        need = max(3, int(np.ceil(MIN_WINDOW_TUNINGS * obs.mean())))
+        if obs.any() and inside < need:
+            raise ProfileSchemaError(
+                f"{src}: {ln.var} has {inside} tunings within the model window of {ln.label} and covers "
+                f"{int(obs.sum())} of its {ln.model_points} points; expected at least {need} tunings there "
+                f"(or drop {ln.var} to invert the other line alone)")
+        seen.append(obs)
+    mask = np.concatenate(seen)
+    if not bool(core_covered(mask[None, :])[0]):
+        cores = ", ".join(f"{ln.label} +-{ln.model_halfwidth_A * (CORE_POINTS - 1) / (ln.model_points - 1):.2f} A"
+                          for ln in LINES)
+        raise ProfileSchemaError(
+            f"{src}: the tunings cover neither line's core ({cores}); expected at least one line "
+            "observed through its core")
+    return mask
+
+
 def normalise_profiles(
     ds: xr.Dataset,
     unit: str = RADIANCE_PER_HZ.to_string(),
     fwhm_A: Mapping[str, float] | None = None,
     degrade: bool | None = None,
     source: str | None = None,
+    *,
+    normalisation: str = "joint",
+    partial: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Profiles Dataset -> the network's ``y`` and the joint peak.
 
@@ -182,15 +285,23 @@ def normalise_profiles(
         finer than FWHM / 3 (:func:`needs_degradation`).
     source : str, optional
         Name of the data for error messages.
+    normalisation : {"joint", "per_line"}
+        Divide both lines by their joint peak, or each line by its own (the model's
+        ``config.normalisation``; per line, intensities in DN are taken as they are).
+    partial : bool
+        The model takes partial coverage (``config.partial_coverage``): either line may be
+        absent and points the tunings do not observe are NaN
+        (:func:`observed_program`, :mod:`radynversion.model.coverage`).
 
     Returns
     -------
     y : ndarray, shape ``(N, 60)``, float32
         Both lines on the model windows divided by their joint peak (H-alpha first), ``N`` the
-        product of the sizes of :func:`sample_dims` (C order); rows of pixels with NaNs or a
-        non-positive peak are NaN.
+        product of the sizes of :func:`sample_dims` (C order); rows of pixels with NaNs at
+        observed points or a non-positive peak are NaN, as are unobserved points.
     peak : ndarray, shape ``(N,)``, float64
-        The joint peak, in ``unit``.
+        The joint peak over the observed points, in ``unit`` (in the data's own unit for DN
+        data normalised per line).
 
     Raises
     ------
@@ -198,16 +309,45 @@ def normalise_profiles(
         If ``ds`` breaks the schema or does not cover a model window.
     """
     src = _source(ds, source)
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalise_profiles: normalisation = {normalisation!r}; expected one of {NORMALISATIONS}")
+    per_line = normalisation == "per_line"
+    present = [ln for ln in LINES if ln.var in ds.data_vars]
+    # with partial coverage, refuse what cannot be inverted before any work (else each line's
+    # coverage is checked as it is resampled)
+    seen = observed_program(ds, src, partial=True) if partial else np.ones(N_PROFILE, dtype=bool)
+    if partial and present and len(present) < len(LINES):
+        ds = _stand_in_lines(ds, [ln for ln in LINES if ln not in present], present[0])
     validate_profiles(ds, src)
-    ds = to_air_angstrom(convert_intensity(ds, unit, src), src)
+    ds = to_air_angstrom(_to_unit(ds, unit, per_line, src), src)
     dims = sample_dims(ds)
     fwhm = dict(fwhm_A or {})
-    parts = [_resample_line(ds, ln, dims, float(fwhm.get(ln.key, 0.0)), degrade, src) for ln in LINES]
+    parts = [_resample_line(ds, ln, dims, float(fwhm.get(ln.key, 0.0)), degrade, src, check=not partial)
+             for ln in LINES]
     full = np.concatenate(parts, axis=1)
+    if seen.all() and not per_line:  # the original joint peak, unchanged
+        with np.errstate(invalid="ignore"):
+            peak = full.max(axis=1)
+            bad = ~np.isfinite(peak) | ~(peak > 0)
+            y = full / np.where(bad, np.nan, peak)[:, None]
+        y[bad] = np.nan
+        return y.astype(np.float32), peak
+    full[:, ~seen] = np.nan
+    obs = full[:, seen]
     with np.errstate(invalid="ignore"):
-        peak = full.max(axis=1)
+        peak = obs.max(axis=1) if obs.shape[1] else np.full(full.shape[0], np.nan)
         bad = ~np.isfinite(peak) | ~(peak > 0)
-        y = full / np.where(bad, np.nan, peak)[:, None]
+        if per_line:
+            den = np.full_like(full, np.nan)
+            for sl in line_slices().values():
+                cols = seen[sl]
+                if cols.any():
+                    lp = full[:, sl][:, cols].max(axis=1)
+                    bad |= ~np.isfinite(lp) | ~(lp > 0)
+                    den[:, sl] = lp[:, None]
+            y = full / den
+        else:
+            y = full / np.where(bad, np.nan, peak)[:, None]
     y[bad] = np.nan
     return y.astype(np.float32), peak
 

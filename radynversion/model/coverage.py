@@ -1,0 +1,180 @@
+"""Which of the model's profile points an observation covers, and how it is normalised.
+
+The network sees each line on its model window (30 points per line, 60 in all; H-alpha
+first). Real observations often cover less: a program that ends short of a window, a gap in
+the tunings, one line only (or the two at different cadences). A model trained with
+``CINNConfig.partial_coverage`` takes such inputs: unobserved model points are NaN in ``y``,
+and its conditioning network sees the observed values next to the mask of which are observed,
+so that its posterior widens as much as the lost information warrants.
+
+Rules, the same at inference (:func:`observed_points`) and in training
+(:func:`random_coverage`):
+
+* a model point between two tunings is observed (linearly interpolated), as is one at most
+  half a tuning step beyond the outermost tuning (edge value,
+  :func:`radynversion.model.preprocess.edge_allowance_A`); anything farther out is unobserved,
+  never extrapolated;
+* inside a **gap** of the tunings, a step wider than :data:`GAP_FACTOR` times the line's
+  median step and wider than :data:`GAP_MIN_A`, the model points farther than half a median
+  step from both of its edges are unobserved (interpolating across a missing core would draw
+  a straight line where the line has its shape);
+* the documented minimum: at least one line must cover its **core**, its central
+  :data:`CORE_POINTS` model points (H-alpha +-0.24 A, Ca II 8542 +-0.17 A); less is refused.
+
+Normalisation (``CINNConfig.normalisation``): ``"joint"`` divides both lines by the largest
+value over the observed points of both (the original's joint peak; it keeps the ratio between
+the lines, so it needs calibrated intensities), ``"per_line"`` divides each line by its own
+largest observed value (for uncalibrated, DN data, whose lines have unknown relative gains).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..lines import LINES, Line
+
+__all__ = [
+    "CORE_POINTS",
+    "COVER_TOLERANCE_A",
+    "edge_allowance_A",
+    "GAP_FACTOR",
+    "GAP_MIN_A",
+    "NORMALISATIONS",
+    "line_slices",
+    "observed_points",
+    "core_covered",
+    "renormalise",
+    "random_coverage",
+]
+
+#: central model points of a line that make up its core (the documented minimum coverage)
+CORE_POINTS = 6
+#: a step between tunings wider than this many median steps (and than GAP_MIN_A) is a gap
+GAP_FACTOR = 3.0
+GAP_MIN_A = 0.25
+#: the normalisations a model can be trained for
+NORMALISATIONS: tuple[str, ...] = ("joint", "per_line")
+#: a model window may exceed the data by this much [Angstrom] (float round-off)
+COVER_TOLERANCE_A = 1e-3
+
+
+def edge_allowance_A(wl: np.ndarray) -> tuple[float, float]:
+    """How far [Angstrom] a model window may reach beyond increasing tunings ``wl``: half the
+    outermost tuning step at each end. A model point there takes the outermost tuning's value
+    (the far wings are flat on that scale); anything farther is never extrapolated.
+
+    Real programs centre on their own line-core estimate, often tens of mA from the laboratory
+    wavelength, and are often written as round numbers (+-1.0 A around 8542.1 A): without this
+    allowance a program 10-30 mA short of a window would be refused.
+    """
+    if wl.size < 2:
+        return 0.0, 0.0
+    return 0.5 * float(wl[1] - wl[0]), 0.5 * float(wl[-1] - wl[-2])
+
+
+def line_slices() -> dict[str, slice]:
+    """Line key -> its columns in the model's profile vector (H-alpha's 30 first)."""
+    out, start = {}, 0
+    for ln in LINES:
+        out[ln.key] = slice(start, start + ln.model_points)
+        start += ln.model_points
+    return out
+
+
+def _core_columns() -> list[np.ndarray]:
+    cols = []
+    for ln, sl in zip(LINES, line_slices().values(), strict=True):
+        mid = ln.model_points // 2
+        cols.append(np.arange(sl.start + mid - CORE_POINTS // 2, sl.start + mid + (CORE_POINTS + 1) // 2))
+    return cols
+
+
+def observed_points(wavelengths_air_A: np.ndarray, line: Line) -> np.ndarray:
+    """Which of ``line``'s model points tunings at ``wavelengths_air_A`` observe.
+
+    Parameters
+    ----------
+    wavelengths_air_A : ndarray, shape ``(W,)``
+        The tunings [air Angstrom], any order.
+    line : Line
+
+    Returns
+    -------
+    ndarray of bool, shape ``(line.model_points,)``
+    """
+    wl = np.unique(np.asarray(wavelengths_air_A, dtype=float))
+    target = line.model_wavelengths()
+    if wl.size == 0:
+        return np.zeros(target.size, dtype=bool)
+    lo, hi = edge_allowance_A(wl)
+    seen = (target >= wl[0] - lo - COVER_TOLERANCE_A) & (target <= wl[-1] + hi + COVER_TOLERANCE_A)
+    if wl.size > 2:
+        step = np.diff(wl)
+        med = float(np.median(step))
+        for i in np.flatnonzero((step > GAP_FACTOR * med) & (step > GAP_MIN_A)):
+            seen &= ~((target > wl[i] + 0.5 * med) & (target < wl[i + 1] - 0.5 * med))
+    return seen
+
+
+def core_covered(observed: np.ndarray | Tensor) -> np.ndarray | Tensor:
+    """Whether rows of an observed-points mask ``(N, 60)`` cover at least one line's core
+    (the documented minimum); shape ``(N,)``."""
+    cols = _core_columns()
+    if isinstance(observed, Tensor):
+        return torch.stack([observed[:, torch.as_tensor(c, device=observed.device)].all(1) for c in cols]).any(0)
+    obs = np.asarray(observed, dtype=bool)
+    return np.stack([obs[:, c].all(1) for c in cols]).any(0)
+
+
+def renormalise(y: Tensor, per_line: bool) -> Tensor:
+    """Divide profiles ``(N, 60)`` by their largest observed (finite) value: over both lines
+    (``per_line`` False) or per line. Unobserved points stay NaN."""
+    finite = torch.isfinite(y)
+    low = torch.finfo(y.dtype).min
+    filled = torch.where(finite, y, torch.full_like(y, low))
+    if not per_line:
+        return y / filled.amax(dim=1, keepdim=True).clamp_min(1e-6)
+    parts = [y[:, sl] / filled[:, sl].amax(dim=1, keepdim=True).clamp_min(1e-6) for sl in line_slices().values()]
+    return torch.cat(parts, dim=1)
+
+
+def random_coverage(n: int, fraction: float, generator: torch.Generator | None = None,
+                    device: torch.device | str = "cpu") -> Tensor:
+    """Observed-points masks ``(n, 60)`` for training on partial coverage.
+
+    A ``1 - fraction`` share of the rows is fully observed. Of the rest: a quarter observe
+    H-alpha alone, a quarter Ca II 8542 alone, half both lines with programs cut short at
+    either end (up to 12 of a line's 30 points, each end with probability 1/2) and, with
+    probability 0.3, a gap of 2-8 points in one line. Rows that would miss both cores
+    (:func:`core_covered`) are fully observed instead.
+    """
+    kw = {"generator": generator, "device": device}
+    sl = list(line_slices().values())
+    n_pts = sl[-1].stop
+    cols = torch.arange(n_pts, device=device)
+    mask = torch.ones(n, n_pts, dtype=torch.bool, device=device)
+    partial = torch.rand(n, **kw) < fraction
+    kind = torch.randint(4, (n,), **kw)  # 0: H-alpha only, 1: Ca II only, 2-3: cut short / gap
+    for j, s in enumerate(sl):  # a line alone: the other one is unobserved
+        other = (cols >= s.start) & (cols < s.stop)
+        mask &= ~((partial & (kind == 1 - j))[:, None] & other[None, :])
+    cut = partial & (kind >= 2)
+    for s in sl:
+        width = s.stop - s.start
+        blue = torch.randint(13, (n,), **kw) * (torch.rand(n, **kw) < 0.5)
+        red = torch.randint(13, (n,), **kw) * (torch.rand(n, **kw) < 0.5)
+        pos = cols[None, :] - s.start
+        in_line = (pos >= 0) & (pos < width)
+        lost = in_line & ((pos < blue[:, None]) | (pos >= width - red[:, None]))
+        mask &= ~(cut[:, None] & lost)
+    gap_line = torch.randint(len(sl), (n,), **kw)
+    gap_start = torch.randint(30, (n,), **kw)
+    gap_len = torch.randint(2, 9, (n,), **kw)
+    has_gap = cut & (torch.rand(n, **kw) < 0.3)
+    starts = torch.as_tensor([s.start for s in sl], device=device)[gap_line] + gap_start
+    stops = torch.minimum(starts + gap_len, torch.as_tensor([s.stop for s in sl], device=device)[gap_line])
+    in_gap = (cols[None, :] >= starts[:, None]) & (cols[None, :] < stops[:, None])
+    mask &= ~(has_gap[:, None] & in_gap)
+    return mask | ~core_covered(mask)[:, None]
