@@ -61,7 +61,14 @@ import xarray as xr
 from .errors import CalibrationError, UnitsError
 from .instrument import default_fwhm_A, resampling_matrix
 from .lines import LINES, Line
-from .schema import RADIANCE_PER_HZ, convert_intensity, intensity_unit, to_air_angstrom, validate_profiles
+from .schema import (
+    RADIANCE_PER_HZ,
+    convert_intensity,
+    intensity_unit,
+    to_air_angstrom,
+    validate_profiles,
+    wavelengths_air_A,
+)
 
 __all__ = [
     "REFERENCE_MU",
@@ -191,21 +198,20 @@ def quiet_sun_mask(ds: xr.Dataset, percentiles: tuple[float, float] = QUIET_PERC
     Parameters
     ----------
     ds : xarray.Dataset
-        Profile schema, both lines, any intensity unit.
+        Profile schema, one line or both, any intensity unit.
     percentiles : (float, float)
         The band of far-wing intensities kept, in percent of the field's distribution.
 
     Returns
     -------
     xarray.DataArray of bool
-        Over the non-spectral dims of ``I_halpha`` (``time`` included when present): True
-        where both lines' far-wing intensities are in the band of their scan.
+        Over the non-spectral dims of the lines (``time`` included when present): True where
+        the far-wing intensities of every line present are in the band of their scan.
     """
-    ds = to_air_angstrom(ds)
     lo, hi = percentiles
     mask = None
-    for ln in LINES:
-        wl = np.asarray(ds[ln.dim].values)
+    for ln in (x for x in LINES if x.var in ds.data_vars):  # one line alone is enough
+        wl = wavelengths_air_A(ds, ln)
         fw = ds[ln.var].isel({ln.dim: np.flatnonzero(far_wing(wl, ln))}).mean(ln.dim)
         space = _spatial_dims(ds, ln)
         q = fw.quantile([lo / 100.0, hi / 100.0], dim=space, skipna=True)
