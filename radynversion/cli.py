@@ -145,10 +145,26 @@ def _open_inversion(store: Path):
     return result
 
 
+def _check_heights(heights: list[float], result, store: Path) -> None:  # noqa: ANN001 - xarray.Dataset
+    """Refuse heights outside the result's height grid (maps show the nearest node: 20 Mm would
+    silently be 10.5 Mm)."""
+    import numpy as np
+
+    from .errors import ConfigError
+
+    grid = np.asarray(result["height"].values, dtype=float)
+    lo, hi = float(grid.min()), float(grid.max())
+    outside = [h for h in heights if not lo <= h <= hi]
+    if outside:
+        raise ConfigError(f"--heights {' '.join(f'{h:g}' for h in outside)}: outside the height grid of "
+                          f"{store} ({lo:g} to {hi:g} Mm); expected heights [Mm] within it")
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .plot import maps
 
     result = _open_inversion(args.store)
+    _check_heights(args.heights, result, args.store)
     if not result.attrs.get("radynversion_complete", True):
         print(f"radynversion plot: warning: {args.store} is incomplete (an inversion still running or "
               "interrupted); unwritten pixels show as blank", file=sys.stderr)
@@ -264,7 +280,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     if not args.quantiles or any(not 0.0 <= q <= 1.0 for q in args.quantiles):
         raise ConfigError(f"--quantiles {' '.join(map(str, args.quantiles))}: expected values in [0, 1]")
     # everything that can be refused is checked before a cluster starts
-    resume = check_output(args.out)
+    resume = check_output(args.out, args.overwrite)
     ds = open_input(args.inputs, chunks)
     check_profiles(ds)
     _, net = model_spec(args.model)
@@ -275,7 +291,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     kwargs = dict(model=args.model, samples=args.samples, quantiles=args.quantiles, seed=args.seed,
                   chunks=chunks, batch_size=args.batch_size, precision=args.precision,
                   progress=not args.no_progress, max_chunks=args.max_chunks,
-                  misfit_samples=args.misfit_samples or None, compile=args.compile)
+                  misfit_samples=args.misfit_samples or None, compile=args.compile,
+                  overwrite=args.overwrite)
     if args.workers == 0 and not (args.scheduler or args.slurm):
         stats = invert_to_zarr(ds, args.out, num_workers=args.threads_per_worker, **kwargs)
     else:
@@ -378,7 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("invert", help="invert a scan into a Zarr store of posterior quantiles (resumable)")
     v.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="netCDF file or Zarr store in the profile schema, or FITS files")
-    v.add_argument("-o", "--out", type=Path, required=True, help="output Zarr store (resumed if it exists)")
+    v.add_argument("-o", "--out", type=Path, required=True,
+                   help="output Zarr store (resumed if it exists, with the same options)")
+    v.add_argument("--overwrite", action="store_true",
+                   help="replace an existing inversion store instead of resuming it (never anything else)")
     v.add_argument("--model", type=Path, help="model checkpoint (default: the packaged model)")
     v.add_argument("--samples", type=int, default=1024, help="posterior draws per pixel (default 1024)")
     v.add_argument("--quantiles", type=float, nargs="+", default=[0.05, 0.16, 0.5, 0.84, 0.95],
@@ -440,9 +460,20 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an option the subcommand does not know is that subcommand's usage error
+    (its usage, exit status 2), not the top-level parser's."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        action.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``radynversion`` console script."""
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return int(args.func(args) or 0)
     except RadynversionError as err:

@@ -12,7 +12,6 @@ against its truth (:func:`radynversion.datasets.example_truth`).
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import numpy as np
 import xarray as xr
 
 from .atmosphere import VARIABLES
-from .errors import StoreError
 
 __all__ = ["run_demo", "demo_figures", "truth_scores"]
 
@@ -140,28 +138,21 @@ def run_demo(
     from .datasets import example_scan, example_truth
     from .engine.cluster import cluster_client
     from .engine.inputs import open_input
-    from .engine.store import invert_to_zarr
+    from .engine.store import check_output, invert_to_zarr
     from .model import load_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "example_scan.zarr"
-    if store.exists():
-        try:
-            ours = "radynversion_complete" in xr.open_zarr(store).attrs
-        except Exception:  # noqa: BLE001
-            ours = False
-        if not ours:
-            raise StoreError(f"{store}: exists and is not a radynversion inversion store; move it or "
-                             "choose another --out")
-        shutil.rmtree(store)  # the demo times a fresh run
+    check_output(store, overwrite=True)  # an earlier demo's store is replaced, anything else refused
     net = load_model(model)
     paths = example_scan()
     scan = open_input(list(paths), DEMO_CHUNKS)
     t0 = time.perf_counter()
     with cluster_client(workers, 1) as client:
+        # the demo times a fresh run: a store of an earlier demo is replaced, nothing else is
         stats = invert_to_zarr(scan, store, model=model, samples=samples, chunks=DEMO_CHUNKS,
-                               client=client, progress=progress)
+                               client=client, progress=progress, overwrite=True)
     seconds = time.perf_counter() - t0
     result = xr.open_zarr(store).load()
     if "time" in result.dims:  # the example scan is one scan: a time dim of length 1

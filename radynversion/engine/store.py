@@ -42,7 +42,7 @@ from ..datasets import store_digest
 from ..errors import ProfileSchemaError, StoreError
 from ..lines import LINES
 from ..model.base import PosteriorModel
-from ..model.posterior import DEFAULT_MISFIT_SAMPLES, DEFAULT_QUANTILES
+from ..model.posterior import DEFAULT_MISFIT_SAMPLES, DEFAULT_QUANTILES, misfit_draws
 from .core import Plan, plan_inversion
 from .workers import model_spec
 
@@ -269,14 +269,15 @@ def check_free_space(out: str | Path, nbytes: int) -> None:
                          "space, choose another output, or fewer quantiles)")
 
 
-def check_output(out: str | Path) -> bool:
-    """Whether ``out`` is an existing inversion store (to resume); False if it is absent.
+def check_output(out: str | Path, overwrite: bool = False) -> bool:
+    """Whether ``out`` is an existing inversion store to resume; False if it is absent (or,
+    with ``overwrite``, an inversion store to be replaced).
 
     Raises
     ------
     StoreError
-        ``out`` exists and is not a radynversion inversion store, or it (or the directory it
-        would be created in) cannot be written.
+        ``out`` exists and is not a radynversion inversion store (never overwritten), or it
+        (or the directory it would be created in) cannot be written.
     """
     out = Path(out)
     if not _exists(out):
@@ -284,17 +285,37 @@ def check_output(out: str | Path) -> bool:
         return False
     _check_existing(out, None)
     check_writable(out)
-    return True
+    return not overwrite
 
 
-def _check_existing(out: Path, run: Mapping[str, Any] | None) -> dict[str, Any]:
+#: run-signature entries that follow from another one (when that one differs, they are not
+#: named in a mismatch: the user changed the other); see :func:`_explained`
+_DERIVED_FROM = {"misfit_samples": "samples", "chunks": "shape"}
+
+
+def _explained(key: str, stored: Mapping[str, Any], misfit_request: int | None) -> bool:
+    """Whether the stored value of ``key`` differs from this run's only because the entry it
+    derives from (:data:`_DERIVED_FROM`) differs: the round trip's draws are
+    ``min(samples, --misfit-samples)``, so a store of 1024 samples holds 64 where a run of 16
+    asks for 16, with the same --misfit-samples; chunks of another shape are other chunks."""
+    if key == "misfit_samples":
+        try:
+            return stored.get(key) == misfit_draws(int(stored["samples"]), misfit_request)
+        except (KeyError, TypeError, ValueError):
+            return False
+    return key in _DERIVED_FROM
+
+
+def _check_existing(out: Path, run: Mapping[str, Any] | None,
+                    misfit_request: int | None = DEFAULT_MISFIT_SAMPLES) -> dict[str, Any]:
     import zarr
 
     try:
         attrs = dict(zarr.open_group(str(out), mode="r").attrs)
     except Exception as err:  # noqa: BLE001 - zarr raises many types for foreign paths
-        raise StoreError(f"{out}: exists and is not a Zarr store ({type(err).__name__}); expected a new "
-                         "path or an inversion store to resume: choose another output or remove it") from None
+        raise StoreError(f"{out}: exists and is not a Zarr store ({type(err).__name__}), so not a radynversion "
+                         "inversion store; expected a new path or an inversion store to resume: choose "
+                         "another output (nothing was overwritten)") from None
     if attrs.get("radynversion_store") != STORE_KIND:
         raise StoreError(f"{out}: exists and is not a radynversion inversion store; expected a new path "
                          "or an inversion store to resume: choose another output (nothing was overwritten)")
@@ -310,10 +331,23 @@ def _check_existing(out: Path, run: Mapping[str, Any] | None) -> dict[str, Any]:
         run.pop("input_source", None)
     if stored != run:
         keys = sorted(k for k in set(stored) | set(run) if stored.get(k) != run.get(k))
+        keys = [k for k in keys if not (_DERIVED_FROM.get(k) in keys and _explained(k, stored, misfit_request))]
         detail = "; ".join(f"{k}: store {stored.get(k)!r} vs now {run.get(k)!r}" for k in keys)
-        raise StoreError(f"{out}: was made with other inputs or settings ({detail[:400]}); rerun "
-                         "with the same options or choose another output")
+        raise StoreError(f"{out}: was made with other inputs or settings ({detail[:400]}); expected the "
+                         "same options to resume it: rerun with them, choose another output, or replace "
+                         "it (radynversion invert --overwrite)")
     return attrs
+
+
+def _stored_chunks(out: Path) -> dict[str, int] | None:
+    """The chunk sizes (first chunk per dim) an inversion store was made with, if it says."""
+    import zarr
+
+    try:
+        run = json.loads(dict(zarr.open_group(str(out), mode="r").attrs).get("radynversion_run", ""))
+        return {str(d): int(c[0]) for d, c in zip(run["dims"], run["chunks"], strict=True) if c}
+    except (ValueError, KeyError, TypeError):  # unreadable: the signature check will say so
+        return None
 
 
 def _check_not_all_masked(out: Path, plan: Plan) -> None:
@@ -400,6 +434,7 @@ def invert_to_zarr(
     num_workers: int | None = None,
     misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
     compile: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Invert a scan into a Zarr store, chunk by chunk; resume an interrupted store.
 
@@ -409,9 +444,13 @@ def invert_to_zarr(
         The scan, in the profile schema (see :func:`radynversion.engine.invert`).
     out : path
         The Zarr store. Created if absent; if present it must be an inversion store made from
-        the same input with the same model and settings, and only its missing chunks run.
+        the same input with the same model and settings, and only its missing chunks run
+        (without ``chunks``, with the store's chunks, whatever the number of workers now).
     model, samples, quantiles, seed, chunks, batch_size, precision, degrade, misfit, device, misfit_samples, compile
         As :func:`radynversion.engine.invert` (irregular chunks are made regular).
+    overwrite : bool
+        Replace an existing inversion store (once the input, model and settings have passed
+        every check) instead of resuming it; anything else at ``out`` is still refused.
     client : distributed.Client, optional
         Run on this cluster; default the threaded scheduler in this process.
     progress : bool
@@ -441,7 +480,9 @@ def invert_to_zarr(
     """
     t0 = time.perf_counter()
     out = Path(out)
-    check_output(out)  # a foreign or unwritable output is refused before anything else
+    resume = check_output(out, overwrite)  # a foreign or unwritable output is refused before anything else
+    if resume and chunks is None:  # the store's chunks, not new ones for this cluster's size
+        chunks = {d: c for d, c in (_stored_chunks(out) or {}).items() if d in profiles.dims} or None
     spec = model_spec(model, device=device)
     plan = plan_inversion(
         profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
@@ -450,11 +491,15 @@ def invert_to_zarr(
     run = _run_signature(plan, profiles)
     n_pixels = int(np.prod(plan.shape))
     need = estimate_store_bytes(n_pixels, len(plan.params.quantiles), plan.params.n_heights)
-    if _exists(out):
-        _check_existing(out, run)
+    if resume:
+        _check_existing(out, run, misfit_samples)
         left = 1.0 - float(chunk_status(out).mean()) if plan.n_chunks else 0.0
         check_free_space(out, int(need * left))
     else:
+        if _exists(out):  # overwrite: an inversion store (check_output), replaced
+            old = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+            check_free_space(out, max(0, need - old))
+            shutil.rmtree(out)
         check_free_space(out, need)
         with contextlib.suppress(OSError):
             out.rmdir()
