@@ -12,8 +12,12 @@ import xarray as xr
 from .errors import StoreError
 from .schema import source_name
 
-__all__ = ["training_set", "training_set_path", "dataset_hash", "store_digest", "example_scan",
-           "example_observation", "example_truth"]
+__all__ = ["training_set", "training_set_path", "training_union", "dataset_hash", "store_digest",
+           "example_scan", "example_observation", "example_truth", "LABEL_STRIDE"]
+
+#: sample labels of component k of a union are ``k * LABEL_STRIDE + draw`` (unique, and the
+#: first component keeps its own labels, so its held-out split is the one it has alone)
+LABEL_STRIDE = 10_000_000
 
 
 def training_set_path() -> Path:
@@ -39,7 +43,8 @@ def training_set(path: str | Path | None = None, converged_only: bool = True, lo
     Parameters
     ----------
     path : path, optional
-        A store written by ``radynversion synth`` or ``import-radyn``; default the shipped set.
+        A store written by ``radynversion synth`` or ``import-radyn``, or a TOML file naming
+        several (:func:`training_union`); default the shipped set.
     converged_only : bool
         Keep only samples whose NLTE solution converged (``status == 0``); samples of shards
         not yet written are always dropped.
@@ -53,6 +58,8 @@ def training_set(path: str | Path | None = None, converged_only: bool = True, lo
         ``log_ne, log_T, v (sample, height)``, ``status``, ``kind``, ``prior_params``.
     """
     path = training_set_path() if path is None else Path(path)
+    if path.suffix == ".toml" and path.is_file():
+        return training_union(path, converged_only=converged_only)
     if not path.exists():
         raise StoreError(f"{path}: no training set here")
     try:
@@ -69,6 +76,70 @@ def training_set(path: str | Path | None = None, converged_only: bool = True, lo
     if converged_only:
         ds = ds.isel(sample=np.flatnonzero(np.asarray(ds["status"].values) == 0))
     return ds.load() if load else ds
+
+
+def training_union(
+    components: str | Path | dict[str, str | Path],
+    first: dict[str, int] | None = None,
+    converged_only: bool = True,
+) -> xr.Dataset:
+    """Several training sets (e.g. one per atmosphere generator) as one.
+
+    Parameters
+    ----------
+    components : mapping name -> store path, or a TOML file
+        In order; a TOML file has a ``[components]`` table (name = path, relative paths from
+        the file's folder) and optionally ``[first]`` (name = N: only that component's draws
+        with label < N, a fixed part of a store that is still growing).
+    first : mapping name -> int, optional
+        As the TOML's ``[first]`` (it overrides it).
+    converged_only : bool
+        As :func:`training_set`.
+
+    Returns
+    -------
+    xarray.Dataset
+        The components concatenated along ``sample``, with coordinates ``population``
+        (component name) and ``draw`` (label within its store); ``sample`` labels are
+        ``k * LABEL_STRIDE + draw`` for component ``k`` (unique; the first component's labels,
+        and so its held-out split, are its own). Each component's ``prior_params`` (different
+        per generator) are dropped; ``attrs["components"]`` records names, paths and counts.
+    """
+    import tomllib
+
+    base = Path(".")
+    cut = dict(first or {})
+    if not isinstance(components, dict):
+        toml_path = Path(components)
+        try:
+            spec = tomllib.loads(toml_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise StoreError(f"{toml_path}: not a readable union file ({type(err).__name__}: {err})") from None
+        if not isinstance(spec.get("components"), dict) or not spec["components"]:
+            raise StoreError(f"{toml_path}: expected a [components] table of name = store path")
+        base = toml_path.parent
+        components = dict(spec["components"])
+        cut = {**dict(spec.get("first", {})), **cut}
+    parts, record = [], []
+    for k, (name, where) in enumerate(components.items()):
+        path = Path(where) if Path(where).is_absolute() else base / where
+        ds = training_set(path, converged_only=converged_only)
+        draw = np.asarray(ds["sample"].values, dtype=np.int64)
+        if name in cut:
+            ds, draw = ds.isel(sample=draw < int(cut[name])), draw[draw < int(cut[name])]
+        ds = ds.drop_vars([v for v in ("prior_params", "param") if v in ds.variables])
+        ds = ds.assign_coords(sample=k * LABEL_STRIDE + draw, draw=("sample", draw),
+                              population=("sample", np.full(draw.size, name, dtype=f"<U{max(8, len(name))}")))
+        ds.attrs = {}
+        parts.append(ds)
+        record.append({"name": name, "path": str(where), "samples": int(draw.size),
+                       **({"first": int(cut[name])} if name in cut else {})})
+    out = xr.concat(parts, dim="sample", join="exact", combine_attrs="override")  # variable attrs kept
+    import json
+
+    out.attrs["components"] = json.dumps(record)
+    out.encoding["source"] = " + ".join(f"{r['name']}={r['path']}" for r in record)
+    return out
 
 
 def dataset_hash(ds: xr.Dataset, variables: tuple[str, ...] = ("I_halpha", "I_ca8542", "log_ne", "log_T", "v")) -> str:

@@ -1,0 +1,59 @@
+"""Training on several atmosphere populations at once (one store per generator)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from synthetic import FAST, TINY_C, training_set
+
+from radynversion.datasets import LABEL_STRIDE, training_union
+from radynversion.datasets import training_set as open_training_set
+from radynversion.errors import StoreError
+from radynversion.model import evaluation_split, sample_labels, train
+
+
+@pytest.fixture()
+def stores(tmp_path):
+    paths = {}
+    for name, n, seed in (("prior", 30, 0), ("smooth", 20, 1)):
+        ds = training_set(n, seed)
+        ds.to_zarr(tmp_path / f"{name}.zarr", mode="w")
+        paths[name] = tmp_path / f"{name}.zarr"
+    return paths
+
+
+def test_union_labels_populations_and_the_first_components_split(tmp_path, stores):
+    u = training_union({k: str(v) for k, v in stores.items()})
+    assert u.sizes["sample"] == 50
+    assert list(np.unique(u["population"].values)) == ["prior", "smooth"]
+    labels = sample_labels(u)
+    assert len(set(labels.tolist())) == 50
+    prior = u.isel(sample=u["population"].values == "prior")
+    np.testing.assert_array_equal(sample_labels(prior), np.arange(30))  # its own labels: its own split
+    np.testing.assert_array_equal(evaluation_split(sample_labels(prior)), evaluation_split(np.arange(30)))
+    smooth = u.isel(sample=u["population"].values == "smooth")
+    np.testing.assert_array_equal(smooth["draw"].values, np.arange(20))
+    assert (sample_labels(smooth) >= LABEL_STRIDE).all()
+    rec = json.loads(u.attrs["components"])
+    assert [r["samples"] for r in rec] == [30, 20]
+    # the same through a TOML file (paths relative to it), with a fixed part of one component
+    spec = tmp_path / "union.toml"
+    spec.write_text('[components]\nprior = "prior.zarr"\nsmooth = "smooth.zarr"\n\n[first]\nsmooth = 10\n')
+    v = open_training_set(spec)
+    assert v.sizes["sample"] == 40 and int((v["population"] == "smooth").sum()) == 10
+
+
+def test_union_errors_are_one_line(tmp_path, stores):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[first]\nprior = 3\n")
+    with pytest.raises(StoreError, match=r"bad\.toml: expected a \[components\] table"):
+        training_union(bad)
+    with pytest.raises(StoreError, match="no training set here"):
+        training_union({"prior": str(stores["prior"]), "missing": str(tmp_path / "nope.zarr")})
+
+
+def test_a_model_trains_on_a_union(tmp_path, stores):
+    u = training_union({k: str(v) for k, v in stores.items()})
+    res = train(u, tmp_path / "run", TINY_C, dataclasses.replace(FAST, epochs=2), progress=False)
+    assert np.isfinite(res.history["train_nll"]).all()
