@@ -80,7 +80,7 @@ def markdown(rows: list[dict]) -> str:
         split = "held-out" if r["split"].startswith("held-out") else "all"
         for who, pre in ((r["model"], ""), ("its own marginals", "baseline_")):
             cov = " | ".join(f"{r[v][pre + 'coverage68']:.2f} / {r[v][pre + 'coverage90']:.2f}" for v in VARIABLES)
-            err = ", ".join(f"{r[v][pre + 'median_abs_error']:.{2 if v == 'v' else 3}g}" for v in VARIABLES)
+            err = ", ".join(f"{r[v][pre + 'median_abs_error']:.3g}" for v in VARIABLES)
             where = f"{r['data']} | {split} | {r['atmospheres']}" if not pre else "| |"
             lines.append(f"| {who} | {where} | {cov} | {err} |")
     return head + "\n".join(lines) + "\n"
