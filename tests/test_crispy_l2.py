@@ -1,0 +1,86 @@
+"""crisPy level-2 files as the 2014-era SST/CRISP data have them (the original Radynversion's
+example data): one int16 DN cube (wavelength, y, x) per line and scan, no BUNIT, the tunings in
+a 'lambda-coordinate' image extension, a WAVE axis in vacuum Angstrom and the central tuning in
+TWAVE1, centred 30 mA from the air rest wavelength. Built here from the example scan."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from synthetic import TINY_C, training_set
+
+from radynversion.datasets import example_observation
+from radynversion.errors import UnitsError
+from radynversion.io import open_observation
+from radynversion.lines import CA8542, HALPHA, air_to_vacuum
+from radynversion.model import ConditionalINN
+from radynversion.model.invert import invert
+from radynversion.model.preprocess import atmosphere_to_array, normalise_profiles
+from radynversion.schema import wavelengths_air_A
+
+#: crisPy l2 programs: H-alpha 15 tunings 0.2 A apart over +-1.4 A, Ca II 8542 25 at 0.1 A
+PROGRAMS = {HALPHA.key: (15, 0.2), CA8542.key: (25, 0.1)}
+OFFSET_A = -0.03  # the central tuning sits 30 mA blue of the air rest wavelength
+
+
+def write_crispy_l2(path, scan, line, date_obs, gain):
+    n, step = PROGRAMS[line.key]
+    centre = line.center_air_A + OFFSET_A
+    wl_air = centre + step * (np.arange(n) - n // 2)
+    src = scan[line.var].transpose(line.dim, "y", "x")
+    wl_src = scan[line.dim].values
+    cube = np.stack([np.array([[np.interp(w, wl_src, src.values[:, j, i]) for i in range(src.sizes["x"])]
+                               for j in range(src.sizes["y"])]) for w in wl_air])
+    counts = np.round(cube / gain).astype(np.int16)
+    hdu = fits.PrimaryHDU(counts)
+    h = hdu.header
+    wl_vac = air_to_vacuum(wl_air)
+    for k, v in dict(CTYPE1="HPLN-TAN", CTYPE2="HPLT-TAN", CTYPE3="WAVE", CUNIT1="arcsec", CUNIT2="arcsec",
+                     CUNIT3="Angstrom", CRPIX1=1.0, CRPIX2=1.0, CRPIX3=n // 2 + 1, CRVAL1=-300.0, CRVAL2=200.0,
+                     CRVAL3=float(wl_vac[n // 2]), CDELT1=0.057, CDELT2=0.057, CDELT3=float(step),
+                     TWAVE1=float(wl_vac[n // 2]), DATE_OBS=None).items():
+        if v is not None:
+            h[k] = v
+    h["DATE-OBS"] = date_obs
+    ext = fits.ImageHDU(wl_vac.astype(np.float64), name="lambda-coordinate")
+    fits.HDUList([hdu, ext]).writeto(path)
+    return wl_air
+
+
+@pytest.fixture(scope="module")
+def crispy_pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("crispy")
+    scan = example_observation().isel(y=slice(20, 26), x=slice(20, 26))
+    if "time" in scan.dims:
+        scan = scan.isel(time=0)
+    peak = float(scan[HALPHA.var].max())
+    ha = d / "crisp_l2_20140906_152724_6563_r00447.fits"
+    ca = d / "crisp_l2_20140906_152724_8542_r00447.fits"
+    wl_ha = write_crispy_l2(ha, scan, HALPHA, "2014-09-06T15:27:24.000", gain=peak / 20000)
+    wl_ca = write_crispy_l2(ca, scan, CA8542, "2014-09-06T15:27:28.500", gain=peak / 12000)
+    return ha, ca, wl_ha, wl_ca
+
+
+def test_crispy_l2_pair_reads_as_dn_air_with_both_times(crispy_pair):
+    ha, ca, wl_ha, wl_ca = crispy_pair
+    ds = open_observation([ha, ca])
+    for ln, wl in ((HALPHA, wl_ha), (CA8542, wl_ca)):
+        assert ds[ln.var].attrs["units"] == "DN"
+        np.testing.assert_allclose(wavelengths_air_A(ds, ln), wl, atol=2e-3)  # vacuum in the file
+    times = {k: str(v.values) for k, v in ds.coords.items() if k.startswith("time")}
+    assert any("15:27:24" in t for t in times.values()) and any("15:27:28" in t for t in times.values())
+
+
+def test_crispy_l2_dn_pair_inverts_with_a_per_line_model_and_is_refused_by_a_joint_one(crispy_pair):
+    ha, ca, *_ = crispy_pair
+    ds = open_observation([ha, ca])
+    per_line = ConditionalINN(dataclasses.replace(TINY_C, partial_coverage=True, normalisation="per_line")).eval()
+    train = training_set(64)
+    y, _ = normalise_profiles(train, normalisation="per_line")
+    per_line.set_standardisation(atmosphere_to_array(train), y)
+    out = invert(ds, per_line, samples=16)
+    assert np.isfinite(out["log_T"].values).all()
+    joint = ConditionalINN(TINY_C).eval()
+    with pytest.raises(UnitsError, match="DN"):
+        invert(ds, joint, samples=16)
