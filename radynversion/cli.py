@@ -128,21 +128,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_inversion(store: Path):
+def _open_inversion(store: Path):  # noqa: ANN202 - xarray.Dataset
     """Open an inversion store written by ``radynversion invert``; a one-line error otherwise."""
-    import xarray as xr
+    from .engine.store import open_result
 
-    from .errors import StoreError
-
-    try:
-        result = xr.open_zarr(store)
-    except Exception as err:  # noqa: BLE001
-        raise StoreError(f"{store}: not a readable Zarr store ({type(err).__name__})") from None
-    missing = [v for v in ("log_ne", "log_T", "v", "misfit") if v not in result]
-    if missing:
-        raise StoreError(f"{store}: not an inversion result (missing {missing}); expected the output "
-                         "of radynversion invert")
-    return result
+    return open_result(store)
 
 
 def _check_heights(heights: list[float], result, store: Path) -> None:  # noqa: ANN001 - xarray.Dataset

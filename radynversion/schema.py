@@ -27,6 +27,8 @@ __all__ = [
     "RADIANCE_PER_AA",
     "profile_dataset",
     "validate_profiles",
+    "check_intensities",
+    "impossible_pixels",
     "source_name",
     "wavelengths_air_A",
     "to_air_angstrom",
@@ -45,6 +47,8 @@ RADIANCE_PER_AA = u.Unit("erg / (s cm2 sr Angstrom)")
 _MEDIA = ("air", "vacuum")
 #: how far [Angstrom] a window's line centre may sit from the expected one
 _CENTRE_TOLERANCE_A = 1.0
+#: values read at a time by :func:`check_intensities` (no full-size temporaries)
+_CHECK_BLOCK = 1 << 22
 
 
 def profile_dataset(
@@ -271,3 +275,148 @@ def convert_intensity(ds: xr.Dataset, unit: str | u.UnitBase, source: str | None
         new.attrs = dict(var.attrs, units=target.to_string())
         out[ln.var] = new
     return out
+
+
+def _present(ds: xr.Dataset) -> list[Line]:
+    """The lines ``ds`` holds (a model trained on partial coverage takes one line alone)."""
+    return [ln for ln in LINES if ln.var in ds.data_vars]
+
+
+def _pixel_dims(ds: xr.Dataset) -> tuple[str, ...]:
+    """The non-spectral dims, in the order of the dims of the first line ``ds`` holds."""
+    first = next(iter(_present(ds)), LINES[0])
+    return tuple(d for d in ds[first.var].dims if d != first.dim)
+
+
+def impossible_pixels(ds: xr.Dataset) -> np.ndarray:
+    """Pixels whose profiles no atmosphere emits: in some line a negative intensity, or no
+    positive one.
+
+    A spectral radiance (Stokes I) is never negative, and a line that is nowhere positive is a
+    dark frame, a difference image or Stokes Q/U/V, not a spectrum: such pixels are masked
+    (inverted to NaN, ``mask`` True), never inverted to a confident atmosphere. NaN and inf
+    are not judged here (they make the normalised profile NaN by themselves), nor is a line
+    with no finite value in the pixel.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        In the profile schema, ``N`` pixels over its non-spectral dims (a line it lacks is not
+        judged).
+
+    Returns
+    -------
+    ndarray of bool, shape ``(N,)``
+        C order over the non-spectral dims in the order of ``I_halpha``'s dims (as
+        :func:`radynversion.model.preprocess.normalise_profiles` orders its rows).
+    """
+    dims = _pixel_dims(ds)
+    bad = None
+    for ln in _present(ds):
+        arr = np.asarray(ds[ln.var].transpose(*dims, ln.dim).values)
+        arr = arr.reshape(-1, arr.shape[-1])
+        with np.errstate(invalid="ignore"):
+            line_bad = (arr < 0).any(axis=1) | (~(arr > 0).any(axis=1) & np.isfinite(arr).any(axis=1))
+        bad = line_bad if bad is None else bad | line_bad
+    return np.zeros(0, dtype=bool) if bad is None else bad
+
+
+def _value_blocks(var: xr.DataArray):  # noqa: ANN202 - yields (start, ndarray)
+    """``var`` in blocks along its first dim (numpy views, or reads of lazy data)."""
+    first = var.dims[0]
+    n = int(var.sizes[first])
+    per_row = max(1, var.size // max(1, n))
+    step = max(1, _CHECK_BLOCK // per_row)
+    for start in range(0, n, step):
+        yield start, np.asarray(var.isel({first: slice(start, start + step)}).values)
+
+
+def check_intensities(ds: xr.Dataset, source: str | None = None) -> None:
+    """Refuse intensities of which no pixel can be inverted, naming the file and variable.
+
+    One pass over each line, in blocks along its first dim (lazy data are read block by block).
+    Refused, per line: values that are not real numbers; every value NaN or inf; a tuning
+    inside the model window that is NaN or inf in every pixel (every pixel would be masked);
+    no positive value at all (zero everywhere, or negative: a dark frame, a difference image,
+    Stokes Q/U/V); a negative value, or no positive one, in every pixel
+    (:func:`impossible_pixels` would mask them all). Finally, pixels each made impossible by
+    one line or the other (every pixel masked) are refused too.
+
+    Partly bad data pass: such pixels are masked by the inversion, the others inverted.
+
+    Raises
+    ------
+    ProfileSchemaError
+        One line: the source, the variable, what it holds and what was expected.
+    """
+    src = _source(ds, source)
+    dims = _pixel_dims(ds)
+    impossible = None
+    for ln in _present(ds):
+        var = ds[ln.var]
+        if var.dtype.kind not in "fiu":
+            raise ProfileSchemaError(f"{src}: {ln.var} has dtype {var.dtype}; expected real numbers "
+                                     "(spectral radiances)")
+        if var.size == 0:
+            continue
+        axis = var.dims.index(ln.dim)
+        others = tuple(i for i in range(var.ndim) if i != axis)
+        alive = np.zeros(var.shape[axis], dtype=bool)  # tunings finite in some pixel
+        pix_shape = tuple(var.shape[i] for i in others)
+        negative = np.zeros(pix_shape, dtype=bool)  # pixels with a negative value
+        positive = np.zeros(pix_shape, dtype=bool)  # pixels with a positive value
+        measured = np.zeros(pix_shape, dtype=bool)  # pixels with a finite value
+        lo, hi, any_inf = np.inf, -np.inf, False
+        for start, part in _value_blocks(var):
+            finite = np.isfinite(part)
+            if finite.any():
+                vals = part[finite]
+                lo, hi = min(lo, float(vals.min())), max(hi, float(vals.max()))
+            any_inf = any_inf or bool(np.isinf(part).any())
+            seen = finite.any(axis=others)
+            with np.errstate(invalid="ignore"):
+                neg, pos = (part < 0).any(axis=axis), (part > 0).any(axis=axis)
+            fin = finite.any(axis=axis)
+            stop = start + part.shape[0]
+            if axis == 0:  # a block of tunings, every pixel
+                alive[start:stop] |= seen
+                negative |= neg
+                positive |= pos
+                measured |= fin
+            else:  # every tuning, a block of pixels
+                alive |= seen
+                negative[start:stop] |= neg
+                positive[start:stop] |= pos
+                measured[start:stop] |= fin
+        if hi == -np.inf:
+            what = "NaN or inf" if any_inf else "NaN"
+            raise ProfileSchemaError(f"{src}: every value of {ln.var} is {what}; expected finite "
+                                     "spectral radiances (NaN only where a pixel is bad)")
+        # a tuning dead in every pixel inside the window masks every pixel
+        wl = wavelengths_air_A(ds, ln, src)
+        target = ln.model_wavelengths()
+        for k in np.flatnonzero((wl >= target[0]) & (wl <= target[-1]) & ~alive):
+            raise ProfileSchemaError(
+                f"{src}: {ln.var} is NaN or inf in every pixel at {wl[k]:.3f} A (air; {ln.dim} "
+                f"index {k}), inside the model window, so no pixel can be inverted; expected "
+                f"finite values there (drop a bad tuning, e.g. ds.drop_isel({ln.dim}={k}))")
+        unit = intensity_unit(ds, ln, src).to_string()
+        if hi <= 0:
+            held = "zero everywhere" if lo == hi == 0 else f"values from {lo:.3g} to {hi:.3g} {unit}"
+            raise ProfileSchemaError(
+                f"{src}: {ln.var} has no positive value ({held}), so no pixel can be inverted; expected "
+                "positive spectral radiances (Stokes I, not Q/U/V, a difference image or a dark frame)")
+        line_bad = negative | (~positive & measured)
+        if line_bad.all():
+            raise ProfileSchemaError(
+                f"{src}: every pixel of {ln.var} has a negative value (down to {lo:.3g} {unit}) or none "
+                "positive, so no pixel can be inverted; expected positive spectral radiances (negative "
+                "ones are not physical: check the dark and background subtraction)")
+        own = tuple(d for d in var.dims if d != ln.dim)
+        line_bad = xr.DataArray(line_bad, dims=own).transpose(*dims).values.reshape(-1)
+        impossible = line_bad if impossible is None else impossible | line_bad
+    if impossible is not None and impossible.size and impossible.all():
+        names = " or ".join(ln.var for ln in _present(ds))
+        raise ProfileSchemaError(
+            f"{src}: every pixel has a negative value, or no positive one, in {names}, so no pixel can "
+            "be inverted; expected positive spectral radiances (Stokes I)")

@@ -180,6 +180,24 @@ def _negative(tmp, _):
     return {"inputs": [write_nc(tmp / "negative.nc", ds)]}
 
 
+def _ca_all_minus_one(tmp, _):  # issue 25: inverted to confident atmospheres, exit 0
+    ds = good_scan()
+    ds[CA8542.var].values[:] = -1.0
+    return {"inputs": [write_nc(tmp / "ca_minus_one.nc", ds)]}
+
+
+def _ca_zero(tmp, _):  # a dark frame in one line
+    ds = good_scan()
+    ds[CA8542.var].values[:] = 0.0
+    return {"inputs": [write_nc(tmp / "ca_zero.nc", ds)]}
+
+
+def _ca_negative_in_every_pixel(tmp, _):  # a bad background subtraction: one tuning below zero
+    ds = good_scan()
+    ds[CA8542.var].values[..., 40] = -1e-9
+    return {"inputs": [write_nc(tmp / "ca_dip.nc", ds)]}
+
+
 def _coarse_sampling(tmp, _):  # 5 tunings over +-1.5 A: 3 inside H-alpha's model window
     ds = good_scan()
     coarse = ds[[HALPHA.var]].interp({HALPHA.dim: HALPHA.center_air_A + np.linspace(-1.5, 1.5, 5)})
@@ -346,6 +364,14 @@ BAD = {
     "all inf": Bad(_all_inf, ProfileSchemaError, ("{tmp}/all_inf.nc", "I_ca8542", "inf"), store_left=True),
     "negative intensities": Bad(_negative, ProfileSchemaError, ("{tmp}/negative.nc", "I_halpha", "positive"),
                                 store_left=True),
+    "one line negative everywhere": Bad(_ca_all_minus_one, ProfileSchemaError,
+                                        ("{tmp}/ca_minus_one.nc", "I_ca8542", "no positive value", "-1"),
+                                        store_left=True),
+    "one line zero everywhere": Bad(_ca_zero, ProfileSchemaError, ("{tmp}/ca_zero.nc", "I_ca8542", "zero everywhere"),
+                                    store_left=True),
+    "one line negative in every pixel": Bad(_ca_negative_in_every_pixel, ProfileSchemaError,
+                                            ("{tmp}/ca_dip.nc", "every pixel of I_ca8542 has a negative value"),
+                                            store_left=True),
     "too few tunings in a model window": Bad(_coarse_sampling, ProfileSchemaError,
                                              ("{tmp}/coarse.nc", "I_halpha", "3 tunings within the model window")),
     "a stokes dim of I, Q, U, V": Bad(_stokes_dim, ProfileSchemaError, ("{tmp}/iquv.nc", "I_halpha", "Stokes I only")),
@@ -432,7 +458,7 @@ def test_in_memory_data_without_one_invertible_pixel_is_refused_up_front(what, n
     else:
         ds[HALPHA.var].values[:] = np.nan if what == "nan" else np.inf
     expect = {"nan": "every value of I_halpha is NaN;", "inf": "every value of I_halpha is NaN or inf",
-              "negative": "no positive intensity in any line (I_halpha max -"}[what]
+              "negative": "I_halpha has no positive value (values from -"}[what]
     with pytest.raises(ProfileSchemaError) as err:
         ds.radyn.invert(model=net, samples=4)
     assert_clear(str(err.value), [expect])
@@ -463,6 +489,40 @@ def test_partly_bad_pixels_come_out_masked_and_the_rest_inverted(tmp_path, model
         assert np.isnan(out[var].values[bad]).all()
         assert np.isfinite(out[var].values[~bad]).all()
     assert np.isnan(out["misfit"].values[bad]).all() and np.isfinite(out["misfit"].values[~bad]).all()
+
+
+def test_pixels_with_impossible_values_are_masked_in_memory_and_in_the_store(tmp_path, model_path, net):
+    """Issue 25: a negative radiance, or a line nowhere positive, in a pixel masks that pixel
+    (both front doors, the same mask), and the other pixels are inverted."""
+    ds = good_scan()
+    ds[CA8542.var].values[0, 0, 40] = -1e-9  # one tuning below zero (inside the window)
+    ds[CA8542.var].values[1, 3, :] = 0.0  # Ca II dark in this pixel, H-alpha fine
+    ds[HALPHA.var].values[2, 2, 5] = -3e-8  # far in H-alpha's wing, outside the window
+    bad = np.zeros((NY, NX), bool)
+    bad[0, 0] = bad[1, 3] = bad[2, 2] = True
+    path = write_nc(tmp_path / "dips.nc", ds)
+    assert cli_invert([path], tmp_path / "out.zarr", model_path) == 0
+    out = xr.open_zarr(tmp_path / "out.zarr").load()
+    mem = radynversion.invert(ds, model=net, samples=4, batch_size=64)
+    for res in (out, mem):
+        np.testing.assert_array_equal(res["mask"].values, bad)
+        assert np.isnan(res["log_T"].values[bad]).all() and np.isfinite(res["log_T"].values[~bad]).all()
+        assert np.isnan(res["misfit"].values[bad]).all()
+
+
+@pytest.mark.parametrize("value", [-1.0, 0.0])
+def test_one_impossible_line_in_memory_is_refused_before_any_work(value, net, tmp_path):
+    ds = good_scan()
+    ds[CA8542.var].values[:] = value
+    expect = ["I_ca8542 has no positive value", "zero everywhere" if value == 0 else "values from -1 to -1",
+              "expected positive"]
+    for call in (lambda: radynversion.invert(ds, model=net, samples=4),
+                 lambda: ds.radyn.invert(model=net, samples=4),
+                 lambda: invert_to_zarr(ds, tmp_path / "out.zarr", model=net, samples=4, progress=False)):
+        with pytest.raises(ProfileSchemaError) as err:
+            call()
+        assert_clear(str(err.value), expect)
+    assert not (tmp_path / "out.zarr").exists()
 
 
 # -- unusual but valid input: inverted like the plain scan ------------------------------------
@@ -517,7 +577,7 @@ def test_a_dead_tuning_is_found_in_one_blocked_pass_whatever_the_dim_order(monke
     dead in every pixel is found whether the spectral dim comes last or first, and a tuning
     alive in one pixel of a late block is not refused."""
     from radynversion.engine.core import check_profiles
-    monkeypatch.setattr("radynversion.engine.core._CHECK_BLOCK", 50)  # many blocks
+    monkeypatch.setattr("radynversion.schema._CHECK_BLOCK", 50)  # many blocks
     ds = good_scan()
     if spectral_first:
         ds = ds.transpose(HALPHA.dim, CA8542.dim, ...)

@@ -165,3 +165,56 @@ def test_a_stokes_dim_other_than_i_is_refused():
         with pytest.raises(ProfileSchemaError) as err:
             validate_profiles(bad, "obs.nc")
         assert f"obs.nc: variable I_halpha has a 'stokes' dim {shown}; expected Stokes I only" in str(err.value)
+
+
+# -- physically impossible intensities (issue 25) ------------------------------------------------
+def test_impossible_pixels_are_negative_or_nowhere_positive_in_a_line():
+    from radynversion.schema import impossible_pixels
+
+    ds = make(n=5)
+    ha, ca = LINES[0], LINES[1]
+    ds[ca.var].values[1, 3] = -1e-12  # one negative value
+    ds[ha.var].values[2, :] = 0.0  # a line dark in this pixel
+    ds[ca.var].values[3, :] = np.nan  # NaN: not judged here (NaN rows mask themselves)
+    np.testing.assert_array_equal(impossible_pixels(ds), [False, True, True, False, False])
+    # C order over the non-spectral dims in I_halpha's order, whatever the other line's order
+    grid = profile_dataset({ln.key: ln.synth_wavelengths() for ln in LINES},
+                           {ln.key: np.ones((2, 3, ln.synth_wavelengths().size)) for ln in LINES},
+                           RADIANCE_PER_HZ, dims=("y", "x"))
+    grid[ca.var].values[1, 0, 7] = -1.0
+    grid[ca.var] = grid[ca.var].transpose(ca.dim, "x", "y")
+    np.testing.assert_array_equal(impossible_pixels(grid), [False, False, False, True, False, False])
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_check_intensities_names_the_file_the_variable_and_what_was_expected(lazy):
+    from radynversion.schema import check_intensities
+
+    def bad(change):
+        ds = make(n=4)
+        change(ds)
+        ds.attrs["source_file"] = "scan.nc"
+        return ds.chunk({"sample": 1}) if lazy else ds
+
+    ca = LINES[1]
+    check_intensities(bad(lambda ds: None))
+    cases = [
+        (lambda ds: ds[ca.var].values.__setitem__(slice(None), -1.0),
+         "scan.nc: I_ca8542 has no positive value (values from -1 to -1 W / (Hz sr m2))"),
+        (lambda ds: ds[ca.var].values.__setitem__(slice(None), 0.0), "scan.nc: I_ca8542 has no positive value (zero everywhere)"),
+        (lambda ds: ds[ca.var].values.__setitem__((slice(None), 3), -2e-9),
+         "scan.nc: every pixel of I_ca8542 has a negative value (down to -2e-09"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ProfileSchemaError) as err:
+            check_intensities(bad(change))
+        assert str(err.value).startswith(message) and "expected positive" in str(err.value), str(err.value)
+    # pixels bad in one line or the other: none left
+    def split(ds):
+        ds[LINES[0].var].values[:2, 0] = -1.0
+        ds[ca.var].values[2:, 0] = -1.0
+    with pytest.raises(ProfileSchemaError, match="every pixel has a negative value, or no positive one, in "
+                                                 "I_halpha or I_ca8542"):
+        check_intensities(bad(split))
+    # some pixels bad: passes (they are masked)
+    check_intensities(bad(lambda ds: ds[ca.var].values.__setitem__((slice(0, 2), 3), -1.0)))

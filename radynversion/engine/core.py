@@ -8,16 +8,17 @@ C-order index over the input's full non-spectral shape, computed from the chunk'
 the result of every pixel is the same whatever the chunking, the number of workers or of
 devices (see :mod:`radynversion.model.posterior` for why the arithmetic agrees bit for bit).
 
-Output (:func:`invert`): ``log_ne``, ``log_T``, ``v`` over ``(*dims, quantile, height)``
-(float32; dex cm^-3, dex K, km/s positive down), ``misfit(*dims)`` (float32, fraction of the
-joint peak), ``peak(*dims)`` (float32, model intensity unit) and ``mask(*dims)`` (True where
-the input was not finite and nothing was inverted), chunked like the input's non-spectral
-dims, with the input's coordinates on those dims and its attrs plus the run's provenance.
+Output (:func:`invert`): the result schema of :mod:`radynversion.model.result`, the same as the
+in-memory :func:`radynversion.model.invert` gives: ``log_ne``, ``log_T``, ``v`` over ``(*dims,
+quantile, height)`` (float32; dex cm^-3, dex K, km/s positive down), ``misfit(*dims)``
+(float32, in units of the joint peak), ``peak(*dims)`` (float32, model intensity unit) and
+``mask(*dims)`` (True where nothing was inverted: the input was not finite, negative, or
+nowhere positive in a line), chunked like the input's non-spectral dims, with the input's
+coordinates on those dims and its attrs plus the run's provenance.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -31,11 +32,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .. import __version__
-from ..atmosphere import VARIABLE_ATTRS, VARIABLES
+from ..atmosphere import VARIABLES
 from ..errors import ConfigError, ProfileSchemaError
 from ..lines import LINES
 from ..model.base import PosteriorModel
+from ..model.invert import network_input
 from ..model.posterior import (
     DEFAULT_MISFIT_SAMPLES,
     DEFAULT_QUANTILES,
@@ -47,8 +48,9 @@ from ..model.posterior import (
     posterior,
     select_precision,
 )
-from ..model.preprocess import check_window, normalise_profiles, sample_dims
-from ..schema import intensity_unit, source_name, validate_profiles, wavelengths_air_A
+from ..model.preprocess import check_window, sample_dims
+from ..model.result import ResultSchema, RunSettings, VariableSpec, result_dataset, result_schema
+from ..schema import check_intensities, source_name, validate_profiles, wavelengths_air_A
 from .workers import ModelPlugin, ModelSpec, model_spec, worker_device, worker_model
 
 __all__ = ["DEFAULT_CHUNK_PIXELS", "Plan", "check_profiles", "plan_inversion", "invert", "runtime_settings",
@@ -56,9 +58,6 @@ __all__ = ["DEFAULT_CHUNK_PIXELS", "Plan", "check_profiles", "plan_inversion", "
 
 #: pixels per chunk when the input is not chunked and no chunks are given
 DEFAULT_CHUNK_PIXELS = 4096
-#: a model window may exceed the data by this much [Angstrom] (as in radynversion.model.preprocess)
-#: values checked at a time by the in-memory intensity check
-_CHECK_BLOCK = 1 << 22
 _LETTERS = "abcdefghijklmnopqrstuv"
 
 
@@ -121,9 +120,7 @@ def _invert_block(*args: Any) -> dict[str, Any]:
     idx = [np.asarray(i) for i in args[n_lines:-2]]
     net = worker_model(spec)
     block_shape = tuple(i.size for i in idx)
-    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN pixels are masked, not warned about
-        y, peak = normalise_profiles(p.block_dataset(arrays), unit=net.config.intensity_unit,
-                                     fwhm_A=net.instrument_fwhm_A(), degrade=p.degrade, source=p.source)
+    y, peak = network_input(p.block_dataset(arrays), net, p.degrade, p.source)
     if idx:
         flat = np.ravel_multi_index(np.meshgrid(*idx, indexing="ij"), p.shape).reshape(-1)
     else:
@@ -245,10 +242,7 @@ def _probe_profiles(profiles: xr.Dataset, dims: tuple[str, ...], net: PosteriorM
         take = max(1, min(size, left))
         sel[d] = slice(0, take)
         left = max(1, left // take)
-    with np.errstate(invalid="ignore", over="ignore"):
-        y, _ = normalise_profiles(profiles.isel(sel).compute(), unit=net.config.intensity_unit,
-                                  fwhm_A=net.instrument_fwhm_A(), degrade=degrade,
-                                  source=source_name(profiles))
+    y, _ = network_input(profiles.isel(sel).compute(), net, degrade, source_name(profiles))
     y = y[np.isfinite(y).all(axis=1)][:n]
     return y if y.size else None
 
@@ -349,20 +343,6 @@ def _warn_padding(chunks: tuple[tuple[int, ...], ...], samples: int, batch_size:
             "chunks or a smaller batch_size", stacklevel=4)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, Mapping):
-        return json.dumps({str(k): _json_safe(v) for k, v in value.items()}, sort_keys=True)
-    return str(value)
-
-
 @dataclass
 class Plan:
     """A planned inversion: the chunk tasks and what the output looks like.
@@ -373,10 +353,9 @@ class Plan:
         One object block per chunk (the dict of output arrays, or ``{"chunk": k}`` when
         writing to a store).
     dims, shape, chunks : the non-spectral dims, their sizes and chunks.
-    coords : dict
-        Output coordinates (quantile, height, the input's coordinates on ``dims``).
-    attrs : dict
-        Output attrs (input attrs + provenance).
+    schema : ResultSchema
+        The result's variables, coordinates and attrs (:mod:`radynversion.model.result`, as
+        the in-memory :func:`radynversion.model.invert` builds them).
     params : BlockParams
     spec : ModelSpec
     net : PosteriorModel
@@ -387,11 +366,20 @@ class Plan:
     dims: tuple[str, ...]
     shape: tuple[int, ...]
     chunks: tuple[tuple[int, ...], ...]
-    coords: dict[str, Any]
-    attrs: dict[str, Any]
+    schema: ResultSchema
     params: BlockParams
     spec: ModelSpec
     net: PosteriorModel
+
+    @property
+    def coords(self) -> dict[str, Any]:
+        """Output coordinates (quantile, height, the input's coordinates on ``dims``)."""
+        return self.schema.coords
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Output attrs (the input's attrs and the run's provenance)."""
+        return self.schema.attrs
 
     @property
     def n_chunks(self) -> int:
@@ -401,41 +389,21 @@ class Plan:
         """Graph keys of the chunk tasks, in C order of the chunk grid."""
         return [(self.blocks.name, *b) for b in np.ndindex(*(len(c) for c in self.chunks))]
 
-    def variables(self) -> dict[str, tuple[tuple[str, ...], tuple, Any, dict]]:
-        """Output variable -> (dims, chunks, dtype, attrs)."""
-        n_q, n_h = len(self.params.quantiles), self.params.n_heights
-        qdims = (*self.dims, "quantile", "height")
-        out: dict[str, tuple[tuple[str, ...], tuple, Any, dict]] = {}
-        for name in VARIABLES:
-            out[name] = (qdims, (*self.chunks, (n_q,), (n_h,)), np.float32, dict(VARIABLE_ATTRS[name]))
-        if self.params.return_samples:
-            for name in VARIABLES:
-                out[f"{name}_samples"] = ((*self.dims, "draw", "height"),
-                                          (*self.chunks, (self.params.samples,), (n_h,)), np.float32,
-                                          {**VARIABLE_ATTRS[name], "long_name": f"posterior samples of {name}"})
-        out["misfit"] = (self.dims, self.chunks, np.float32, {
-            "long_name": "RMS of forward(posterior sample) minus observed profiles, mean over the first "
-                     "misfit_samples draws (attrs)",
-            "units": "fraction of the joint peak"})
-        out["peak"] = (self.dims, self.chunks, np.float32, {
-            "long_name": "joint peak of the two lines on the model windows",
-            "units": self.net.config.intensity_unit})
-        out["mask"] = (self.dims, self.chunks, bool, {
-            "long_name": "true where the input profiles were not finite (nothing inverted)"})
-        return out
+    def variable_chunks(self, spec: VariableSpec) -> tuple[tuple[int, ...], ...]:
+        """Chunks of a result variable: the plan's over ``dims``, whole over the rest."""
+        return (*self.chunks, *((n,) for n in spec.extra))
 
     def dataset(self) -> xr.Dataset:
         """The lazy output Dataset (one task per chunk feeds all its variables)."""
         nd = len(self.dims)
-        data_vars = {}
-        for name, (dims, chunks, dtype, attrs) in self.variables().items():
-            extra = len(dims) - nd
-            arr = da.map_blocks(_pick, self.blocks, name, dtype=dtype, chunks=chunks,
-                                new_axis=list(range(nd, nd + extra)) if extra else None,
-                                meta=np.empty((0,) * len(dims), dtype=dtype),
-                                name=f"{name}-{self.blocks.name}")
-            data_vars[name] = (dims, arr, attrs)
-        return xr.Dataset(data_vars, coords=self.coords, attrs=self.attrs)
+        arrays = {}
+        for name, spec in self.schema.variables.items():
+            extra = len(spec.extra)
+            arrays[name] = da.map_blocks(
+                _pick, self.blocks, name, dtype=spec.dtype, chunks=self.variable_chunks(spec),
+                new_axis=list(range(nd, nd + extra)) if extra else None,
+                meta=np.empty((0,) * len(spec.dims), dtype=spec.dtype), name=f"{name}-{self.blocks.name}")
+        return result_dataset(arrays, self.schema)
 
 
 def _check_coverage(profiles: xr.Dataset, source: str) -> None:
@@ -446,54 +414,12 @@ def _check_coverage(profiles: xr.Dataset, source: str) -> None:
 
 
 def _check_values(profiles: xr.Dataset, source: str) -> None:
-    """Refuse in-memory intensities of which no pixel can be inverted (lazy ones, Dask or file
-    backed, are not read here: :func:`radynversion.engine.invert_to_zarr` checks the mask of
-    its store at the end). One pass over each line, in blocks (no full-size temporaries)."""
-    if not all(getattr(profiles[ln.var].variable, "_in_memory", False) for ln in LINES):
-        return
-    peaks = []
-    for ln in LINES:
-        a = np.asarray(profiles[ln.var].values)
-        if a.dtype.kind not in "fiu":
-            raise ProfileSchemaError(f"{source}: {ln.var} has dtype {a.dtype}; expected real numbers "
-                                     "(spectral radiances)")
-        if a.size == 0:
-            peaks.append((ln, np.nan))
-            continue
-        axis = profiles[ln.var].dims.index(ln.dim)
-        others = tuple(i for i in range(a.ndim) if i != axis)
-        alive = np.zeros(a.shape[axis], dtype=bool)  # tunings finite in some pixel
-        peak, any_inf = -np.inf, False
-        step = max(1, _CHECK_BLOCK // max(1, a[:1].size))
-        for start in range(0, a.shape[0], step):  # blocks along the first axis
-            part = a[start:start + step]
-            finite = np.isfinite(part)
-            if finite.any():
-                peak = max(peak, float(part[finite].max()))
-            any_inf = any_inf or bool(np.isinf(part).any())
-            seen = finite.any(axis=others)
-            if axis == 0:
-                alive[start:start + step] |= seen
-            else:
-                alive |= seen
-        if peak == -np.inf:
-            what = "NaN or inf" if any_inf else "NaN"
-            raise ProfileSchemaError(f"{source}: every value of {ln.var} is {what}; expected finite "
-                                     "spectral radiances (NaN only where a pixel is bad)")
-        peaks.append((ln, peak))
-        # a tuning dead in every pixel inside the window masks every pixel
-        wl = wavelengths_air_A(profiles, ln, source)
-        target = ln.model_wavelengths()
-        for k in np.flatnonzero((wl >= target[0]) & (wl <= target[-1]) & ~alive):
-            raise ProfileSchemaError(
-                f"{source}: {ln.var} is NaN or inf in every pixel at {wl[k]:.3f} A (air; {ln.dim} "
-                f"index {k}), inside the model window, so no pixel can be inverted; expected "
-                f"finite values there (drop a bad tuning, e.g. ds.drop_isel({ln.dim}={k}))")
-    if all(np.isfinite(pk) and pk <= 0 for _, pk in peaks):
-        detail = ", ".join(f"{ln.var} max {pk:.3g} {intensity_unit(profiles, ln, source).to_string()}"
-                           for ln, pk in peaks)
-        raise ProfileSchemaError(f"{source}: no positive intensity in any line ({detail}); expected "
-                                 "positive spectral radiances (Stokes I, not Q/U/V or a difference)")
+    """Refuse in-memory intensities of which no pixel can be inverted
+    (:func:`radynversion.schema.check_intensities`); lazy ones, Dask or file backed, are not
+    read here: :func:`radynversion.engine.invert_to_zarr` checks the mask of its store at the
+    end, and names the reason then."""
+    if all(getattr(profiles[ln.var].variable, "_in_memory", False) for ln in LINES):
+        check_intensities(profiles, source)
 
 
 def check_profiles(profiles: xr.Dataset, source: str | None = None) -> str:
@@ -502,8 +428,8 @@ def check_profiles(profiles: xr.Dataset, source: str | None = None) -> str:
     the model windows, and (for in-memory data) intensities of which at least one pixel can be
     inverted. Returns the name of the data used in messages.
 
-    Partly bad data are not refused: pixels with NaN or inf, or no positive intensity, come out
-    NaN with ``mask`` True.
+    Partly bad data are not refused: pixels with NaN or inf, a negative intensity or none
+    positive in a line come out NaN with ``mask`` True.
 
     Raises
     ------
@@ -604,38 +530,13 @@ def plan_inversion(
         dtype=object, concatenate=True, meta=np.empty((0,) * len(dims), dtype=object),
         name=f"radyn-invert-{token}")
 
-    coords: dict[str, Any] = {
-        "quantile": ("quantile", np.asarray(q), {"long_name": "posterior quantile"}),
-        "height": ("height", net.height_Mm.cpu().numpy(), dict(VARIABLE_ATTRS["height"])),
-    }
-    for name, c in profiles.coords.items():
-        if name not in coords and c.dims and set(c.dims) <= set(dims):
-            coords[name] = c
-    meta = net.metadata
-    attrs = {str(k): _json_safe(v) for k, v in profiles.attrs.items()}
-    attrs.update({
-        "radynversion_version": __version__,
-        "model": str(meta.get("path", "<in memory>")) if spec_.path is None else spec_.path,
-        "model_sha256": spec_.sha256,
-        "model_package_version": str(meta.get("package_version", "")),
-        "training_set_sha256": str(meta.get("training_set_sha256", "")),
-        "model_config": str(meta.get("model_config", "")),
-        "instrument_fwhm_A": json.dumps(net.instrument_fwhm_A(), sort_keys=True),
-        "samples": int(samples),
-        "quantiles": list(q),
-        "seed": int(seed),
-        "misfit_samples": int(params.misfit_samples or 0),
-        "precision": params.precision,
-        "compiled": str(params.compile).lower(),
-        "batch_size": params.batch_size,
-        "device": str(rt["device"]),
-        "degrade": "auto" if degrade is None else str(bool(degrade)).lower(),
-        "input_units": json.dumps({ln.var: ln.attrs.get("units", "") for ln in lines}, sort_keys=True),
-        "input_wavelength_medium": json.dumps(
-            {ln.dim: ln.wl_attrs.get("wavelength_medium", "") for ln in lines}, sort_keys=True),
-        "input_dims": list(dims),
-    })
-    return Plan(blocks=blocks, dims=dims, shape=shape, chunks=sp_chunks, coords=coords, attrs=attrs,
+    settings = RunSettings(
+        samples=int(samples), quantiles=q, seed=int(seed), misfit_samples=int(params.misfit_samples or 0),
+        precision=params.precision, compiled=params.compile, batch_size=params.batch_size,
+        device=str(rt["device"]), degrade=degrade, return_samples=bool(return_samples))
+    name = str(net.metadata.get("path", "<in memory>")) if spec_.path is None else spec_.path
+    schema = result_schema(profiles, net, name, spec_.sha256, settings, dims)
+    return Plan(blocks=blocks, dims=dims, shape=shape, chunks=sp_chunks, schema=schema,
                 params=params, spec=spec_, net=net)
 
 

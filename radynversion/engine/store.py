@@ -2,15 +2,19 @@
 
 Layout (Zarr format 2, consolidated, one Zarr chunk per engine chunk):
 
-* ``log_ne``, ``log_T``, ``v`` ``(*dims, quantile, height)``, ``misfit``, ``peak``, ``mask``
-  ``(*dims)`` as in :mod:`radynversion.engine.core`; coordinates ``quantile``, ``height`` and
-  the input's coordinates on ``dims``;
-* ``chunk_done (chunk)``: 1 once chunk ``k`` (C order over the chunk grid) is written;
-* attrs: the input's attrs, the run's provenance (model path and sha256, package version,
-  samples, quantiles, seed, precision, batch size, device...), and
-  ``radynversion_store = "radynversion inversion"``, ``radynversion_run`` (JSON of everything
-  that determines the data: resuming with anything else is refused) and
-  ``radynversion_complete`` (False until every chunk is written).
+* the result schema (:mod:`radynversion.model.result`, the same variables and attrs as the
+  in-memory ``radynversion.invert``): ``log_ne``, ``log_T``, ``v`` ``(*dims, quantile,
+  height)``, ``misfit``, ``peak``, ``mask`` ``(*dims)``, each with ``units``; coordinates
+  ``quantile``, ``height`` and the input's coordinates on ``dims``; the input's attrs and the
+  run's provenance (model path and sha256, package version, samples, quantiles, seed,
+  precision, batch size, device...);
+* the store's own attrs (:data:`STORE_ATTRS`): ``radynversion_store = "radynversion
+  inversion"``, ``radynversion_run`` (JSON of everything that determines the data: resuming
+  with anything else is refused), ``radynversion_complete`` (False until every chunk is
+  written) and ``chunk_grid``;
+* bookkeeping out of the user's view, in the subgroup ``bookkeeping`` (``xarray.open_zarr``
+  reads only the root group): ``chunk_done (chunk)``, 1 once chunk ``k`` (C order over the
+  chunk grid) is written. Stores written before kept it at the root; they still resume.
 
 The store's metadata is created at once, in a temporary directory renamed into place, so a
 store either does not exist or has all its metadata. Each chunk task writes its region of
@@ -43,13 +47,19 @@ from ..errors import ProfileSchemaError, StoreError
 from ..lines import LINES
 from ..model.base import PosteriorModel
 from ..model.posterior import DEFAULT_MISFIT_SAMPLES, DEFAULT_QUANTILES, misfit_draws
+from ..model.result import result_dataset
+from ..schema import check_intensities
 from .core import Plan, plan_inversion
 from .workers import model_spec
 
-__all__ = ["STORE_KIND", "invert_to_zarr", "check_output", "check_free_space", "estimate_store_bytes",
+__all__ = ["STORE_KIND", "STORE_ATTRS", "BOOKKEEPING_GROUP", "invert_to_zarr", "open_result", "check_output", "check_free_space", "estimate_store_bytes",
            "check_writable", "write_region", "chunk_status", "store_status", "store_digest"]
 
 STORE_KIND = "radynversion inversion"
+#: attrs of an inversion store beyond the result schema's (the store's own bookkeeping)
+STORE_ATTRS = ("radynversion_store", "radynversion_complete", "radynversion_run", "chunk_grid")
+#: subgroup of the store's bookkeeping arrays
+BOOKKEEPING_GROUP = "bookkeeping"
 _FLAG_CHUNK = 1024
 
 
@@ -71,11 +81,18 @@ def write_region(store: str | Path, region: tuple[slice, ...], arrays: Mapping[s
         z[region + (slice(None),) * (arr.ndim - len(region))] = arr
 
 
+def _flags_path(store: str | Path) -> Path:
+    """The ``chunk_done`` array of a store (in its bookkeeping group; at the root in stores
+    written before)."""
+    path = Path(store) / BOOKKEEPING_GROUP / "chunk_done"
+    return path if path.exists() else Path(store) / "chunk_done"
+
+
 def chunk_status(store: str | Path) -> np.ndarray:
     """Boolean array, one per chunk (C order over the chunk grid): True once written."""
     import zarr
 
-    return np.asarray(zarr.open_array(str(Path(store) / "chunk_done"), mode="r")[:]) == 1
+    return np.asarray(zarr.open_array(str(_flags_path(store)), mode="r")[:]) == 1
 
 
 def store_status(store: str | Path) -> dict[str, Any]:
@@ -144,35 +161,44 @@ def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
 
 
 def _template(plan: Plan, run: Mapping[str, Any]) -> tuple[xr.Dataset, dict]:
+    """The store's Dataset (lazy zeros, the result schema's variables and attrs plus the
+    store's own attrs) and its encoding."""
     from numcodecs import Blosc
 
     comp = Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE)
-    data_vars, encoding = {}, {}
-    for name, (dims, chunks, dtype, attrs) in plan.variables().items():
-        shape = tuple(sum(c) for c in chunks)
-        data_vars[name] = (dims, da.zeros(shape, dtype=dtype, chunks=chunks), attrs)
+    arrays, encoding = {}, {}
+    for name, spec in plan.schema.variables.items():
+        chunks = plan.variable_chunks(spec)
+        arrays[name] = da.zeros(tuple(sum(c) for c in chunks), dtype=spec.dtype, chunks=chunks)
         enc: dict[str, Any] = {"compressors": (comp,)}
-        if np.dtype(dtype).kind == "f":
+        if spec.dtype.kind == "f":
             enc["_FillValue"] = np.nan
         encoding[name] = enc
-    n = plan.n_chunks
-    data_vars["chunk_done"] = (("chunk",), np.zeros(n, dtype=np.int8), {
-        "long_name": "1 once the chunk (C order over the chunk grid) is completely written"})
-    encoding["chunk_done"] = {"chunks": (min(n, _FLAG_CHUNK),)}
-    coords = {}
-    for name, c in xr.Dataset(coords=plan.coords).coords.items():
-        c = c.compute()
-        keep = {k: v for k, v in c.encoding.items() if k in ("units", "calendar", "dtype")}
-        c.encoding = keep
-        coords[name] = c
-    attrs = dict(plan.attrs)
-    attrs.update({
+    ds = result_dataset(arrays, plan.schema)
+    for name in list(ds.coords):  # coordinates written at once, with only their CF encoding
+        c = ds[name].compute()
+        c.encoding = {k: v for k, v in c.encoding.items() if k in ("units", "calendar", "dtype")}
+        ds = ds.assign_coords({name: c})
+    ds.attrs.update({
         "radynversion_store": STORE_KIND,
         "radynversion_complete": False,
         "radynversion_run": json.dumps(run, sort_keys=True),
         "chunk_grid": [len(c) for c in plan.chunks],
     })
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs), encoding
+    return ds, encoding
+
+
+def _create_flags(store: Path, n: int) -> None:
+    """``bookkeeping/chunk_done``: one int8 flag per chunk, all 0."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+").require_group(BOOKKEEPING_GROUP)
+    flags = group.create_array("chunk_done", shape=(n,), chunks=(max(1, min(n, _FLAG_CHUNK)),), dtype="int8",
+                               fill_value=0, attributes={
+                                   "long_name": "1 once the chunk (C order over the chunk grid) is completely "
+                                                "written"})
+    flags[:] = 0
+    zarr.consolidate_metadata(str(store))
 
 
 def _alive(pid: int) -> bool:
@@ -196,6 +222,7 @@ def _create(out: Path, plan: Plan, run: Mapping[str, Any]) -> None:
     tmp = out.with_name(f".{out.name}.creating-{os.getpid()}")
     try:
         tmpl.to_zarr(tmp, mode="w-", compute=False, encoding=enc, zarr_format=2, consolidated=True)
+        _create_flags(tmp, plan.n_chunks)
         os.rename(tmp, out)
     finally:
         if tmp.exists():
@@ -350,17 +377,49 @@ def _stored_chunks(out: Path) -> dict[str, int] | None:
         return None
 
 
-def _check_not_all_masked(out: Path, plan: Plan) -> None:
-    """A complete store in which every pixel is masked means the input held nothing invertible."""
+def _check_not_all_masked(out: Path, plan: Plan, profiles: xr.Dataset) -> None:
+    """A complete store in which every pixel is masked means the input held nothing invertible:
+    refused, with the reason :func:`radynversion.schema.check_intensities` finds in the input
+    (read once more, only then), else in general terms."""
     import zarr
 
     mask = np.asarray(zarr.open_array(str(out / "mask"), mode="r")[...])
     if mask.size and mask.all():
+        try:
+            check_intensities(profiles, plan.params.source)
+        except ProfileSchemaError as err:
+            raise ProfileSchemaError(f"{err} (the complete store {out} holds only NaN)") from None
         names = " or ".join(ln.var for ln in plan.params.lines)
         raise ProfileSchemaError(
             f"{plan.params.source}: no pixel could be inverted, each has NaN or inf in {names}, or no "
             f"positive intensity (the complete store {out} holds only NaN); expected finite, positive "
             "spectral radiances (Stokes I)")
+
+
+def open_result(store: str | Path) -> xr.Dataset:
+    """Open an inversion result written to Zarr (by ``radynversion invert``, or a lazy result's
+    ``to_zarr``) as the user sees it: lazy, no bookkeeping.
+
+    The result schema's variables, coordinates and attrs (:mod:`radynversion.model.result`)
+    and, for an inversion store, its own attrs (:data:`STORE_ATTRS`); the ``chunk_done`` of
+    stores written before it moved out of the root group is dropped.
+
+    Raises
+    ------
+    StoreError
+        ``store`` is not a readable Zarr store, or lacks the result's variables.
+    """
+    store = Path(store)
+    try:
+        ds = xr.open_zarr(store)
+    except Exception as err:  # noqa: BLE001 - backends raise many types
+        raise StoreError(f"{store}: not a readable Zarr store ({type(err).__name__}); expected the output "
+                         "of radynversion invert") from None
+    missing = [v for v in ("log_ne", "log_T", "v", "misfit") if v not in ds]
+    if missing:
+        raise StoreError(f"{store}: not an inversion result (missing {missing}); expected the output "
+                         "of radynversion invert")
+    return ds.drop_vars("chunk_done", errors="ignore")
 
 
 def _finalise(out: Path) -> None:
@@ -379,7 +438,7 @@ def _execute(plan: Plan, todo: Sequence[int], out: Path, client: Any, progress: 
     keys = plan.chunk_keys()
     wanted = [keys[k] for k in todo]
     graph = plan.blocks.__dask_graph__()
-    flags = zarr.open_array(str(out / "chunk_done"), mode="r+")
+    flags = zarr.open_array(str(_flags_path(out)), mode="r+")
     bar = tqdm(total=len(wanted), desc=f"invert {out.name}", unit="chunk", disable=not progress,
                smoothing=0.05)
 
@@ -514,7 +573,7 @@ def invert_to_zarr(
     complete = bool(done.all())
     if complete:
         _finalise(out)
-        _check_not_all_masked(out, plan)
+        _check_not_all_masked(out, plan, profiles)
     sizes = [np.asarray(c) for c in plan.chunks]
     per_chunk = [int(np.prod([s[i] for s, i in zip(sizes, b, strict=True)]))
                  for b in np.ndindex(*(len(c) for c in plan.chunks))]

@@ -33,7 +33,6 @@ import ctypes.util
 import hashlib
 import io
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +44,10 @@ from ..errors import CheckpointError
 from ..model.base import PosteriorModel
 from ..model.checkpoint import (
     DEFAULT_MODEL_PATH,
+    checkpoint_bytes,
     file_sha256,
     load_model,
     model_from_checkpoint,
-    save_checkpoint,
 )
 
 __all__ = ["ModelSpec", "model_spec", "worker_device", "worker_model", "warm_up", "clear_models", "ModelPlugin",
@@ -106,15 +105,10 @@ def model_spec(
         The checkpoint is missing, corrupt or incompatible.
     """
     if isinstance(model, PosteriorModel):
-        meta = dict(model.metadata)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = save_checkpoint(Path(tmp) / "model.pt", model,
-                                   training_set_sha256=str(meta.get("training_set_sha256", "")),
-                                   provenance=dict(meta.get("provenance", {}) or {}))
-            blob = path.read_bytes()
+        blob = checkpoint_bytes(model)
         spec = ModelSpec(sha256=hashlib.sha256(blob).hexdigest(), blob=blob, device=device)
         net = _load(spec, torch.device("cpu"))
-        net.metadata["path"] = str(meta.get("path", "<in memory>"))
+        net.metadata["path"] = str(model.metadata.get("path", "<in memory>"))
         return spec, net
     path = Path(model) if model is not None else DEFAULT_MODEL_PATH
     try:

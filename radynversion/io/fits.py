@@ -794,7 +794,26 @@ def read_fits_profiles(path: str | Path, stokes: str = "I", chunks: Any = None) 
     return (read_sstred_cube if sstred else read_crispy_fits)(p, stokes=stokes, chunks=chunks)
 
 
-def map_header(ds: xr.Dataset, line: str | Line | None = None, time_index: int | None = None) -> dict:
+def _fits_unit(unit_s: str) -> str:
+    """A ``units`` attr as a FITS ``BUNIT``: astropy's FITS string; ``log(...)`` for a
+    logarithmic unit such as ``dex(cm-3)`` (FITS standard 4.0, section 4.3; astropy cannot write
+    it, and sunpy reads it as an unknown unit rather than failing on ``dex``); the text itself
+    when astropy cannot parse it."""
+    try:
+        unit = u.Unit(unit_s)
+    except ValueError:
+        return str(unit_s)
+    if isinstance(unit, u.FunctionUnitBase):
+        inner = unit.physical_unit.to_string("fits")
+        return f"log({inner})" if isinstance(unit, u.DexUnit) else str(unit_s)
+    try:
+        return unit.to_string("fits")
+    except ValueError:
+        return str(unit_s)
+
+
+def map_header(ds: xr.Dataset, line: str | Line | None = None, time_index: int | None = None,
+               variable: str | None = None) -> dict:
     """FITS-like header of the ``(y, x)`` plane of ``ds``, for ``sunpy.map.Map(data2d, meta)``.
 
     Parameters
@@ -806,6 +825,10 @@ def map_header(ds: xr.Dataset, line: str | Line | None = None, time_index: int |
         Which line's header, when they differ (default: H-alpha if present).
     time_index : int, optional
         Set ``DATE-OBS`` to this scan's time (``time`` or ``time_<key>`` coordinate).
+    variable : str, optional
+        The variable the map shows (e.g. ``"log_T"`` of an inversion result): ``BUNIT`` from
+        its ``units`` attr (``dex(K)`` as ``log(K)``, ``km / s`` as ``km s-1``, ``1`` as
+        dimensionless). Default: the line's intensity, when ``ds`` holds profiles.
 
     Returns
     -------
@@ -817,7 +840,8 @@ def map_header(ds: xr.Dataset, line: str | Line | None = None, time_index: int |
     Raises
     ------
     ProfileSchemaError
-        No map header in ``ds``, or ``x``/``y`` not contiguous pixel ranges.
+        No map header in ``ds``, ``x``/``y`` not contiguous pixel ranges, or no ``variable``
+        in ``ds``.
 
     Example
     -------
@@ -853,13 +877,12 @@ def map_header(ds: xr.Dataset, line: str | Line | None = None, time_index: int |
                 t = ds[k].values[time_index]
                 hdr["DATE-OBS"] = str(np.datetime_as_string(t, unit="ms"))
                 break
-    var = ln.var if ln is not None and ln.var in ds else next((x.var for x in LINES if x.var in ds), None)
+    if variable is not None and variable not in ds.data_vars:
+        raise ProfileSchemaError(f"map_header: no variable {variable!r} in the Dataset (has "
+                                 f"{sorted(map(str, ds.data_vars))[:8]}); expected one of its variables")
+    var = variable or (ln.var if ln is not None and ln.var in ds else next((x.var for x in LINES if x.var in ds), None))
     if var is not None and "units" in ds[var].attrs:
-        unit_s = ds[var].attrs["units"]
-        try:
-            hdr["BUNIT"] = u.Unit(unit_s).to_string("fits")
-        except ValueError:
-            hdr["BUNIT"] = str(unit_s)
+        hdr["BUNIT"] = _fits_unit(ds[var].attrs["units"])
     return {k: v for k, v in hdr.items() if k not in ("COMMENT", "HISTORY", "")}
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ __all__ = [
     "DEFAULT_MODEL_PATH",
     "arrays_sha256",
     "file_sha256",
+    "checkpoint_bytes",
+    "checkpoint_metadata",
     "save_checkpoint",
     "read_checkpoint",
     "model_from_checkpoint",
@@ -122,7 +125,20 @@ def save_checkpoint(
     Path
     """
     path = Path(path)
-    ckpt = {
+    ckpt = _checkpoint_dict(model, train_config, training_set_sha256, provenance)
+    if training is not None:
+        ckpt["training"] = training
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _checkpoint_dict(model: PosteriorModel, train_config: TrainConfig | None = None, training_set_sha256: str = "",
+                     provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What :func:`save_checkpoint` writes (without ``training``)."""
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
@@ -139,13 +155,28 @@ def save_checkpoint(
         "provenance": dict(provenance or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    if training is not None:
-        ckpt["training"] = training
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
-    return path
+
+
+def checkpoint_bytes(model: PosteriorModel) -> bytes:
+    """The bytes of ``model``'s checkpoint, as :func:`save_checkpoint` writes it with the
+    training-set hash and provenance of its metadata: what identifies (by sha256) and carries
+    a model that exists only in memory. The same model gives the same bytes."""
+    meta = dict(model.metadata)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_checkpoint(Path(tmp) / "model.pt", model,
+                               training_set_sha256=str(meta.get("training_set_sha256", "")),
+                               provenance=dict(meta.get("provenance", {}) or {}))
+        return path.read_bytes()
+
+
+def checkpoint_metadata(model: PosteriorModel) -> dict[str, Any]:
+    """The metadata of :func:`checkpoint_bytes` (everything but the weights): what
+    :func:`load_model` of those bytes gives as ``net.metadata``, without the path."""
+    meta = dict(model.metadata)
+    ckpt = _checkpoint_dict(model, training_set_sha256=str(meta.get("training_set_sha256", "")),
+                            provenance=dict(meta.get("provenance", {}) or {}))
+    ckpt.pop("state_dict")
+    return ckpt
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -19,38 +19,77 @@ device, so CPU and GPU results differ.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from .. import __version__
-from ..atmosphere import VARIABLE_ATTRS, VARIABLES
+from ..atmosphere import VARIABLES
 from ..errors import ConfigError, ProfileSchemaError
 from ..lines import LINES
-from ..schema import source_name, validate_profiles
+from ..schema import check_intensities, impossible_pixels, source_name, validate_profiles
 from .base import PosteriorModel
-from .checkpoint import load_model
+from .checkpoint import DEFAULT_MODEL_PATH, checkpoint_bytes, checkpoint_metadata, file_sha256, load_model
 from .posterior import (
     DEFAULT_MISFIT_SAMPLES,
     DEFAULT_QUANTILES,
     MAX_SAMPLES_BYTES,
     check_samples_size,
+    default_batch_size,
     misfit_draws,
     pixel_seeds,
     posterior,
     select_precision,
 )
 from .preprocess import input_options, normalise_profiles, observed_program, sample_dims
+from .result import RunSettings, result_dataset, result_schema
 
-__all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert"]
+__all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert", "resolve_model", "network_input"]
 
 
-def _resolve_model(model: PosteriorModel | str | Path | None) -> PosteriorModel:
+def resolve_model(model: PosteriorModel | str | Path | None) -> tuple[PosteriorModel, str, str, dict]:
+    """The network of ``model`` with its name, identity and metadata.
+
+    Returns
+    -------
+    net : PosteriorModel
+    name : str
+        The checkpoint's absolute path (the packaged one for None), or the path a model in
+        memory was loaded from, else ``"<in memory>"``.
+    sha256 : str
+        sha256 of the checkpoint file's bytes, or of
+        :func:`radynversion.model.checkpoint.checkpoint_bytes` for a model in memory (as the
+        engine's :func:`radynversion.engine.workers.model_spec` computes it).
+    metadata : dict
+        The checkpoint's metadata, for a model in memory as if it had been saved
+        (:func:`radynversion.model.checkpoint.checkpoint_metadata`), as the engine's workers see it.
+    """
     if isinstance(model, PosteriorModel):
-        return model
-    return load_model(model)
+        sha = hashlib.sha256(checkpoint_bytes(model)).hexdigest()
+        name = str(model.metadata.get("path", "<in memory>"))
+        return model, name, sha, {**checkpoint_metadata(model), "path": name}
+    path = Path(model) if model is not None else DEFAULT_MODEL_PATH
+    net = load_model(path)  # the CheckpointError of a missing or bad file
+    return net, str(path.resolve()), file_sha256(path), dict(net.metadata)
+
+
+def network_input(profiles: xr.Dataset, net: PosteriorModel, degrade: bool | None = None,
+                  source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Profiles as ``net`` sees them: ``y`` ``(N, 60)`` and the joint peak ``(N,)``.
+
+    :func:`radynversion.model.preprocess.normalise_profiles` in the model's intensity unit,
+    instrument and input options; the rows of pixels that no atmosphere emits
+    (:func:`radynversion.schema.impossible_pixels`: a negative intensity, or none positive in
+    a line) are NaN, so they are masked, never inverted. The in-memory :func:`invert` and every
+    chunk of the engine prepare their input here.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN pixels are masked, not warned about
+        y, peak = normalise_profiles(profiles, unit=net.config.intensity_unit, fwhm_A=net.instrument_fwhm_A(),
+                                     degrade=degrade, source=source, **input_options(net))
+    y[impossible_pixels(profiles)] = np.nan
+    return y, peak
 
 
 def invert(
@@ -118,10 +157,12 @@ def invert(
     Returns
     -------
     xarray.Dataset
-        ``log_ne`` [dex cm^-3], ``log_T`` [dex K], ``v`` [km/s, positive = downflow] over
-        ``(*dims, quantile, height)`` (height in Mm); ``misfit(*dims)`` (fraction of the joint
-        peak) and ``peak(*dims)`` (joint peak, in the model's intensity unit); the input's
-        coordinates on ``dims``.
+        The result schema of :mod:`radynversion.model.result` (the same variables and attrs
+        as the engine's lazy result and Zarr store): ``log_ne`` [dex cm^-3], ``log_T`` [dex K],
+        ``v`` [km/s, positive = downflow] over ``(*dims, quantile, height)`` (height in Mm);
+        ``misfit(*dims)`` (in units of the joint peak), ``peak(*dims)`` (joint peak, in the
+        model's intensity unit) and ``mask(*dims)`` (True where nothing was inverted); the
+        input's coordinates on ``dims``; the input's attrs and the run's provenance.
 
     Example
     -------
@@ -129,7 +170,7 @@ def invert(
     >>> result = invert(scan, model="runs/demo/model.pt", samples=256)  # doctest: +SKIP
     >>> result.log_T.sel(quantile=0.5)  # doctest: +SKIP
     """
-    net = _resolve_model(model)
+    net, model_name, model_sha, model_meta = resolve_model(model)
     if samples < 1:
         raise ConfigError(f"invert: samples = {samples}; expected >= 1")
     q_list = [float(q) for q in quantiles]
@@ -140,14 +181,14 @@ def invert(
     if not opts["partial"]:
         validate_profiles(profiles, src)
     observed_program(profiles, src, partial=opts["partial"])  # windows, tunings, cores
+    check_intensities(profiles, src)  # no pixel invertible: refused, naming the variable
     dims = sample_dims(profiles)
     first = next(ln for ln in LINES if ln.var in profiles.data_vars)
     shape = tuple(profiles[first.var].sizes[d] for d in dims)
     n_pix = int(np.prod(shape, dtype=np.int64))
     if return_samples:
         check_samples_size(n_pix, samples, net.n_x, max_samples_bytes)
-    y, peak = normalise_profiles(profiles, unit=net.config.intensity_unit, fwhm_A=net.instrument_fwhm_A(),
-                                 degrade=degrade, source=src, **opts)
+    y, peak = network_input(profiles, net, degrade, src)
     usable = np.isfinite(y).any(axis=1) if opts["partial"] else np.isfinite(y).all(axis=1)
     if n_pix and not usable.any():
         names = " or ".join(ln.var for ln in LINES)
@@ -168,44 +209,19 @@ def invert(
                     batch_size=batch_size, misfit=misfit, precision=precision,
                     return_samples=return_samples, max_samples_bytes=max_samples_bytes,
                     misfit_samples=misfit_samples, compile=compile)
-    n_h = net.height_Mm.numel()
-    n_q = len(q_list)
-
-    height = net.height_Mm.cpu().numpy()
-    coords: dict[str, object] = {
-        "quantile": ("quantile", np.asarray(q_list), {"long_name": "posterior quantile"}),
-        "height": ("height", height, dict(VARIABLE_ATTRS["height"])),
-    }
-    for name, c in profiles.coords.items():
-        if name not in coords and c.dims and set(c.dims) <= set(dims):
-            coords[name] = c
-    data_vars: dict[str, object] = {}
+    settings = RunSettings(
+        samples=int(samples), quantiles=tuple(q_list), seed=int(seed),
+        misfit_samples=misfit_draws(samples, misfit_samples) if misfit else 0, precision=precision,
+        compiled=bool(compile), batch_size=int(batch_size or default_batch_size(net.device)),
+        device=net.device.type, degrade=degrade, return_samples=bool(return_samples))
+    schema = result_schema(profiles, net, model_name, model_sha, settings, dims, model_meta)
+    n_q, n_h = len(q_list), net.height_Mm.numel()
+    arrays: dict[str, np.ndarray] = {}
     for k, name in enumerate(VARIABLES):
-        data_vars[name] = ((*dims, "quantile", "height"),
-                           res.quantiles[:, :, k, :].reshape(*shape, n_q, n_h),
-                           dict(VARIABLE_ATTRS[name]))
+        arrays[name] = res.quantiles[:, :, k, :].reshape(*shape, n_q, n_h)
         if res.samples is not None:
-            data_vars[f"{name}_samples"] = (
-                (*dims, "draw", "height"), res.samples[:, :, k, :].reshape(*shape, samples, n_h),
-                {**VARIABLE_ATTRS[name], "long_name": f"posterior samples of {name}"})
-    data_vars["misfit"] = (dims, res.misfit.reshape(shape), {
-        "long_name": "RMS of forward(posterior sample) minus observed profiles, mean over the first "
-                     "misfit_samples draws (attrs)",
-        "units": "fraction of the joint peak"})
-    data_vars["peak"] = (dims, peak.reshape(shape), {
-        "long_name": "joint peak of the two lines on the model windows",
-        "units": net.config.intensity_unit})
-    meta = net.metadata
-    attrs = {
-        "radynversion_version": __version__,
-        "model": str(meta.get("path", "<in memory>")),
-        "training_set_sha256": str(meta.get("training_set_sha256", "")),
-        "model_config": str(meta.get("model_config", "")),
-        "samples": int(samples),
-        "seed": int(seed),
-        "misfit_samples": misfit_draws(samples, misfit_samples) if misfit else 0,
-        "precision": precision,
-        "compiled": str(bool(compile)).lower(),
-        "instrument_fwhm_A": str(net.instrument_fwhm_A()),
-    }
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+            arrays[f"{name}_samples"] = res.samples[:, :, k, :].reshape(*shape, samples, n_h)
+    arrays["misfit"] = res.misfit.reshape(shape)
+    arrays["peak"] = np.asarray(peak).reshape(shape)
+    arrays["mask"] = ~res.valid.reshape(shape)
+    return result_dataset(arrays, schema)
