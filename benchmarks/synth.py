@@ -8,6 +8,7 @@ log of a production run (``radynversion synth --log``).
     python benchmarks/synth.py --quick
     python benchmarks/synth.py --log synth_log.txt --n 0
     python benchmarks/synth.py --cpu-time --n 6     # CPU seconds per atmosphere, robust to load
+    python benchmarks/synth.py --cpu-time --n 24 --generator noneq --ng   # another generator
 
 ``--cpu-time`` runs the atmospheres in this process and counts process CPU time, which a busy
 machine does not inflate (unlike wall time): the figure to quote as "seconds per atmosphere
@@ -48,21 +49,24 @@ def summarise_log(path: Path) -> dict:
     }
 
 
-def cpu_time_run(n: int, seed: int, depth_points: int) -> dict:
+def cpu_time_run(n: int, seed: int, depth_points: int, generator: str = "prior", ng: bool = False) -> dict:
     from radynversion.synth import sample_atmosphere, synthesise
+    from radynversion.synth.factory import draw_and_solve
 
-    cfg = NLTEConfig(depth_points=depth_points)
+    ng_opts = {"ng_order": 2, "ng_period": 5, "ng_delay": 30} if ng else {}
+    cfg = SynthConfig(seed=seed, generator=generator, nlte=NLTEConfig(depth_points=depth_points, **ng_opts))
     synthesise(sample_atmosphere(0, seed), NLTEConfig(depth_points=20))  # warm-up: imports, atoms
     cpu, status = [], []
     for i in range(n):
-        atmos = sample_atmosphere(i, seed)
         t0 = time.process_time()
-        r = synthesise(atmos, cfg)
+        _, r = draw_and_solve(i, cfg)  # the draw and every solve it needs (noneq: two)
         cpu.append(time.process_time() - t0)
         status.append(r.status)
     cpu_a, st = np.array(cpu), np.array(status)
     return {
         "atmospheres": n,
+        "generator": generator,
+        "ng_acceleration": ng,
         "depth_points": depth_points,
         "cpu_seconds_per_atmosphere_mean": round(float(cpu_a.mean()), 2),
         "cpu_seconds_per_atmosphere_median": round(float(np.median(cpu_a)), 2),
@@ -83,11 +87,13 @@ def main() -> None:
     p.add_argument("--log", type=Path, help="also summarise a production log")
     p.add_argument("--cpu-time", dest="cpu_time", action="store_true",
                    help="in-process run measuring CPU seconds per atmosphere")
+    p.add_argument("--generator", default="prior", help="with --cpu-time: prior, smooth or noneq")
+    p.add_argument("--ng", action="store_true", help="with --cpu-time: Ng acceleration (order 2, period 5, delay 30)")
     args = p.parse_args()
     n = 4 if args.quick else args.n
     out: dict = {"benchmark": "synth", "cores": os.cpu_count(), "workers": args.workers}
     if args.cpu_time and n > 0:
-        out["cpu_time"] = cpu_time_run(n, args.seed, args.depth_points)
+        out["cpu_time"] = cpu_time_run(n, args.seed, args.depth_points, args.generator, args.ng)
     elif n > 0:
         cfg = SynthConfig(n=n, seed=args.seed, shard_size=n, nlte=NLTEConfig(depth_points=args.depth_points))
         with tempfile.TemporaryDirectory() as tmp:
