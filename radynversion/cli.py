@@ -22,15 +22,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .config import load_toml
-    from .synth.factory import SynthConfig, run_synthesis
+    from .engine.cluster import cluster_client, record_cluster
+    from .synth.factory import SynthConfig, run_synthesis, shard_status
 
     cfg = load_toml(SynthConfig, args.config) if args.config else SynthConfig()
     overrides = {k: getattr(args, k) for k in ("n", "seed", "shard_size") if getattr(args, k) is not None}
     cfg = replace(cfg, **overrides)
-    stats = run_synthesis(
-        args.out, cfg, workers=args.workers, scheduler=args.scheduler,
-        progress=not args.no_progress, max_shards=args.max_shards, log=args.log,
-    )
+    settings = _cluster_settings(args, cores=1)
+    kwargs = dict(progress=not args.no_progress, max_shards=args.max_shards, log=args.log)
+    run_synthesis(args.out, cfg, max_shards=0, progress=False)  # a store it cannot resume is refused first
+    if shard_status(args.out).all() or args.max_shards == 0:
+        stats = run_synthesis(args.out, cfg, **kwargs)  # nothing to do: no cluster
+    else:
+        with cluster_client(args.workers, 1, args.scheduler, args.slurm, settings=settings) as client:
+            stats = run_synthesis(args.out, cfg, client=client, **kwargs)
+        record_cluster(args.out, settings, _cluster_mode(args), args.scheduler, args.workers)
     print(json.dumps({"out": str(args.out), **stats}))
     return 0
 
@@ -236,25 +242,41 @@ def _parse_chunks(text: str | None) -> dict[str, int] | None:
     return out
 
 
-def _slurm_options(args: argparse.Namespace):  # -> SlurmOptions
-    from .engine.cluster import SlurmOptions
+def _cluster_settings(args: argparse.Namespace, cores: int):  # -> ClusterSettings
+    """The ``--cluster`` TOML's settings; ``cores`` (threads per worker) and ``--gpus`` fill in
+    what it leaves unset."""
+    from dataclasses import replace
 
-    return SlurmOptions(
-        jobs=args.slurm_jobs, cores=args.slurm_cores or args.threads_per_worker, memory=args.slurm_memory,
-        walltime=args.slurm_walltime, queue=args.slurm_queue, account=args.slurm_account,
-        gpus=1 if args.gpus else 0, job_extra=tuple(args.slurm_job_extra or ()),
-        prologue=tuple(args.slurm_prologue or ()), local_directory=args.slurm_local_directory)
+    from .engine.cluster import ClusterSettings
+
+    settings = ClusterSettings.from_file(args.cluster) if args.cluster else ClusterSettings()
+    if settings.cores is None:
+        settings = replace(settings, cores=cores)
+    if getattr(args, "gpus", False) and not settings.gpus:
+        settings = replace(settings, gpus=1)
+    return settings
+
+
+def _cluster_mode(args: argparse.Namespace) -> str:
+    if args.scheduler:
+        return "scheduler"
+    if args.slurm:
+        return "slurm"
+    if getattr(args, "gpus", False):
+        return "gpus"
+    return "threads" if args.workers == 0 else "local"
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
+    settings = _cluster_settings(args, cores=args.threads_per_worker)
     if args.slurm and args.print_job_script:
         from .engine.cluster import slurm_job_script
 
-        print(slurm_job_script(_slurm_options(args)))
+        print(slurm_job_script(settings))
         return 0
     import math
 
-    from .engine.cluster import cluster_client
+    from .engine.cluster import cluster_client, record_cluster
     from .engine.core import check_profiles
     from .engine.inputs import open_input
     from .engine.store import check_free_space, check_output, estimate_store_bytes, invert_to_zarr
@@ -286,10 +308,10 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     if args.workers == 0 and not (args.scheduler or args.slurm):
         stats = invert_to_zarr(ds, args.out, num_workers=args.threads_per_worker, **kwargs)
     else:
-        slurm = _slurm_options(args) if args.slurm else None
-        with cluster_client(args.workers, args.threads_per_worker, args.scheduler, slurm,
-                            args.gpus) as client:
+        with cluster_client(args.workers, args.threads_per_worker, args.scheduler, args.slurm,
+                            args.gpus, settings) as client:
             stats = invert_to_zarr(ds, args.out, client=client, **kwargs)
+    record_cluster(args.out, settings, _cluster_mode(args), args.scheduler, args.workers)
     print(json.dumps(stats))
     return 0
 
@@ -301,6 +323,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                    progress=not args.no_progress)
     print(res["summary"])
     return 0
+
+
+_CLUSTER_HELP = ("TOML of cluster settings (ClusterSettings): connect_timeout, worker_timeout and, for --slurm, "
+                 "jobs, cores, memory, walltime, queue, account, job_extra_directives, job_script_prologue... "
+                 "(see docs/clusters.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, help="LocalCluster workers (default: number of cores)")
     g.add_argument("--scheduler", help="address of a running Dask scheduler")
+    g.add_argument("--slurm", action="store_true", help="start workers as SLURM jobs (dask-jobqueue; "
+                   "settings in --cluster)")
+    s.add_argument("--cluster", type=Path, metavar="FILE", help=_CLUSTER_HELP)
     s.add_argument("--max-shards", dest="max_shards", type=int, help="stop after this many shards")
     s.add_argument("--log", type=Path, help="append one line per atmosphere to this file")
     s.add_argument("--no-progress", dest="no_progress", action="store_true")
@@ -416,17 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads per worker (default 1)")
     v.add_argument("--gpus", action="store_true",
                    help="one worker per GPU (dask-cuda LocalCUDACluster; with --slurm one GPU per job)")
-    v.add_argument("--slurm-jobs", dest="slurm_jobs", type=int, default=1, help="SLURM jobs (one worker each)")
-    v.add_argument("--slurm-cores", dest="slurm_cores", type=int, help="cores (threads) per job")
-    v.add_argument("--slurm-memory", dest="slurm_memory", default="16GB", help="memory per job")
-    v.add_argument("--slurm-walltime", dest="slurm_walltime", default="01:00:00", help="HH:MM:SS per job")
-    v.add_argument("--slurm-queue", dest="slurm_queue", help="SLURM partition")
-    v.add_argument("--slurm-account", dest="slurm_account", help="SLURM account")
-    v.add_argument("--slurm-job-extra", dest="slurm_job_extra", action="append",
-                   help="extra #SBATCH directive (repeatable), e.g. '--constraint=a100'")
-    v.add_argument("--slurm-prologue", dest="slurm_prologue", action="append",
-                   help="shell line before the worker starts (repeatable), e.g. 'module load cuda'")
-    v.add_argument("--slurm-local-directory", dest="slurm_local_directory", help="worker scratch directory")
+    v.add_argument("--cluster", type=Path, metavar="FILE", help=_CLUSTER_HELP)
     v.add_argument("--print-job-script", dest="print_job_script", action="store_true",
                    help="with --slurm: print the job script that would be submitted, and exit")
     v.add_argument("--max-chunks", dest="max_chunks", type=int, help="stop after this many chunks")

@@ -18,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "SelectionTooLargeError",
     "CalibrationError",
+    "ClusterError",
 ]
 
 
@@ -59,3 +60,7 @@ class SelectionTooLargeError(RadynversionError, ValueError):
 
 class CalibrationError(RadynversionError, ValueError):
     """A scan cannot be calibrated (no usable quiet-Sun region, off-disk field, ...)."""
+
+
+class ClusterError(RadynversionError, RuntimeError):
+    """A Dask cluster cannot be reached or lost its workers (scheduler, SLURM jobs)."""

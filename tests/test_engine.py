@@ -27,7 +27,7 @@ from synthetic import scan, tiny_model
 import radynversion
 from radynversion import cli
 from radynversion.engine import (
-    SlurmOptions,
+    ClusterSettings,
     chunk_status,
     invert_to_zarr,
     open_input,
@@ -523,9 +523,10 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     assert (tmp_path / "taken.zarr" / "data.bin").read_bytes() == b"x"
 
 
-def test_slurm_job_script(capsys):
-    opts = SlurmOptions(jobs=4, cores=8, memory="32GB", walltime="02:00:00", queue="gpu", account="solar",
-                        gpus=1, job_extra=("--constraint=a100",), prologue=("module load cuda",))
+def test_slurm_job_script(capsys, tmp_path):
+    opts = ClusterSettings(jobs=4, cores=8, memory="32GB", walltime="02:00:00", queue="gpu", account="solar",
+                           gpus=1, job_extra_directives=("--constraint=a100",),
+                           job_script_prologue=("module load cuda",))
     script = slurm_job_script(opts, scheduler="tcp://10.0.0.1:8786")
     for line in ("#SBATCH -p gpu", "#SBATCH -A solar", "#SBATCH --cpus-per-task=8", "#SBATCH -t 02:00:00",
                  "#SBATCH --gres=gpu:1", "#SBATCH --constraint=a100", "export OMP_NUM_THREADS=1",
@@ -535,8 +536,9 @@ def test_slurm_job_script(capsys):
     worker = [ln for ln in script.splitlines() if "distributed.cli.dask_worker" in ln]
     assert len(worker) == 1 and "tcp://10.0.0.1:8786" in worker[0] and "--nthreads 8" in worker[0]
     assert "--nworkers" not in worker[0]  # one worker per job (per GPU)
-    rc = cli.main(["invert", "scan.nc", "-o", "out.zarr", "--slurm", "--slurm-cores", "4", "--gpus",
-                   "--slurm-queue", "short", "--print-job-script"])
+    (tmp_path / "cluster.toml").write_text('queue = "short"\ncores = 4\n')
+    rc = cli.main(["invert", "scan.nc", "-o", "out.zarr", "--slurm", "--cluster", str(tmp_path / "cluster.toml"),
+                   "--gpus", "--print-job-script"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "#SBATCH -p short" in printed and "--gres=gpu:1" in printed and "--nthreads 4" in printed

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 from . import accessor  # noqa: F401  (registers ds.radyn)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cluster import SlurmOptions, cluster_client, local_cluster, slurm_cluster, slurm_job_script
+    from .cluster import (
+        ClusterSettings,
+        cluster_client,
+        local_cluster,
+        record_cluster,
+        slurm_cluster,
+        slurm_job_script,
+    )
     from .core import Plan, check_profiles, invert, plan_inversion, runtime_settings
     from .inputs import open_input
     from .store import STORE_KIND, chunk_status, invert_to_zarr, store_digest, store_status
@@ -30,8 +37,8 @@ _WHERE = {
     "store_digest": "store", "STORE_KIND": "store",
     "open_input": "inputs",
     "ModelSpec": "workers", "ModelPlugin": "workers", "model_spec": "workers", "worker_model": "workers",
-    "local_cluster": "cluster", "cluster_client": "cluster", "SlurmOptions": "cluster",
-    "slurm_cluster": "cluster", "slurm_job_script": "cluster",
+    "local_cluster": "cluster", "cluster_client": "cluster", "ClusterSettings": "cluster",
+    "slurm_cluster": "cluster", "slurm_job_script": "cluster", "record_cluster": "cluster",
 }
 
 __all__ = [
@@ -52,9 +59,10 @@ __all__ = [
     "worker_model",
     "local_cluster",
     "cluster_client",
-    "SlurmOptions",
+    "ClusterSettings",
     "slurm_cluster",
     "slurm_job_script",
+    "record_cluster",
 ]
 
 

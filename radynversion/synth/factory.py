@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -312,9 +313,12 @@ def _write_shard(out: Path, k: int, cfg: SynthConfig, rows: list[dict]) -> None:
 
 
 @contextlib.contextmanager
-def _client(workers: int | None, scheduler: str | None) -> Iterator:
+def _client(workers: int | None, scheduler: str | None, client: Any = None) -> Iterator:
     from distributed import Client, LocalCluster
 
+    if client is not None:
+        yield client
+        return
     if scheduler:
         with Client(scheduler) as client:
             yield client
@@ -334,6 +338,7 @@ def run_synthesis(
     progress: bool = True,
     max_shards: int | None = None,
     log: str | Path | None = None,
+    client: Any = None,
 ) -> dict:
     """Make (or resume) a training set at ``out``.
 
@@ -354,6 +359,10 @@ def run_synthesis(
         Stop after writing this many shards (for incremental runs).
     log : path, optional
         Append one line per sample (index, status, iterations, seconds) to this file.
+    client : distributed.Client, optional
+        Run on this client's cluster (e.g. from :func:`radynversion.engine.cluster.cluster_client`:
+        SLURM, or a scheduler watched for lost workers); ``workers`` and ``scheduler`` are then
+        ignored and the client is left open.
 
     Returns
     -------
@@ -378,7 +387,7 @@ def run_synthesis(
     sizes = {k: min(cfg.shard_size, cfg.n - k * cfg.shard_size) for k in todo}
     logf = open(log, "a") if log else None  # noqa: SIM115
     try:
-        with _client(workers, scheduler) as client:
+        with _client(workers, scheduler, client) as client:
             futures = []
             for k in todo:
                 for i in range(k * cfg.shard_size, k * cfg.shard_size + sizes[k]):
