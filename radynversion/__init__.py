@@ -73,7 +73,7 @@ _LAZY = {
 #: the package's submodules, served as attributes on first access (``rv.datasets``, ``rv.io``...)
 _SUBMODULES = (
     "atmosphere", "calibration", "cli", "config", "datasets", "demo", "engine", "errors",
-    "instrument", "io", "lines", "model", "plot", "schema", "synth", "verify",
+    "instrument", "io", "lines", "model", "plot", "schema", "synth", "velocity_frame", "verify",
 )
 
 
