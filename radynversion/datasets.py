@@ -1,4 +1,6 @@
-"""Data sets shipped with the package (no network: everything is in ``radynversion/data``)."""
+"""Data sets: the example scan shipped with the package (``radynversion/data``), and the
+training sets of a repository checkout (``data/``: Zarr stores, one per atmosphere generator,
+not part of the wheel). Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -20,9 +22,17 @@ __all__ = ["training_set", "training_set_path", "training_union", "dataset_hash"
 LABEL_STRIDE = 10_000_000
 
 
+#: where the training sets live: the repository's ``data/`` folder (not part of the wheel)
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+#: how reports and checkpoints name the default training set (and how they named it before
+#: it left the package)
+DEFAULT_SET_LABELS = ("data/prior.zarr (repository)", "radynversion/data/training_set.zarr (packaged)")
+
+
 def training_set_path() -> Path:
-    """Path of the default training set shipped in the package (a Zarr store)."""
-    return Path(str(resources.files("radynversion") / "data" / "training_set.zarr"))
+    """Path of the default training set: ``data/prior.zarr`` of a repository checkout (a Zarr
+    store of the default prior's draws; the training sets are not part of the installed wheel)."""
+    return DATA_DIR / "prior.zarr"
 
 
 def source_label(data: xr.Dataset) -> str:
@@ -34,7 +44,7 @@ def source_label(data: xr.Dataset) -> str:
         packaged = Path(src).resolve() == training_set_path().resolve()
     except OSError:
         packaged = False
-    return "radynversion/data/training_set.zarr (packaged)" if packaged else src
+    return DEFAULT_SET_LABELS[0] if packaged else src
 
 
 def training_set(path: str | Path | None = None, converged_only: bool = True, load: bool = True) -> xr.Dataset:
@@ -44,7 +54,8 @@ def training_set(path: str | Path | None = None, converged_only: bool = True, lo
     ----------
     path : path, optional
         A store written by ``radynversion synth`` or ``import-radyn``, or a TOML file naming
-        several (:func:`training_union`); default the shipped set.
+        several (:func:`training_union`); default the prior's set of a checkout
+        (:func:`training_set_path`).
     converged_only : bool
         Keep only samples whose NLTE solution converged (``status == 0``); samples of shards
         not yet written are always dropped.
@@ -61,7 +72,9 @@ def training_set(path: str | Path | None = None, converged_only: bool = True, lo
     if path.suffix == ".toml" and path.is_file():
         return training_union(path, converged_only=converged_only)
     if not path.exists():
-        raise StoreError(f"{path}: no training set here")
+        hint = ("; the training sets live in the data/ folder of a repository checkout, not in the "
+                "installed package: clone the repository, or pass a store's path") if path == training_set_path() else ""
+        raise StoreError(f"{path}: no training set here{hint}")
     try:
         ds = xr.open_zarr(path, consolidated=False)
     except Exception as err:  # noqa: BLE001

@@ -253,7 +253,7 @@ def test_the_shipped_training_set_is_named_without_the_install_path():
     from radynversion.datasets import training_set_path
     ds = xr.Dataset(attrs={"first_draws": 500})
     ds.encoding["source"] = str(training_set_path())
-    assert _data_identity(ds) == {"data": "radynversion/data/training_set.zarr (packaged)", "first_draws": 500}
+    assert _data_identity(ds) == {"data": "data/prior.zarr (repository)", "first_draws": 500}
     other = xr.Dataset()
     other.encoding["source"] = "/data/mine.zarr"
     assert _data_identity(other) == {"data": "/data/mine.zarr"}

@@ -4,15 +4,15 @@
 #   bash tools/grow_training_set.sh [WORKERS]        # from the repository root, after `make test` made .venv
 #
 # Runs at the lowest CPU priority (nice 19) so that work beside it is not slowed. Resumes
-# radynversion/data/training_set.zarr with its own config (each sample is seeded by its
+# data/prior.zarr with its own config (each sample is seeded by its
 # index, so a resumed store equals an uninterrupted one) and, every 10 minutes, commits the shards
 # written so far (path-limited commits: nothing else in the work tree is touched). Logs go to
 # synth_log.txt (one line per atmosphere) and synth_run.out (progress bar).
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 workers=${1:-2}
-store=radynversion/data/training_set.zarr
-cfg=radynversion/data/training_set.toml
+store=data/prior.zarr
+cfg=data/prior.toml
 nohup nice -n 19 .venv/bin/radynversion synth --config "$cfg" --out "$store" --workers "$workers" \
     --log synth_log.txt > synth_run.out 2>&1 &
 synth_pid=$!

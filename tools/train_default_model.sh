@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 threads=${1:-2}
 # the draws of the shards finished now (fixed for the run: the store may still be growing)
-first=${FIRST:-$(.venv/bin/python -c "import zarr, numpy as np; d = zarr.open_array('radynversion/data/training_set.zarr/shard_done', mode='r')[:]; print(100 * int(np.argmin(np.append(d, 0) == 1)))")}
+first=${FIRST:-$(.venv/bin/python -c "import zarr, numpy as np; d = zarr.open_array('data/prior.zarr/shard_done', mode='r')[:]; print(100 * int(np.argmin(np.append(d, 0) == 1)))")}
 echo "training on the first $first draws"
 run=runs/default_model/first-$first
 .venv/bin/radynversion train --config radynversion/data/default_model.toml --out "$run" \

@@ -28,7 +28,7 @@ from radynversion.synth.factory import SynthConfig
 from radynversion.synth.nlte import synthesise
 from radynversion.synth.prior import sample_atmosphere
 
-TRAINING_SET_CONFIG = "radynversion/data/training_set.toml"
+TRAINING_SET_CONFIG = "data/prior.toml"
 
 
 def _centroid(offset_A: np.ndarray, intensity: np.ndarray) -> float:

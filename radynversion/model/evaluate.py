@@ -59,7 +59,7 @@ import xarray as xr
 from .. import __version__
 from ..atmosphere import VARIABLES, velocity_transform
 from ..config import from_toml
-from ..datasets import source_label, training_set
+from ..datasets import DEFAULT_SET_LABELS, source_label, training_set
 from ..errors import ConfigError, ProfileSchemaError, StoreError
 from ..instrument import crisp_tunings, degrade
 from ..lines import LINES
@@ -575,7 +575,9 @@ def _select(data: xr.Dataset, model: PosteriorModel, all_samples: bool, max_samp
         seen = set(model.metadata.get("provenance", {}).get("train_samples", []))
         leaked = [int(i) for i in labels[held & usable] if int(i) in seen]
         trained_on = str(model.metadata.get("provenance", {}).get("source", ""))
-        if leaked and trained_on in (src, source_label(data)):
+        same_store = (trained_on in (src, source_label(data))  # the default set by either of its names:
+                      or {trained_on, source_label(data)} <= set(DEFAULT_SET_LABELS))
+        if leaked and same_store:
             raise ProfileSchemaError(f"{src}: samples {leaked[:5]} of the held-out split were "
                                      "trained on; this model cannot be evaluated on this store")
     evals = np.flatnonzero(held & usable)
