@@ -56,8 +56,10 @@ __all__ = ["STORE_KIND", "STORE_ATTRS", "BOOKKEEPING_GROUP", "invert_to_zarr", "
            "check_writable", "write_region", "chunk_status", "store_status", "store_digest"]
 
 STORE_KIND = "radynversion inversion"
-#: attrs of an inversion store beyond the result schema's (the store's own bookkeeping)
-STORE_ATTRS = ("radynversion_store", "radynversion_complete", "radynversion_run", "chunk_grid")
+#: attrs of an inversion store beyond the result schema's (the store's own bookkeeping; the
+#: CLI also records the cluster of each run, :data:`radynversion.engine.cluster.CLUSTER_ATTR`)
+STORE_ATTRS = ("radynversion_store", "radynversion_complete", "radynversion_run", "chunk_grid",
+               "radynversion_cluster")
 #: subgroup of the store's bookkeeping arrays
 BOOKKEEPING_GROUP = "bookkeeping"
 _FLAG_CHUNK = 1024
