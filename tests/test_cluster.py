@@ -124,17 +124,18 @@ def dask_procs(tmp_path):
     procs.close()
 
 
-def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float]:
+def _run(cmd: list[str], cwd: Path, timeout: float = 600,
+         env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=ENV, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, env=env or ENV, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     return p, time.perf_counter() - t0
 
 
 def _interrupt(cmd: list[str], cwd: Path, ready: Callable[[], bool], act: Callable[[subprocess.Popen], None],
-               timeout: float = 300) -> tuple[subprocess.Popen, bool]:
+               timeout: float = 300, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, bool]:
     """Start ``cmd``; once ``ready()``, call ``act(proc)`` (while the run is still going).
     Returns the process (running or not) and whether ``act`` was called in time."""
-    proc = subprocess.Popen(cmd, env=ENV, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, env=env or ENV, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
     acted = False
@@ -318,7 +319,7 @@ def test_synth_on_a_scheduler_survives_a_lost_worker_and_a_killed_client(tmp_pat
     t_lost = time.perf_counter() - t0
     assert acted, "the run finished before a worker could be killed"
     assert proc.returncode == 0, err[-2000:]
-    assert worker_b.poll() is not None and dask_procs.n_workers() == 1
+    assert worker_b.poll() is not None and worker_a.poll() is None and dask_procs.n_workers() == 1
     assert json.loads(out.strip().splitlines()[-1])["shards"] == 6
 
     for other in (resumed, lost):
@@ -349,6 +350,7 @@ def test_workers_that_never_arrive_are_one_line(tmp_path, dask_procs, model_path
         p, secs = _run(_cli(*argv, "--scheduler", address, "--cluster", tmp_path / "c.toml", "--no-progress"),
                        tmp_path, timeout=300)
         last = _one_line_error(p, command)
+        print(f"\n[told] {last}")
         assert last.endswith(f"no Dask worker joined the scheduler at {address} within 3 s (worker_timeout in "
                              "the cluster settings)"), last
         assert secs < 120
@@ -372,6 +374,7 @@ def test_the_last_worker_lost_mid_run_is_one_line(tmp_path, dask_procs, invert_i
         _stop(proc)
     assert acted, "the run finished before its worker could be killed"
     last = _one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), "invert")
+    print(f"\n[told] {last}")
     assert last.endswith(f"no Dask worker left on the scheduler at {address} for 5 s (worker_timeout in the "
                          "cluster settings)"), last
     assert not xr.open_zarr(store).attrs["radynversion_complete"]  # and resumable, as any interrupted store

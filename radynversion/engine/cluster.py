@@ -245,14 +245,37 @@ def slurm_job_script(settings: ClusterSettings, scheduler: str = "tcp://SCHEDULE
     return SLURMJob(scheduler=scheduler, name="radynversion-worker", job_name=name, **kw).job_script()
 
 
-def _sbatch_error(err: BaseException) -> str:
-    """The line of ``sbatch``'s output that says why it refused a job."""
-    text = str(err)
-    lines = [ln.strip() for ln in text.splitlines() if "error" in ln.lower() and ln.strip().startswith("sbatch")]
-    if lines:
-        return lines[-1]
+def _sbatch_refusal(text: str) -> str:
+    """The words of ``sbatch``'s output that say why it refused a job."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else type(err).__name__
+    for ln in reversed(lines):
+        if ln.startswith("allocation failure:"):
+            return ln.split(":", 1)[1].strip()
+        if ln.startswith("sbatch: error:"):
+            return ln.split(":", 2)[2].strip().removeprefix("Batch job submission failed: ")
+    return lines[-1][:240] if lines else "no reason given"
+
+
+def _sbatch_test(script: str, settings: ClusterSettings) -> None:
+    """``sbatch --test-only`` of the job script: a ClusterError with SLURM's reason if it would be
+    refused (no such partition or account, more memory or cores than any node has, ...)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="radynversion-job-") as f:
+        f.write(script)
+        f.flush()
+        try:
+            p = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise ClusterError(f"--slurm: sbatch --test-only did not answer ({type(err).__name__})") from None
+    if p.returncode != 0:
+        raise ClusterError(f"SLURM refused the worker job ({_job_summary(settings)}): "
+                           f"{_sbatch_refusal(p.stderr + p.stdout)}")
+
+
+def _job_summary(settings: ClusterSettings) -> str:
+    return (f"partition {settings.queue or '(default)'}, {settings.cores or 1} cores, {settings.memory}, "
+            f"{settings.walltime} per job")
 
 
 def slurm_cluster(settings: ClusterSettings) -> Any:
@@ -273,16 +296,21 @@ def slurm_cluster(settings: ClusterSettings) -> Any:
                           "script with --print-job-script)")
     cluster = SLURMCluster(scheduler_options={"dashboard_address": ":0"}, **settings.cluster_kwargs())
     try:
+        # scale() submits in the background and only logs a refusal: ask sbatch first
+        _sbatch_test(cluster.job_script(), settings)
         cluster.scale(jobs=settings.jobs)
-        # scale() submits in the background and only logs a refusal; wait for the submissions
-        # here, so that sbatch's own error line reaches the user
-        correct = getattr(cluster, "_correct_state", None)
-        if correct is not None:
-            cluster.sync(correct)
-    except Exception as err:  # noqa: BLE001 - sbatch's RuntimeError, or the cluster's
+        deadline = time.monotonic() + settings.worker_timeout
+        while len(cluster.workers) < settings.jobs and time.monotonic() < deadline:  # submissions done
+            time.sleep(0.2)
+        refused = [name for name, job in dict(cluster.workers).items() if not getattr(job, "job_id", None)]
+        if refused or len(cluster.workers) < settings.jobs:
+            _sbatch_test(cluster.job_script(), settings)  # the reason, if sbatch still refuses
+            raise ClusterError(f"SLURM did not take {len(refused) or settings.jobs} of {settings.jobs} worker jobs "
+                               f"({_job_summary(settings)}) within {settings.worker_timeout:g} s; see the "
+                               "sbatch error logged above")
+    except BaseException:
         close_cluster(cluster)
-        where = f"partition {settings.queue or '(default)'}, {settings.memory} and {settings.cores or 1} cores per job"
-        raise ClusterError(f"SLURM refused the worker job ({where}): {_sbatch_error(err)}") from None
+        raise
     return cluster
 
 
@@ -324,16 +352,26 @@ def _last_line(path: str | None) -> str | None:
     return lines[-1][:240] if lines else "(empty)"
 
 
+def _log_path(pattern: str, job_id: str, info: dict[str, str]) -> str:
+    """A job's ``StdErr``/``StdOut`` as ``scontrol`` shows it, its ``%`` patterns filled in."""
+    user = info.get("UserId", "").split("(")[0]
+    values = {"j": job_id, "J": job_id, "A": job_id, "x": info.get("JobName", ""), "u": user,
+              "N": info.get("BatchHost", info.get("NodeList", "")), "%": "%"}
+    return re.sub(r"%(\w|%)", lambda m: values.get(m.group(1), m.group(0)), pattern)
+
+
 def _describe_job(job_id: str, info: dict[str, str]) -> str:
     state = info.get("JobState", "UNKNOWN")
     text = f"SLURM job {job_id} {state}"
     details = [f"{k.lower()} {info[k]}" for k in ("ExitCode", "Reason") if info.get(k) not in (None, "None", "")]
     if details:
         text += f" ({', '.join(details)})"
-    log = info.get("StdErr") or info.get("StdOut")
-    last = _last_line(log)
-    if last is not None:
-        text += f"; last line of {log}: {last}"
+    logs = list(dict.fromkeys(_log_path(p, job_id, info) for p in (info.get("StdErr"), info.get("StdOut")) if p))
+    for log in logs:  # the job's stderr, else its stdout (SLURM's default: one file for both)
+        last = _last_line(log)
+        if last is not None and (last != "(empty)" or log == logs[-1]):
+            text += f"; last line of {log}: {last}"
+            break
     return text
 
 
