@@ -282,7 +282,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from .engine.store import check_free_space, check_output, estimate_store_bytes, invert_to_zarr
     from .engine.workers import model_spec
     from .errors import ConfigError
-    from .model.preprocess import sample_dims
+    from .model.preprocess import input_options, sample_dims
 
     chunks = _parse_chunks(args.chunks)
     if args.samples < 1:
@@ -294,8 +294,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     # everything that can be refused is checked before a cluster starts
     resume = check_output(args.out, args.overwrite)
     ds = open_input(args.inputs, chunks)
-    check_profiles(ds)
     _, net = model_spec(args.model)
+    check_profiles(ds, partial=bool(input_options(net)["partial"]))
     if not resume:
         n_pixels = math.prod(int(ds.sizes[d]) for d in sample_dims(ds))
         check_free_space(args.out, estimate_store_bytes(n_pixels, len(args.quantiles),

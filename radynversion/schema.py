@@ -183,8 +183,12 @@ def intensity_unit(ds: xr.Dataset, line: Line, source: str | None = None) -> u.U
                          "parse; expected e.g. 'W / (m2 Hz sr)'") from None
 
 
-def validate_profiles(ds: xr.Dataset, source: str | None = None) -> None:
-    """Check that ``ds`` follows the profile schema; raise a one-line error naming what is wrong."""
+def validate_profiles(ds: xr.Dataset, source: str | None = None, all_lines: bool = True) -> None:
+    """Check that ``ds`` follows the profile schema; raise a one-line error naming what is wrong.
+
+    ``all_lines`` False accepts one line alone (for a model trained on partial coverage,
+    :mod:`radynversion.model.coverage`): the lines present are checked.
+    """
     src = _source(ds, source)
     if not isinstance(ds, xr.Dataset):
         raise ProfileSchemaError(f"{src}: expected an xarray.Dataset, got {type(ds).__name__}")
@@ -198,9 +202,12 @@ def validate_profiles(ds: xr.Dataset, source: str | None = None) -> None:
                                  f"{' ...' if len(have) > 8 else ''}); expected {expected} (the "
                                  "profile schema)")
     for ln in LINES:
+        if ln.var not in ds.data_vars and not all_lines:
+            continue
         if ln.var not in ds.data_vars:
             raise ProfileSchemaError(f"{src}: missing variable {ln.var} ({ln.label}); expected "
-                                     f"{[x.var for x in LINES]}")
+                                     f"{[x.var for x in LINES]} (a model trained on partial coverage "
+                                     "takes one line alone)")
         if ln.dim not in ds[ln.var].dims:
             raise ProfileSchemaError(f"{src}: variable {ln.var} has dims {ds[ln.var].dims}; "
                                      f"expected one of them to be {ln.dim!r}")
@@ -215,13 +222,14 @@ def validate_profiles(ds: xr.Dataset, source: str | None = None) -> None:
                     f"{src}: variable {ln.var} has a 'stokes' dim of size {ds[ln.var].sizes['stokes']}"
                     f"{f' {labels}' if labels else ''}; expected Stokes I only (select it, e.g. "
                     "ds.sel(stokes='I'))")
-    others = [tuple(d for d in ds[ln.var].dims if d != ln.dim) for ln in LINES]
+    present = [ln for ln in LINES if ln.var in ds.data_vars]
+    others = [tuple(d for d in ds[ln.var].dims if d != ln.dim) for ln in present]
     if any(set(o) != set(others[0]) for o in others):
         raise ProfileSchemaError(f"{src}: the lines have different non-spectral dims "
-                                 f"({', '.join(f'{ln.var}: {o}' for ln, o in zip(LINES, others, strict=True))}); "
+                                 f"({', '.join(f'{ln.var}: {o}' for ln, o in zip(present, others, strict=True))}); "
                                  "expected the same dims (e.g. y, x) for every line")
     for d in others[0]:
-        sizes = {ln.var: ds[ln.var].sizes[d] for ln in LINES}
+        sizes = {ln.var: ds[ln.var].sizes[d] for ln in present}
         if len(set(sizes.values())) > 1:
             raise ProfileSchemaError(f"{src}: dim {d!r} differs in size between lines {sizes}; expected "
                                      "every line on the same pixels")

@@ -477,11 +477,16 @@ def test_scaled_integer_cube_is_read_scaled_with_blank_as_nan(tmp_path):
         read_sstred_cube(f, stokes="X")
 
 
-def test_one_line_alone_fails_validation(tmp_path):
+def test_one_line_alone_reads_and_only_a_full_coverage_model_refuses_it(tmp_path):
+    from radynversion.engine.core import check_profiles
+
     fh = tmp_path / "ha.fits"
-    write_sstred(fh, WL_HA)
-    with pytest.raises(ProfileSchemaError, match="missing variable I_ca8542"):
-        open_observation(fh)
+    write_sstred(fh, HALPHA.center_air_A + np.linspace(-1.5, 1.5, 15))
+    ds = open_observation(fh)  # many data sets hold one line: the reader takes it
+    assert HALPHA.var in ds and CA8542.var not in ds
+    check_profiles(ds, partial=True)  # a model trained on partial coverage inverts it
+    with pytest.raises(ProfileSchemaError, match="missing variable I_ca8542.*partial coverage"):
+        check_profiles(ds)
 
 
 def test_truncated_fits_and_text_files_raise_data_file_error(tmp_path):

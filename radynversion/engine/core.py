@@ -48,9 +48,9 @@ from ..model.posterior import (
     posterior,
     select_precision,
 )
-from ..model.preprocess import check_window, sample_dims
+from ..model.preprocess import input_options, observed_program, sample_dims
 from ..model.result import ResultSchema, RunSettings, VariableSpec, result_dataset, result_schema
-from ..schema import check_intensities, source_name, validate_profiles, wavelengths_air_A
+from ..schema import check_intensities, source_name, validate_profiles
 from .workers import ModelPlugin, ModelSpec, model_spec, worker_device, worker_model
 
 __all__ = ["DEFAULT_CHUNK_PIXELS", "Plan", "check_profiles", "plan_inversion", "invert", "runtime_settings",
@@ -243,7 +243,8 @@ def _probe_profiles(profiles: xr.Dataset, dims: tuple[str, ...], net: PosteriorM
         sel[d] = slice(0, take)
         left = max(1, left // take)
     y, _ = network_input(profiles.isel(sel).compute(), net, degrade, source_name(profiles))
-    y = y[np.isfinite(y).all(axis=1)][:n]
+    usable = np.isfinite(y).any(axis=1) if input_options(net)["partial"] else np.isfinite(y).all(axis=1)
+    y = y[usable][:n]
     return y if y.size else None
 
 
@@ -299,7 +300,7 @@ def _normalise_chunks(
     if unknown:
         raise ProfileSchemaError(f"chunks: unknown dims {sorted(unknown)}; the non-spectral dims "
                                  f"are {list(dims)}")
-    var = profiles[LINES[0].var]
+    var = profiles[next(ln.var for ln in LINES if ln.var in profiles.data_vars)]
     have = dict(zip(var.dims, var.chunks, strict=True)) if var.chunks is not None else {}
     auto = _auto_chunks(shape)
     out = []
@@ -406,30 +407,25 @@ class Plan:
         return result_dataset(arrays, self.schema)
 
 
-def _check_coverage(profiles: xr.Dataset, source: str) -> None:
-    """Each line's wavelengths (air) must cover its model window, with enough tunings inside
-    it (:func:`radynversion.model.preprocess.check_window`), or nothing can be inverted."""
-    for ln in LINES:
-        check_window(wavelengths_air_A(profiles, ln, source), ln, source)
-
-
 def _check_values(profiles: xr.Dataset, source: str) -> None:
     """Refuse in-memory intensities of which no pixel can be inverted
     (:func:`radynversion.schema.check_intensities`); lazy ones, Dask or file backed, are not
     read here: :func:`radynversion.engine.invert_to_zarr` checks the mask of its store at the
     end, and names the reason then."""
-    if all(getattr(profiles[ln.var].variable, "_in_memory", False) for ln in LINES):
+    if all(getattr(profiles[ln.var].variable, "_in_memory", False) for ln in LINES if ln.var in profiles):
         check_intensities(profiles, source)
 
 
-def check_profiles(profiles: xr.Dataset, source: str | None = None) -> str:
+def check_profiles(profiles: xr.Dataset, source: str | None = None, partial: bool = False) -> str:
     """Everything about ``profiles`` that would make an inversion fail, checked before any work:
     the profile schema (:func:`radynversion.schema.validate_profiles`), wavelengths that cover
     the model windows, and (for in-memory data) intensities of which at least one pixel can be
     inverted. Returns the name of the data used in messages.
 
     Partly bad data are not refused: pixels with NaN or inf, a negative intensity or none
-    positive in a line come out NaN with ``mask`` True.
+    positive in a line come out NaN with ``mask`` True. With ``partial`` (a model trained on
+    partial coverage, :mod:`radynversion.model.coverage`) one line alone, short windows and gaps
+    pass; an observation that covers no line's core does not.
 
     Raises
     ------
@@ -437,8 +433,8 @@ def check_profiles(profiles: xr.Dataset, source: str | None = None) -> str:
         A one-line message naming the file, the variable and what was expected.
     """
     src = source or source_name(profiles)
-    validate_profiles(profiles, src)
-    _check_coverage(profiles, src)
+    validate_profiles(profiles, src, all_lines=not partial)
+    observed_program(profiles, src, partial=partial)  # windows, tunings (and cores)
     _check_values(profiles, src)
     return src
 
@@ -471,7 +467,8 @@ def plan_inversion(
     of returning it; ``regular`` makes the chunks equal (as Zarr needs); ``spec`` reuses a
     :func:`radynversion.engine.workers.model_spec` result.
     """
-    source = check_profiles(profiles)
+    spec_, net = spec if spec is not None else model_spec(model, device=device)
+    source = check_profiles(profiles, partial=bool(input_options(net)["partial"]))
     if samples < 1:
         raise ConfigError(f"invert: samples = {samples}; expected >= 1")
     if misfit_samples is not None and int(misfit_samples) < 1:
@@ -482,9 +479,9 @@ def plan_inversion(
     dims = sample_dims(profiles)
     if len(dims) > len(_LETTERS):
         raise ProfileSchemaError(f"{source}: {len(dims)} non-spectral dims; at most {len(_LETTERS)}")
-    shape = tuple(int(profiles[LINES[0].var].sizes[d]) for d in dims)
+    present = [ln for ln in LINES if ln.var in profiles.data_vars]
+    shape = tuple(int(profiles[present[0].var].sizes[d]) for d in dims)
     n_pix = math.prod(shape)
-    spec_, net = spec if spec is not None else model_spec(model, device=device)
     if return_samples:
         check_samples_size(n_pix, samples, net.n_x, max_samples_bytes)
     client = client if client is not None else _current_client()
@@ -496,7 +493,7 @@ def plan_inversion(
                                   min_chunks=2 * _worker_threads(client))
 
     lines, arrays = [], []
-    for ln in LINES:
+    for ln in present:
         var = profiles[ln.var].transpose(*dims, ln.dim)
         lines.append(_Line(ln.var, ln.dim, np.asarray(profiles[ln.dim].values),
                            dict(profiles[ln.dim].attrs), dict(var.attrs)))

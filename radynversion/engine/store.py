@@ -158,7 +158,7 @@ def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
         "input_wavelengths_sha256": _sha(*[ln.wavelengths for ln in p.lines]),
         "input_metadata_sha256": _sha([(ln.var, ln.attrs, ln.wl_attrs) for ln in p.lines],
                                       {k: str(v) for k, v in profiles.attrs.items()},
-                                      [str(profiles[ln.var].dtype) for ln in LINES]),
+                                      [str(profiles[ln.var].dtype) for ln in LINES if ln.var in profiles]),
     }
 
 

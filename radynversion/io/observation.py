@@ -296,7 +296,7 @@ def open_observation(
         ds, lines = parts[0]
         out = _line_dataset(ds, lines[0]) if ds.attrs.get("reader") not in ("netcdf", "zarr") else ds
         out.attrs = _merge_attrs(parts)
-        validate_profiles(out, source)
+        validate_profiles(out, source, all_lines=False)  # one line alone is read; the model decides
         return out
 
     flat = [(ds, ln) for ds, lines in parts for ln in lines]
@@ -313,5 +313,5 @@ def open_observation(
         raise ProfileSchemaError(f"{source}: the sources cannot be combined ({text}); expected the "
                                  "same pixels (y, x) for every line") from None
     out.attrs = _merge_attrs(parts)
-    validate_profiles(out, source)
+    validate_profiles(out, source, all_lines=False)
     return out
