@@ -13,7 +13,7 @@ hold no code)::
     wavelengths_A     {line key: list of model-window wavelengths [air Angstrom]}
     wavelength_medium "air"
     intensity_unit    unit of the joint normalisation
-    normalisation     "joint_peak"
+    normalisation     "joint_peak" or "per_line_peak" (the model's ``config.normalisation``)
     instrument        {"profile": "gaussian", "fwhm_A": {line key: FWHM [Angstrom]}}
     training_set_sha256  sha256 over the training arrays ("" if unknown)
     provenance        other plain-Python facts (validation indices hash, sample counts...)
@@ -149,7 +149,8 @@ def _checkpoint_dict(model: PosteriorModel, train_config: TrainConfig | None = N
         "wavelengths_A": {k: [float(w) for w in v] for k, v in model_wavelengths().items()},
         "wavelength_medium": "air",
         "intensity_unit": model.config.intensity_unit,
-        "normalisation": "joint_peak",
+        "normalisation": ("per_line_peak" if getattr(model.config, "normalisation", "joint") == "per_line"
+                          else "joint_peak"),
         "instrument": {"profile": "gaussian", "fwhm_A": model.instrument_fwhm_A()},
         "training_set_sha256": training_set_sha256,
         "provenance": dict(provenance or {}),
