@@ -274,7 +274,8 @@ def _sbatch_test(script: str, settings: ClusterSettings) -> None:
 
 
 def _job_summary(settings: ClusterSettings) -> str:
-    return (f"partition {settings.queue or '(default)'}, {settings.cores or 1} cores, {settings.memory}, "
+    cpus = settings.cores or 1
+    return (f"partition {settings.queue or '(default)'}, {cpus} CPU{'s' if cpus > 1 else ''}, {settings.memory}, "
             f"{settings.walltime} per job")
 
 
