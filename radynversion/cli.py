@@ -267,6 +267,16 @@ def _cluster_mode(args: argparse.Namespace) -> str:
     return "threads" if args.workers == 0 else "local"
 
 
+def _frame(text: str) -> str | float:
+    """``--velocity-frame``: 'rest', 'quiet' or an offset in km/s."""
+    try:
+        return float(text)
+    except ValueError:
+        if text not in ("rest", "quiet"):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected 'rest', 'quiet' or an offset in km/s") from None
+        return text
+
+
 def _cmd_invert(args: argparse.Namespace) -> int:
     settings = _cluster_settings(args, cores=args.threads_per_worker)
     if args.slurm and args.print_job_script:
@@ -283,6 +293,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from .engine.workers import model_spec
     from .errors import ConfigError
     from .model.preprocess import input_options, sample_dims
+    from .velocity_frame import to_velocity_frame
 
     chunks = _parse_chunks(args.chunks)
     if args.samples < 1:
@@ -293,7 +304,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         raise ConfigError(f"--quantiles {' '.join(map(str, args.quantiles))}: expected values in [0, 1]")
     # everything that can be refused is checked before a cluster starts
     resume = check_output(args.out, args.overwrite)
-    ds = open_input(args.inputs, chunks)
+    ds = to_velocity_frame(open_input(args.inputs, chunks), args.velocity_frame)
     _, net = model_spec(args.model)
     check_profiles(ds, partial=bool(input_options(net)["partial"]))
     if not resume:
@@ -424,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quantiles", type=float, nargs="+", default=[0.05, 0.16, 0.5, 0.84, 0.95],
                    help="posterior quantiles (default 0.05 0.16 0.5 0.84 0.95)")
     v.add_argument("--seed", type=int, default=0, help="seed of the draws (per pixel: seed and pixel index)")
+    v.add_argument("--velocity-frame", dest="velocity_frame", default="rest", type=_frame,
+                   help="zero velocity: 'rest' (the lines' laboratory air wavelengths, default), 'quiet' (the "
+                        "median line-core position of the quiet pixels of the field, per line) or an offset in "
+                        "km/s (positive = redshift); recorded in the output's attrs")
     v.add_argument("--chunks", help="chunks of the non-spectral dims, e.g. 'y=64,x=64' (default: the "
                    "input's, cut to at most 4096 pixels and at least two chunks per worker thread)")
     v.add_argument("--batch-size", dest="batch_size", type=int,

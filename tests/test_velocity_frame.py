@@ -77,3 +77,26 @@ def test_quiet_frame_of_one_line_alone():
     assert set(shifts) == {HALPHA.key} and shifts[HALPHA.key] == pytest.approx(-1.0, abs=0.2)
     auto = frame_shifts_kms(ds, "quiet")  # the automatic quiet region works on one line too
     assert auto[HALPHA.key] == pytest.approx(-1.0, abs=0.3)
+
+
+def test_the_inversion_records_its_frame():
+    import radynversion.engine  # noqa: F401 - the ds.radyn accessor
+    from synthetic import scan, tiny_cinn
+
+    ds, net = scan(1, 2), tiny_cinn()
+    rest = ds.radyn.invert(model=net, samples=8)
+    assert rest.attrs["velocity_frame"] == "rest"
+    moved = ds.radyn.invert(model=net, samples=8, velocity_frame=1.5)
+    assert moved.attrs["velocity_frame"] == "1.5"
+    assert moved.attrs["velocity_frame_shift_kms_halpha"] == pytest.approx(1.5)
+    assert not np.allclose(moved["v"].compute().values, rest["v"].compute().values)
+
+
+def test_cli_velocity_frame_option():
+    import argparse
+
+    from radynversion.cli import _frame
+
+    assert _frame("quiet") == "quiet" and _frame("-2.5") == -2.5
+    with pytest.raises(argparse.ArgumentTypeError, match="'sun': expected 'rest', 'quiet' or an offset"):
+        _frame("sun")

@@ -32,18 +32,30 @@ class RadynAccessor:
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
+    def _framed(self, velocity_frame: str | float, quiet: Any) -> xr.Dataset:
+        from ..velocity_frame import to_velocity_frame
+
+        return to_velocity_frame(self._ds, velocity_frame, quiet)
+
     def invert(
         self,
         model: Any = None,
         samples: int = 1024,
         quantiles: Sequence[float] = _DEFAULT_QUANTILES,
         seed: int = 0,
+        velocity_frame: str | float = "rest",
+        quiet: Any = None,
         **kwargs: Any,
     ) -> xr.Dataset:
-        """Lazy posterior quantiles of every pixel: :func:`radynversion.engine.invert`."""
+        """Lazy posterior quantiles of every pixel: :func:`radynversion.engine.invert`.
+
+        ``velocity_frame`` ("rest", "quiet" or an offset in km/s) and ``quiet`` (a mask of quiet
+        pixels for "quiet") choose the zero of velocity
+        (:func:`radynversion.velocity_frame.to_velocity_frame`); the result's attrs record it.
+        """
         from .core import invert
 
-        return invert(self._ds, model, samples, quantiles, seed, **kwargs)
+        return invert(self._framed(velocity_frame, quiet), model, samples, quantiles, seed, **kwargs)
 
     def to_zarr(
         self,
@@ -52,9 +64,12 @@ class RadynAccessor:
         samples: int = 1024,
         quantiles: Sequence[float] = _DEFAULT_QUANTILES,
         seed: int = 0,
+        velocity_frame: str | float = "rest",
+        quiet: Any = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Invert into a resumable Zarr store: :func:`radynversion.engine.invert_to_zarr`."""
+        """Invert into a resumable Zarr store: :func:`radynversion.engine.invert_to_zarr`
+        (``velocity_frame`` and ``quiet`` as for :meth:`invert`)."""
         from .store import invert_to_zarr
 
-        return invert_to_zarr(self._ds, out, model, samples, quantiles, seed, **kwargs)
+        return invert_to_zarr(self._framed(velocity_frame, quiet), out, model, samples, quantiles, seed, **kwargs)

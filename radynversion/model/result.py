@@ -222,6 +222,7 @@ def result_attrs(profiles: xr.Dataset, net: PosteriorModel, model: str, model_sh
              if ln.dim in profiles.coords}, sort_keys=True),
         "input_dims": list(dims),
     })
+    attrs.setdefault("velocity_frame", "rest")  # radynversion.velocity_frame: set on the input when shifted
     return attrs
 
 
