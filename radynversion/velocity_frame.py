@@ -148,9 +148,11 @@ def to_velocity_frame(ds: xr.Dataset, frame: str | float = "rest", quiet: Any = 
 
     A feature at velocity ``s`` (the line's shift, :func:`frame_shifts_kms`) is moved to rest:
     wavelengths are multiplied by ``1 - s / c``. The attrs record ``velocity_frame`` (the frame
-    as given) and ``velocity_frame_shift_kms_<line>``.
+    as given) and ``velocity_frame_shift_kms_<line>``; ``"rest"`` returns ``ds`` itself.
     """
     shifts = frame_shifts_kms(ds, frame, quiet)
+    if frame == "rest":  # nothing moves; results record "rest" by default
+        return ds
     out = ds.copy()
     for ln in LINES:
         if ln.key not in shifts:
