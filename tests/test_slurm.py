@@ -299,6 +299,20 @@ def test_a_job_sbatch_refuses_is_one_line(slurm, tmp_path, model_path, setting, 
     assert secs < 120 and slurm.jobs() == []
 
 
+def test_a_job_that_never_starts_is_one_line(slurm, tmp_path, model_path):
+    scan(2, 2).to_netcdf(tmp_path / "scan.nc")
+    toml = _cluster_toml(tmp_path / "cluster.toml", slurm, jobs=1, worker_timeout=8,
+                         job_extra_directives=["--begin=now+1hour"])  # accepted, then pending
+    p, secs = _run_slurm(_cli("invert", tmp_path / "scan.nc", "-o", tmp_path / "o.zarr", "--model", model_path,
+                              "--slurm", "--cluster", toml, "--no-progress"), slurm, tmp_path)
+    last = _one_line_error(p, "invert")
+    print(f"\n[told] {last}")
+    assert re.search(r"no Dask worker joined the SLURM cluster's scheduler at tcp://\S+ within 8 s \(worker_timeout "
+                     r"in the cluster settings\); SLURM job \d+ PENDING \(BeginTime\)$", last), last
+    assert secs < 120
+    assert slurm._wait(lambda: not slurm.jobs(), 30), slurm.jobs()  # the pending job was cancelled
+
+
 def test_a_job_that_dies_before_its_worker_starts_is_one_line(slurm, tmp_path):
     cfg = tmp_path / "synth.toml"
     cfg.write_text(to_toml(SynthConfig(n=2, seed=11, shard_size=2, nlte=NLTEConfig(depth_points=60))))

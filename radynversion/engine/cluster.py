@@ -39,7 +39,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,10 @@ CLUSTER_ATTR = "radynversion_cluster"
 #: SLURM job states in which a job may still run (or be running) its worker
 _SLURM_ACTIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
                            "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"})
-#: seconds between two looks at the cluster (workers present, SLURM job states)
+#: seconds between two looks at the workers present
 _POLL = 1.0
+#: seconds between two questions to SLURM about the worker jobs (one squeue for all of them)
+_SLURM_POLL = 5.0
 
 
 @dataclass(frozen=True)
@@ -376,11 +378,48 @@ def _describe_job(job_id: str, info: dict[str, str]) -> str:
     return text
 
 
-def _ended_jobs(job_ids: Sequence[str]) -> tuple[bool, str]:
-    """Whether every job of ``job_ids`` has ended, and a description of their states."""
-    states = slurm_job_states(job_ids)
-    ended = bool(states) and all(s.get("JobState") not in _SLURM_ACTIVE for s in states.values())
-    return ended, "; ".join(_describe_job(j, s) for j, s in states.items())
+def _squeue(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """``{job_id: (state, reason)}`` of ``job_ids`` in one ``squeue`` call (``GONE``: SLURM no
+    longer knows the job; ``UNKNOWN``: squeue did not answer)."""
+    try:
+        p = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {j: ("UNKNOWN", "squeue did not answer") for j in job_ids}
+    if p.returncode != 0 and "invalid job id" not in p.stderr.lower():
+        return {j: ("UNKNOWN", " ".join(p.stderr.split())) for j in job_ids}
+    found = {}
+    for line in p.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            found[parts[0]] = (parts[1], parts[2])
+    return {j: found.get(j, ("GONE", "no longer known to SLURM")) for j in job_ids}
+
+
+class _SlurmJobs:
+    """The worker jobs of a SLURMCluster, asked of SLURM at most every :data:`_SLURM_POLL` s."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+        self._asked = -float("inf")
+        self._answer: tuple[bool, str] = (False, "")
+
+    def ended(self, fresh: bool = False) -> tuple[bool, str]:
+        """Whether every job has ended, and what SLURM says of them (state, reason; for ended
+        jobs their exit code and the last line of their log)."""
+        if not fresh and time.monotonic() - self._asked < _SLURM_POLL:
+            return self._answer
+        self._asked = time.monotonic()
+        ids = _slurm_job_ids(self.cluster)
+        states = _squeue(ids) if ids else {}
+        ended = bool(states) and all(st not in _SLURM_ACTIVE and st != "UNKNOWN" for st, _ in states.values())
+        if ended:
+            described = "; ".join(_describe_job(j, info) for j, info in slurm_job_states(ids).items())
+        else:
+            described = "; ".join(f"SLURM job {j} {st}" + (f" ({why})" if why and why != "None" else "")
+                                  for j, (st, why) in states.items())
+        self._answer = (ended, described)
+        return self._answer
 
 
 def close_cluster(cluster: Any, timeout: float = WORKER_EXIT_TIMEOUT) -> None:
@@ -425,8 +464,7 @@ def _n_workers(client: Any) -> int:
     return len(client.nthreads())
 
 
-def _await_workers(client: Any, settings: ClusterSettings, where: str,
-                   jobs: Callable[[], list[str]] | None) -> int:
+def _await_workers(client: Any, settings: ClusterSettings, where: str, jobs: _SlurmJobs | None) -> int:
     """Wait for the first worker; a ClusterError if none arrives within ``worker_timeout`` or
     every SLURM job ends first. Returns the number of workers present."""
     deadline = time.monotonic() + settings.worker_timeout
@@ -435,16 +473,13 @@ def _await_workers(client: Any, settings: ClusterSettings, where: str,
         if n:
             return n
         if jobs is not None:
-            ids = jobs()
-            ended, described = _ended_jobs(ids) if ids else (False, "")
+            ended, described = jobs.ended()
             if ended:
                 raise ClusterError(f"no Dask worker joined {where}: {described}")
         if time.monotonic() > deadline:
-            states = ""
-            if jobs is not None and jobs():
-                states = f"; {_ended_jobs(jobs())[1]}"
+            states = f"; {jobs.ended(fresh=True)[1]}" if jobs is not None else ""
             raise ClusterError(f"no Dask worker joined {where} within {settings.worker_timeout:g} s "
-                               f"(worker_timeout in the cluster settings){states}")
+                               f"(worker_timeout in the cluster settings){states.rstrip('; ')}")
         time.sleep(min(_POLL, max(0.05, deadline - time.monotonic())))
 
 
@@ -453,8 +488,7 @@ class _Watch(threading.Thread):
     for ``worker_timeout``) it records why and cancels the client's tasks, so that the run
     stops with that reason instead of waiting for ever."""
 
-    def __init__(self, client: Any, settings: ClusterSettings, where: str,
-                 jobs: Callable[[], list[str]] | None) -> None:
+    def __init__(self, client: Any, settings: ClusterSettings, where: str, jobs: _SlurmJobs | None) -> None:
         super().__init__(name="radynversion-cluster-watch", daemon=True)
         self.client, self.settings, self.where, self.jobs = client, settings, where, jobs
         self.reason: str | None = None
@@ -479,8 +513,7 @@ class _Watch(threading.Thread):
             zero_since = zero_since or now
             reason = None
             if self.jobs is not None:
-                ids = self.jobs()
-                ended, described = _ended_jobs(ids) if ids else (False, "")
+                ended, described = self.jobs.ended()
                 if ended:
                     reason = f"no Dask worker left on {self.where}, every SLURM job has ended: {described}"
             if reason is None and now - zero_since > self.settings.worker_timeout:
@@ -503,8 +536,11 @@ class _Watch(threading.Thread):
 
 def _translated(err: BaseException) -> ClusterError | None:
     """A one-line ClusterError for the cluster's own failures (not the tasks')."""
-    from distributed.client import FutureCancelledError
-    from distributed.scheduler import KilledWorker
+    try:
+        from distributed.client import FutureCancelledError
+        from distributed.scheduler import KilledWorker
+    except ImportError:  # pragma: no cover - another distributed
+        return None
 
     if isinstance(err, KilledWorker):
         return ClusterError(f"task {err.task!r} killed {err.allowed_failures + 1} workers in turn "
@@ -550,7 +586,7 @@ def cluster_client(
 
     settings = settings or ClusterSettings()
     cluster = None
-    jobs: Callable[[], list[str]] | None = None
+    jobs: _SlurmJobs | None = None
     if scheduler:
         client = _connect(scheduler, settings)
         where = f"the scheduler at {scheduler}"
@@ -561,7 +597,7 @@ def cluster_client(
             if gpus and not settings.gpus:
                 settings = replace(settings, gpus=1)
             cluster = slurm_cluster(settings)
-            jobs = lambda: _slurm_job_ids(cluster)  # noqa: E731
+            jobs = _SlurmJobs(cluster)
         else:
             cluster = local_cluster(workers, threads_per_worker, gpus)
         try:
