@@ -89,32 +89,45 @@ def _read_tunings(path: Path) -> dict:
 
     from .errors import ConfigError
     from .lines import LINES
-    from .model.preprocess import check_window
-
     try:
         table = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"{path}: cannot read the tunings ({err})") from None
     out = {}
+    if not any(ln.key in table for ln in LINES):
+        raise ConfigError(f"{path}: names no line; expected {[ln.key for ln in LINES]} = [air wavelengths]")
     for ln in LINES:
+        if ln.key not in table:
+            continue  # one line alone: for a model trained on partial coverage (evaluate checks)
         wl = table.get(ln.key)
         if (not isinstance(wl, list) or len(wl) < 2
                 or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in wl)):
             raise ConfigError(f"{path}: {ln.key!r} must be a list of at least 2 air wavelengths [Angstrom] "
                               f"({ln.label}, e.g. {ln.center_air_A - 1.5:.2f} ... {ln.center_air_A + 1.5:.2f})")
         out[ln.key] = np.asarray(wl, dtype=float)  # any order: evaluate() sorts
-        check_window(out[ln.key], ln, str(path))  # spans the model window, enough points in it
     return out
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .lines import LINES
+    from .model import load_model
     from .model.evaluate import EvaluationSettings, cross_prior_lines, evaluate, open_population, write_report
+    from .model.preprocess import check_window, input_options
 
     data = _first_draws(open_population(args.data), args.first)
+    net = load_model(args.model)
+    tunings = _read_tunings(args.tunings) if args.tunings else None
+    if tunings is not None and not input_options(net)["partial"]:  # refused up front, naming the file
+        for ln in LINES:
+            if ln.key not in tunings:
+                raise ConfigError(f"{args.tunings}: no {ln.key!r} program; this model takes both lines "
+                                  "(one line alone needs a model trained on partial coverage)")
+            check_window(tunings[ln.key], ln, str(args.tunings))  # spans the window, enough points in it
     settings = EvaluationSettings(
         split=args.split, samples=args.samples, noise=args.noise, seed=args.seed, max_samples=args.max_samples,
-        precision=args.precision, tunings=_read_tunings(args.tunings) if args.tunings else None)
-    result = evaluate(args.model, data, settings)
+        precision=args.precision, tunings=tunings, dn=args.dn)
+    result = evaluate(net, data, settings)
     paths = write_report(result, args.out)
     s = result.summary
     print("\n".join(cross_prior_lines(s)))  # one line per parameter; the JSON summary last
@@ -399,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the held-out split and the prior: a fixed evaluation while the store grows")
     ev.add_argument("--tunings", type=Path, help="observe through this program instead of CRISP's default: "
                     "TOML with halpha = [...] and ca8542 = [...], air wavelengths [Angstrom]")
+    ev.add_argument("--dn", action="store_true", help="observe in DN with an unknown gain per line (uncalibrated "
+                    "data: for a model normalised per line)")
     ev.set_defaults(func=_cmd_evaluate)
 
     pl = sub.add_parser("plot", help="maps of an inversion store (median, 68 %% width, misfit) as PNG")

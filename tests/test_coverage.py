@@ -245,3 +245,22 @@ def test_the_cli_inverts_one_fits_line_and_a_short_program(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = xr.open_zarr(out)
     assert np.isfinite(res["log_T"].values).all()
+
+
+def test_evaluate_observes_one_line_and_dn_for_a_partial_per_line_model(tmp_path):
+    from radynversion.instrument import crisp_tunings
+    from radynversion.model import load_model
+    from radynversion.model.evaluate import EvaluationSettings, evaluate
+
+    net = load_model(_tiny_partial(tmp_path, "per_line"))
+    data = _split_information(40, 11)
+    one = EvaluationSettings(split="all", samples=16, pixel_samples=16, tunings={"ca8542": crisp_tunings(CA8542)})
+    res = evaluate(net, data, one, prior=data)
+    assert res.summary["cross_prior"]["log_T"]["coverage68"] >= 0.0
+    dn = evaluate(net, data, dataclasses.replace(one, tunings=None, dn=True), prior=data)
+    assert np.isfinite(dn.summary["cross_prior"]["v"]["median_abs_error"])
+    full = ConditionalINN(TINY_C).eval()
+    with pytest.raises(ConfigError, match="one line alone needs a model trained on partial coverage"):
+        evaluate(full, data, one, prior=data)
+    with pytest.raises(UnitsError, match="DN"):
+        evaluate(full, data, dataclasses.replace(one, tunings=None, dn=True), prior=data)

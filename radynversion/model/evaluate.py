@@ -68,7 +68,7 @@ from .base import PosteriorModel
 from .checkpoint import DEFAULT_MODEL_PATH, file_sha256, load_model
 from .config import TrainConfig
 from .invert import invert
-from .preprocess import atmosphere_to_array, normalise_profiles
+from .preprocess import atmosphere_to_array, input_options, normalise_profiles
 from .train import evaluation_split, sample_labels, usable_samples
 
 __all__ = ["BANDS", "CROSS_PRIOR_TOP_MM", "SPLITS", "TR_LOG_T", "EvaluationResult", "EvaluationSettings",
@@ -132,7 +132,13 @@ class EvaluationSettings:
         has it, and its rounding moves the medians in the fourth digit).
     tunings : mapping line key -> ndarray, optional
         The observing program [air Angstrom] per line (default: CRISP's,
-        :func:`radynversion.instrument.crisp_tunings`); each must cover the model window.
+        :func:`radynversion.instrument.crisp_tunings`); each must cover the model window, or,
+        for a model trained on partial coverage, may fall short of it, have gaps, or leave a
+        line out (that line is not observed).
+    dn : bool
+        Observe in DN: each line scaled by its own unknown gain (per atmosphere, log-uniform
+        over a factor 10) and labelled ``DN``, as uncalibrated data are; only a model normalised
+        per line (``CINNConfig.normalisation = "per_line"``) takes them.
 
     Example
     -------
@@ -148,6 +154,7 @@ class EvaluationSettings:
     pixel_samples: int = 2048
     precision: str = "fp32"
     tunings: Mapping[str, np.ndarray] | None = None
+    dn: bool = False
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -483,6 +490,20 @@ def round_trip_profiles(model: PosteriorModel, draws: np.ndarray) -> np.ndarray:
     return forward_profiles(model, x.reshape(x.shape[0], -1))
 
 
+def _as_counts(obs: xr.Dataset, seed: int) -> xr.Dataset:
+    """``obs`` as uncalibrated data: each line times its own gain per atmosphere (log-uniform
+    between 1e8 and 1e9 counts per W m^-2 Hz^-1 sr^-1), in DN."""
+    rng = np.random.default_rng([seed, 4321])
+    out = obs.copy()
+    for ln in LINES:
+        if ln.var not in obs:
+            continue
+        gain = 10 ** rng.uniform(8.0, 9.0, obs.sizes["sample"])
+        da = obs[ln.var] * xr.DataArray(gain, dims="sample")
+        out[ln.var] = da.assign_attrs({**obs[ln.var].attrs, "units": "DN"})
+    return out
+
+
 def _median(a: np.ndarray) -> float:
     a = a[np.isfinite(a)]
     return float(np.median(a)) if a.size else float("nan")
@@ -669,12 +690,18 @@ def evaluate(
 
     # -- observe as CRISP would, invert -----------------------------------------------------
     profiles = sub[[ln.var for ln in LINES]]
-    if tunings is not None and any(ln.key not in tunings for ln in LINES):
-        raise ConfigError(f"evaluate: tunings name {sorted(tunings)}; expected one program per line "
-                          f"{[ln.key for ln in LINES]}")
+    observed = [ln for ln in LINES if tunings is None or ln.key in tunings]
+    if not observed or (len(observed) < len(LINES) and not input_options(net)["partial"]):
+        raise ConfigError(f"evaluate: tunings name {sorted(tunings or {})}; expected one program per line "
+                          f"{[ln.key for ln in LINES]} (one line alone needs a model trained on partial coverage)")
     program = {ln.key: np.sort(np.asarray(tunings[ln.key] if tunings is not None else crisp_tunings(ln),
-                                          dtype=float)) for ln in LINES}
-    obs = degrade(profiles, program, fwhm_A=fwhm, noise=noise, seed=seed)
+                                          dtype=float)) for ln in observed}
+    # the noise is a fraction of the joint peak of both lines (as for two-line observations)
+    obs = degrade(profiles, {**program, **{ln.key: crisp_tunings(ln) for ln in LINES if ln not in observed}},
+                  fwhm_A=fwhm, noise=noise, seed=seed)
+    obs = obs.drop_vars([v for ln in LINES if ln not in observed for v in (ln.var, ln.dim)])
+    if cfg.dn:
+        obs = _as_counts(obs, seed)
     res = invert(obs, net, samples=samples, quantiles=_Q, seed=seed, precision=precision)
 
     # -- truth, bands ------------------------------------------------------------------------
@@ -792,7 +819,8 @@ def evaluate(
     pick = int(cand[np.argsort(misfit[cand])[cand.size // 2]])
     px = invert(obs.isel(sample=[pick]), net, samples=cfg.pixel_samples, quantiles=(0.5,), seed=seed,
                 return_samples=True, misfit=False, precision=precision)
-    y_obs, _ = normalise_profiles(obs.isel(sample=[pick]), unit=net.config.intensity_unit, fwhm_A=fwhm)
+    y_obs, _ = normalise_profiles(obs.isel(sample=[pick]), unit=net.config.intensity_unit, fwhm_A=fwhm,
+                                  **input_options(net))
     draws = np.stack([np.asarray(px[f"{v}_samples"].values[0], dtype=float) for v in VARIABLES], axis=1)
     rt = round_trip_profiles(net, draws[:256])
     pixel = xr.Dataset(
