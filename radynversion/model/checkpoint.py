@@ -19,6 +19,7 @@ hold no code)::
     provenance        other plain-Python facts (validation indices hash, sample counts...)
     state_dict        the module's tensors (weights, permutations, standardisation)
     training          optional: optimiser/scheduler state, epoch, history (for resuming)
+    weights_dtype     optional: "float16" for a shipped copy (:func:`compact_checkpoint`)
 
 :func:`load_model` refuses (:class:`radynversion.errors.CheckpointError`, one line naming the
 file and the mismatch) a missing, corrupt or foreign file, another format version, and a
@@ -50,6 +51,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "DEFAULT_MODEL_PATH",
+    "compact_checkpoint",
     "arrays_sha256",
     "file_sha256",
     "checkpoint_bytes",
@@ -133,6 +135,38 @@ def save_checkpoint(
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
     return path
+
+
+#: tensors kept at full precision by :func:`compact_checkpoint` (standardisation, grids)
+_FULL_PRECISION = ("x_mean", "x_std", "y_mean", "y_std", "height_Mm", "fwhm_A")
+
+
+def compact_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """A copy of checkpoint ``src`` for shipping: its float32 weights stored in half precision
+    (float16: 10-bit mantissa, 4x finer than bfloat16; the standardisation and grids stay
+    float32/64), its training state dropped. :func:`load_model` casts the weights back to
+    float32, so inference runs as before; the file is half the size. The checkpoint records
+    ``weights_dtype = "float16"``.
+
+    Returns
+    -------
+    Path
+        ``dst``.
+    """
+    ckpt = read_checkpoint(src)
+    ckpt.pop("training", None)
+    state = {}
+    for k, v in ckpt["state_dict"].items():
+        keep = k in _FULL_PRECISION or v.dtype != torch.float32
+        state[k] = v if keep else v.to(torch.float16)
+    ckpt["state_dict"] = state
+    ckpt["weights_dtype"] = "float16"
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, dst)
+    return dst
 
 
 def _checkpoint_dict(model: PosteriorModel, train_config: TrainConfig | None = None, training_set_sha256: str = "",
