@@ -305,6 +305,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from .engine.store import check_free_space, check_output, estimate_store_bytes, invert_to_zarr
     from .engine.workers import model_spec
     from .errors import ConfigError
+    from .model.checkpoint import DEFAULT_MODEL_PATH, default_model_for, default_model_reason
     from .model.preprocess import input_options, sample_dims
     from .velocity_frame import to_velocity_frame
 
@@ -318,13 +319,17 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     # everything that can be refused is checked before a cluster starts
     resume = check_output(args.out, args.overwrite)
     ds = to_velocity_frame(open_input(args.inputs, chunks), args.velocity_frame)
-    _, net = model_spec(args.model)
+    model = default_model_for(args.model, ds)
+    if args.model is None and model != DEFAULT_MODEL_PATH:
+        print(f"{default_model_reason(ds)}: inverting with the default model's variant for such data, "
+              f"{model.name} (normalised per line, trained on partial coverage)", file=sys.stderr)
+    _, net = model_spec(model)
     check_profiles(ds, partial=bool(input_options(net)["partial"]))
     if not resume:
         n_pixels = math.prod(int(ds.sizes[d]) for d in sample_dims(ds))
         check_free_space(args.out, estimate_store_bytes(n_pixels, len(args.quantiles),
                                                         int(net.height_Mm.numel())))
-    kwargs = dict(model=args.model, samples=args.samples, quantiles=args.quantiles, seed=args.seed,
+    kwargs = dict(model=model, samples=args.samples, quantiles=args.quantiles, seed=args.seed,
                   chunks=chunks, batch_size=args.batch_size, precision=args.precision,
                   progress=not args.no_progress, max_chunks=args.max_chunks,
                   misfit_samples=args.misfit_samples or None, compile=args.compile,

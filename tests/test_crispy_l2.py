@@ -84,3 +84,42 @@ def test_crispy_l2_dn_pair_inverts_with_a_per_line_model_and_is_refused_by_a_joi
     joint = ConditionalINN(TINY_C).eval()
     with pytest.raises(UnitsError, match="DN"):
         invert(ds, joint, samples=16)
+
+
+def test_the_default_model_is_chosen_by_what_the_data_need(crispy_pair):
+    from radynversion.model.checkpoint import (
+        DEFAULT_MODEL_PATH,
+        DEFAULT_PER_LINE_MODEL_PATH,
+        default_model_for,
+        default_model_reason,
+    )
+
+    ha, ca, *_ = crispy_pair
+    calibrated = example_observation().isel(y=slice(0, 2), x=slice(0, 2))
+    assert default_model_reason(calibrated) == "" and default_model_for(None, calibrated) == DEFAULT_MODEL_PATH
+    dn = open_observation([ha, ca])
+    assert "DN" in default_model_reason(dn) and default_model_for(None, dn) == DEFAULT_PER_LINE_MODEL_PATH
+    one = calibrated.drop_vars([CA8542.var, CA8542.dim])
+    assert "one line alone" in default_model_reason(one)
+    wl = calibrated[HALPHA.dim].values
+    gap = calibrated.isel({HALPHA.dim: np.flatnonzero(np.abs(wl - HALPHA.center_air_A) > 0.3)})
+    assert "partial coverage" in default_model_reason(gap)
+    assert default_model_for("mine.pt", dn) == "mine.pt"  # a model asked for is used as it is
+
+
+@pytest.mark.slow
+def test_a_dn_crispy_pair_inverts_in_one_command(crispy_pair, tmp_path):
+    import subprocess
+    import sys
+
+    import xarray as xr
+
+    ha, ca, *_ = crispy_pair
+    out = tmp_path / "dn.zarr"
+    r = subprocess.run([sys.executable, "-m", "radynversion.cli", "invert", str(ha), str(ca), "-o", str(out),
+                        "--samples", "16", "--workers", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "uncalibrated input (I_halpha, I_ca8542 in DN)" in r.stderr
+    res = xr.open_zarr(out)
+    assert res.attrs["model"].endswith("default_model_per_line.pt")
+    assert np.isfinite(res["log_T"].values).all()

@@ -36,6 +36,7 @@ from ..atmosphere import VARIABLES
 from ..errors import ConfigError, ProfileSchemaError
 from ..lines import LINES
 from ..model.base import PosteriorModel
+from ..model.checkpoint import default_model_for
 from ..model.invert import network_input
 from ..model.posterior import (
     DEFAULT_MISFIT_SAMPLES,
@@ -467,7 +468,7 @@ def plan_inversion(
     of returning it; ``regular`` makes the chunks equal (as Zarr needs); ``spec`` reuses a
     :func:`radynversion.engine.workers.model_spec` result.
     """
-    spec_, net = spec if spec is not None else model_spec(model, device=device)
+    spec_, net = spec if spec is not None else model_spec(default_model_for(model, profiles), device=device)
     source = check_profiles(profiles, partial=bool(input_options(net)["partial"]))
     if samples < 1:
         raise ConfigError(f"invert: samples = {samples}; expected >= 1")

@@ -52,6 +52,9 @@ __all__ = [
     "FORMAT_VERSION",
     "DEFAULT_MODEL_PATH",
     "compact_checkpoint",
+    "DEFAULT_PER_LINE_MODEL_PATH",
+    "default_model_for",
+    "default_model_reason",
     "arrays_sha256",
     "file_sha256",
     "checkpoint_bytes",
@@ -66,6 +69,9 @@ __all__ = [
 FORMAT = "radynversion-checkpoint"
 FORMAT_VERSION = 1
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "default_model.pt"
+#: the shipped variant for the inputs the default model does not take: uncalibrated data (DN:
+#: profiles normalised per line) and partial coverage (one line, short windows, gaps)
+DEFAULT_PER_LINE_MODEL_PATH = DEFAULT_MODEL_PATH.with_name("default_model_per_line.pt")
 #: model kind -> (class, config class)
 MODEL_KINDS: dict[str, tuple[type[PosteriorModel], type]] = {
     "inn": (RadynversionINN, ModelConfig),
@@ -139,6 +145,46 @@ def save_checkpoint(
 
 #: tensors kept at full precision by :func:`compact_checkpoint` (standardisation, grids)
 _FULL_PRECISION = ("x_mean", "x_std", "y_mean", "y_std", "height_Mm", "fwhm_A")
+
+
+def default_model_for(model: Any, profiles: Any) -> Any:
+    """The model to invert ``profiles`` with: ``model`` itself unless it is None (the default).
+
+    Then :data:`DEFAULT_MODEL_PATH`, unless the input needs what only the shipped variant
+    :data:`DEFAULT_PER_LINE_MODEL_PATH` takes (normalised per line, trained on partial
+    coverage): a line in DN or dimensionless (uncalibrated: the lines' relative gains are
+    unknown), one line alone, or model points the tunings do not observe (a window short by more
+    than half a tuning step, a gap; :func:`radynversion.model.preprocess.observed_program`).
+    :func:`default_model_reason` says which.
+    """
+    if model is not None:
+        return model
+    return DEFAULT_PER_LINE_MODEL_PATH if default_model_reason(profiles) and DEFAULT_PER_LINE_MODEL_PATH.is_file() \
+        else DEFAULT_MODEL_PATH
+
+
+def default_model_reason(profiles: Any) -> str:
+    """Why ``profiles`` need the shipped per-line variant (``""``: they do not)."""
+    import astropy.units as u
+
+    from ..errors import RadynversionError
+    from ..lines import LINES
+    from ..schema import intensity_unit
+    from .preprocess import observed_program
+
+    try:
+        present = [ln for ln in LINES if ln.var in profiles.data_vars]
+        dn = [ln.var for ln in present if intensity_unit(profiles, ln) in (u.DN, u.dimensionless_unscaled)]
+        if dn:
+            return f"uncalibrated input ({', '.join(dn)} in DN)"
+        if len(present) < len(LINES):
+            return f"one line alone ({present[0].var})" if present else ""
+        seen = observed_program(profiles, partial=True)
+    except (RadynversionError, AttributeError, KeyError, ValueError):
+        return ""  # refused later, with its own message
+    if not seen.all():
+        return f"partial coverage ({int((~seen).sum())} of {seen.size} model points unobserved)"
+    return ""
 
 
 def compact_checkpoint(src: str | Path, dst: str | Path) -> Path:

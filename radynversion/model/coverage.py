@@ -14,10 +14,12 @@ Rules, the same at inference (:func:`observed_points`) and in training
   half a tuning step beyond the outermost tuning (edge value,
   :func:`radynversion.model.preprocess.edge_allowance_A`); anything farther out is unobserved,
   never extrapolated;
-* inside a **gap** of the tunings, a step wider than :data:`GAP_FACTOR` times the line's
-  median step and wider than :data:`GAP_MIN_A`, the model points farther than half a median
-  step from both of its edges are unobserved (interpolating across a missing core would draw
-  a straight line where the line has its shape);
+* inside a **gap** of the tunings, a step wider than :data:`GAP_FACTOR` times the narrower of
+  its neighbouring steps and wider than :data:`GAP_MIN_A`, the model points farther than half
+  that neighbouring step from both of its edges are unobserved (interpolating across a missing
+  core would draw a straight line where the line has its shape). Filtergraph programs whose
+  steps grow smoothly from the core to the wings (CRISP's: by at most 1.3x per step) have no
+  gaps;
 * the documented minimum: at least one line must cover its **core**, its central
   :data:`CORE_POINTS` model points (H-alpha +-0.24 A, Ca II 8542 +-0.17 A); less is refused.
 
@@ -51,8 +53,9 @@ __all__ = [
 
 #: central model points of a line that make up its core (the documented minimum coverage)
 CORE_POINTS = 6
-#: a step between tunings wider than this many median steps (and than GAP_MIN_A) is a gap
-GAP_FACTOR = 3.0
+#: a step between tunings wider than this many times its narrower neighbour (and than
+#: GAP_MIN_A) is a gap
+GAP_FACTOR = 2.5
 GAP_MIN_A = 0.25
 #: the normalisations a model can be trained for
 NORMALISATIONS: tuple[str, ...] = ("joint", "per_line")
@@ -112,9 +115,11 @@ def observed_points(wavelengths_air_A: np.ndarray, line: Line) -> np.ndarray:
     seen = (target >= wl[0] - lo - COVER_TOLERANCE_A) & (target <= wl[-1] + hi + COVER_TOLERANCE_A)
     if wl.size > 2:
         step = np.diff(wl)
-        med = float(np.median(step))
-        for i in np.flatnonzero((step > GAP_FACTOR * med) & (step > GAP_MIN_A)):
-            seen &= ~((target > wl[i] + 0.5 * med) & (target < wl[i + 1] - 0.5 * med))
+        for i in range(step.size):
+            near = [step[j] for j in (i - 1, i + 1) if 0 <= j < step.size]
+            local = min(near)
+            if step[i] > GAP_FACTOR * local and step[i] > GAP_MIN_A:
+                seen &= ~((target > wl[i] + 0.5 * local) & (target < wl[i + 1] - 0.5 * local))
     return seen
 
 

@@ -31,7 +31,14 @@ from ..errors import ConfigError, ProfileSchemaError
 from ..lines import LINES
 from ..schema import check_intensities, impossible_pixels, source_name, validate_profiles
 from .base import PosteriorModel
-from .checkpoint import DEFAULT_MODEL_PATH, checkpoint_bytes, checkpoint_metadata, file_sha256, load_model
+from .checkpoint import (
+    DEFAULT_MODEL_PATH,
+    checkpoint_bytes,
+    checkpoint_metadata,
+    default_model_for,
+    file_sha256,
+    load_model,
+)
 from .posterior import (
     DEFAULT_MISFIT_SAMPLES,
     DEFAULT_QUANTILES,
@@ -170,7 +177,7 @@ def invert(
     >>> result = invert(scan, model="runs/demo/model.pt", samples=256)  # doctest: +SKIP
     >>> result.log_T.sel(quantile=0.5)  # doctest: +SKIP
     """
-    net, model_name, model_sha, model_meta = resolve_model(model)
+    net, model_name, model_sha, model_meta = resolve_model(default_model_for(model, profiles))
     if samples < 1:
         raise ConfigError(f"invert: samples = {samples}; expected >= 1")
     q_list = [float(q) for q in quantiles]
