@@ -15,7 +15,7 @@ from .errors import StoreError
 from .schema import source_name
 
 __all__ = ["training_set", "training_set_path", "training_union", "dataset_hash", "store_digest",
-           "example_scan", "example_observation", "example_truth", "LABEL_STRIDE"]
+           "example_scan", "example_observation", "example_truth", "example_crispy", "LABEL_STRIDE"]
 
 #: sample labels of component k of a union are ``k * LABEL_STRIDE + draw`` (unique, and the
 #: first component keeps its own labels, so its held-out split is the one it has alone)
@@ -193,6 +193,23 @@ def example_scan() -> tuple[Path, Path]:
     if len(paths) != 2:
         raise StoreError(f"{d}: expected the two example cubes (nb_6563_*_im.fits, nb_8542_*_im.fits); "
                          "make them with examples/make_example_scan.py")
+    return paths[0], paths[1]
+
+
+def example_crispy() -> tuple[Path, Path]:
+    """Paths of the uncalibrated example pair: the example scan as a 2014-era crisPy level-2
+    observation (int16 DN, no quiet-Sun calibration, H-alpha 15 and Ca II 8542 25 tunings
+    centred 30 mA blue of rest, a gain per line; ``examples/make_example_crispy.py``).
+
+    ``radynversion invert`` (or ``radynversion.io.open_observation(...).radyn.invert()``)
+    inverts it with the default model's variant for uncalibrated data. The true atmospheres are
+    :func:`example_truth`'s.
+    """
+    d = Path(str(resources.files("radynversion") / "data" / "example_crispy"))
+    paths = tuple(sorted(d.glob("crisp_l2_*.fits")))
+    if len(paths) != 2:
+        raise StoreError(f"{d}: expected the two crisPy files (crisp_l2_*_6563_*.fits, *_8542_*.fits); "
+                         "make them with examples/make_example_crispy.py")
     return paths[0], paths[1]
 
 

@@ -161,6 +161,7 @@ def run_demo(
     scores = truth_scores(result, truth)
 
     figures, (yy, xx) = demo_figures(result, scan, truth, net, out, samples)
+    dn = _uncalibrated_pair(out, samples, workers, truth, progress)
     misfit = np.asarray(result["misfit"].values, dtype=float)
     n_pix = int(np.isfinite(misfit).sum())
     chrom = scores.get("chromosphere", {})
@@ -171,8 +172,37 @@ def run_demo(
         + ", ".join(f"{v} {chrom.get(f'{v}_median_abs_error', float('nan')):.2f}"
                     f"{' km/s' if v == 'v' else ' dex'} (68 % cov {chrom.get(f'{v}_coverage68', float('nan')):.2f})"
                     for v in VARIABLES)
-        + f"; store {store}; figures {', '.join(str(p) for p in figures.values())}")
+        + f"; store {store}; figures {', '.join(str(p) for p in figures.values())}"
+        + f"\n{dn['summary']}")
     return {"store": str(store), "figures": {k: str(p) for k, p in figures.items()}, "pixels": n_pix,
             "samples": int(samples), "seconds": seconds, "pixels_per_second": misfit.size / seconds,
             "engine": stats, "median_misfit_pct": float(100 * np.nanmedian(misfit)), "scores": scores,
-            "ribbon_pixel": {"y": yy, "x": xx}, "summary": summary}
+            "ribbon_pixel": {"y": yy, "x": xx}, "uncalibrated": dn, "summary": summary}
+
+
+def _uncalibrated_pair(out: Path, samples: int, workers: int, truth: xr.Dataset, progress: bool) -> dict[str, Any]:
+    """The same scan as a 2014-era crisPy pair in DN (:func:`radynversion.datasets.example_crispy`),
+    inverted as ``radynversion invert H.fits C.fits -o OUT`` would: with no model named, the
+    default model's variant for uncalibrated data is chosen."""
+    from .datasets import example_crispy
+    from .engine.cluster import cluster_client
+    from .engine.inputs import open_input
+    from .engine.store import invert_to_zarr
+    from .model.checkpoint import default_model_for, default_model_reason
+
+    store = out / "example_crispy_dn.zarr"
+    scan = open_input(list(example_crispy()), DEMO_CHUNKS)
+    model = default_model_for(None, scan)
+    with cluster_client(workers, 1) as client:
+        invert_to_zarr(scan, store, model=model, samples=samples, chunks=DEMO_CHUNKS, client=client,
+                       progress=progress, overwrite=True)
+    result = xr.open_zarr(store).load()
+    if "time" in result.dims:
+        result = result.isel(time=0)
+    chrom = truth_scores(result, truth).get("chromosphere", {})
+    summary = (f"demo, uncalibrated crisPy pair in DN ({default_model_reason(scan)}): model {Path(model).name}; "
+               "chromosphere vs truth: "
+               + ", ".join(f"{v} {chrom.get(f'{v}_median_abs_error', float('nan')):.2f}"
+                           f"{' km/s' if v == 'v' else ' dex'} (68 % cov {chrom.get(f'{v}_coverage68', float('nan')):.2f})"
+                           for v in VARIABLES) + f"; store {store}")
+    return {"store": str(store), "model": str(model), "scores": chrom, "summary": summary}

@@ -7,13 +7,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from astropy.io import fits
 from synthetic import TINY_C, training_set
 
 from radynversion.datasets import example_observation
 from radynversion.errors import UnitsError
-from radynversion.io import open_observation
-from radynversion.lines import CA8542, HALPHA, air_to_vacuum
+from radynversion.io import open_observation, write_crispy_l2
+from radynversion.lines import CA8542, HALPHA
 from radynversion.model import ConditionalINN
 from radynversion.model.invert import invert
 from radynversion.model.preprocess import atmosphere_to_array, normalise_profiles
@@ -24,27 +23,10 @@ PROGRAMS = {HALPHA.key: (15, 0.2), CA8542.key: (25, 0.1)}
 OFFSET_A = -0.03  # the central tuning sits 30 mA blue of the air rest wavelength
 
 
-def write_crispy_l2(path, scan, line, date_obs, gain):
+def write_pair_file(path, scan, line, date_obs, gain):
     n, step = PROGRAMS[line.key]
-    centre = line.center_air_A + OFFSET_A
-    wl_air = centre + step * (np.arange(n) - n // 2)
-    src = scan[line.var].transpose(line.dim, "y", "x")
-    wl_src = scan[line.dim].values
-    cube = np.stack([np.array([[np.interp(w, wl_src, src.values[:, j, i]) for i in range(src.sizes["x"])]
-                               for j in range(src.sizes["y"])]) for w in wl_air])
-    counts = np.round(cube / gain).astype(np.int16)
-    hdu = fits.PrimaryHDU(counts)
-    h = hdu.header
-    wl_vac = air_to_vacuum(wl_air)
-    for k, v in dict(CTYPE1="HPLN-TAN", CTYPE2="HPLT-TAN", CTYPE3="WAVE", CUNIT1="arcsec", CUNIT2="arcsec",
-                     CUNIT3="Angstrom", CRPIX1=1.0, CRPIX2=1.0, CRPIX3=n // 2 + 1, CRVAL1=-300.0, CRVAL2=200.0,
-                     CRVAL3=float(wl_vac[n // 2]), CDELT1=0.057, CDELT2=0.057, CDELT3=float(step),
-                     TWAVE1=float(wl_vac[n // 2]), DATE_OBS=None).items():
-        if v is not None:
-            h[k] = v
-    h["DATE-OBS"] = date_obs
-    ext = fits.ImageHDU(wl_vac.astype(np.float64), name="lambda-coordinate")
-    fits.HDUList([hdu, ext]).writeto(path)
+    wl_air = line.center_air_A + OFFSET_A + step * (np.arange(n) - n // 2)
+    write_crispy_l2(path, scan, line, wl_air, gain, date_obs, pointing_arcsec=(-300.0, 200.0))
     return wl_air
 
 
@@ -57,8 +39,8 @@ def crispy_pair(tmp_path_factory):
     peak = float(scan[HALPHA.var].max())
     ha = d / "crisp_l2_20140906_152724_6563_r00447.fits"
     ca = d / "crisp_l2_20140906_152724_8542_r00447.fits"
-    wl_ha = write_crispy_l2(ha, scan, HALPHA, "2014-09-06T15:27:24.000", gain=peak / 20000)
-    wl_ca = write_crispy_l2(ca, scan, CA8542, "2014-09-06T15:27:28.500", gain=peak / 12000)
+    wl_ha = write_pair_file(ha, scan, HALPHA, "2014-09-06T15:27:24.000", gain=peak / 20000)
+    wl_ca = write_pair_file(ca, scan, CA8542, "2014-09-06T15:27:28.500", gain=peak / 12000)
     return ha, ca, wl_ha, wl_ca
 
 

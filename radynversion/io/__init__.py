@@ -1,7 +1,7 @@
 """Readers and writers: observations (SST/CRISP FITS, netCDF, Zarr), RADYN output and the
 original Radynversion training pickle."""
 
-from .fits import map_header, read_crispy_fits, read_sstred_cube, write_sstred_cube
+from .fits import map_header, read_crispy_fits, read_sstred_cube, write_crispy_l2, write_sstred_cube
 from .observation import open_observation
 from .radyn import import_radyn, read_radyn_cdf, read_radynversion_pickle
 
@@ -11,6 +11,7 @@ __all__ = [
     "read_crispy_fits",
     "map_header",
     "write_sstred_cube",
+    "write_crispy_l2",
     "import_radyn",
     "read_radyn_cdf",
     "read_radynversion_pickle",

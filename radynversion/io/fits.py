@@ -109,6 +109,7 @@ __all__ = [
     "read_fits_profiles",
     "map_header",
     "write_sstred_cube",
+    "write_crispy_l2",
     "SST_LOCATION",
 ]
 
@@ -1190,4 +1191,74 @@ def write_sstred_cube(
     table.header["SOLARNET"] = 0.5
     path.parent.mkdir(parents=True, exist_ok=True)
     fits.HDUList([hdu, table]).writeto(path, overwrite=overwrite)
+    return path
+
+
+def write_crispy_l2(
+    path: str | Path,
+    scan: xr.Dataset,
+    line: Line,
+    tunings_air_A: np.ndarray,
+    gain: float,
+    date_obs: str,
+    pointing_arcsec: tuple[float, float] = (0.0, 0.0),
+    scale_arcsec: float = 0.057,
+) -> Path:
+    """Write one line's scan as a 2014-era crisPy level-2 file (the layout of the original
+    Radynversion's example data), for tests and examples.
+
+    The file: a primary HDU of int16 counts (numpy ``(ntune, ny, nx)``, no ``BUNIT``), a linear
+    WCS (``HPLN-TAN``, ``HPLT-TAN``, ``WAVE`` in vacuum Angstrom around the central tuning),
+    ``TWAVE1`` = the central tuning (vacuum), ``DATE-OBS``, and a ``lambda-coordinate`` image
+    extension with the tunings (vacuum Angstrom).
+
+    Parameters
+    ----------
+    path : path
+    scan : xarray.Dataset
+        Profiles (schema of :mod:`radynversion.schema`, air wavelengths) over ``(y, x)``; the
+        line is interpolated linearly onto the tunings.
+    line : Line
+    tunings_air_A : ndarray, shape ``(W,)``
+        The program [air Angstrom], increasing.
+    gain : float
+        Intensity per count: the counts are ``round(I / gain)`` (keep them under 32767).
+    date_obs : str
+        ISO time of the scan.
+    pointing_arcsec, scale_arcsec
+        Helioprojective coordinates of pixel (0, 0) and the pixel scale.
+
+    Returns
+    -------
+    Path
+    """
+    from ..lines import air_to_vacuum
+    from ..schema import wavelengths_air_A
+
+    wl_air = np.asarray(tunings_air_A, dtype=float)
+    src = scan[line.var].transpose("y", "x", line.dim)
+    wl_src = wavelengths_air_A(scan, line)
+    order = np.argsort(wl_src)
+    arr = np.asarray(src.values, dtype=float)[..., order]
+    flat = arr.reshape(-1, arr.shape[-1])
+    cube = np.stack([np.interp(wl_air, wl_src[order], row) for row in flat]).T.reshape(wl_air.size, *arr.shape[:2])
+    counts = np.round(cube / gain)
+    if np.nanmax(counts) > np.iinfo(np.int16).max:
+        raise ConfigError(f"write_crispy_l2: gain {gain:g} gives {np.nanmax(counts):.0f} counts; expected at most 32767")
+    wl_vac = air_to_vacuum(wl_air)
+    mid = wl_air.size // 2
+    hdu = fits.PrimaryHDU(counts.astype(np.int16))
+    h = hdu.header
+    for k, v in dict(CTYPE1="HPLN-TAN", CTYPE2="HPLT-TAN", CTYPE3="WAVE", CUNIT1="arcsec", CUNIT2="arcsec",
+                     CUNIT3="Angstrom", CRPIX1=1.0, CRPIX2=1.0, CRPIX3=float(mid + 1),
+                     CRVAL1=float(pointing_arcsec[0]), CRVAL2=float(pointing_arcsec[1]),
+                     CRVAL3=float(wl_vac[mid]), CDELT1=scale_arcsec, CDELT2=scale_arcsec,
+                     CDELT3=float(np.median(np.diff(wl_vac))) if wl_vac.size > 1 else 1.0,
+                     TWAVE1=float(wl_vac[mid])).items():
+        h[k] = v
+    h["DATE-OBS"] = date_obs
+    ext = fits.ImageHDU(wl_vac.astype(np.float64), name="lambda-coordinate")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits.HDUList([hdu, ext]).writeto(path, overwrite=True)
     return path
