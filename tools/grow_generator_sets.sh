@@ -30,8 +30,11 @@ commit() {
 Made by tools/grow_generator_sets.sh: radynversion synth --config data/<name>.toml (Lightweaver,
 H 6-level + Ca II NLTE, Ng acceleration; noneq at a fixed non-equilibrium n_e). Resume with:
 bash tools/grow_generator_sets.sh"
-  git add data/smooth.zarr data/noneq.zarr 2>/dev/null || return 0
-  git commit -q -m "$msg" -- data/smooth.zarr data/noneq.zarr 2>/dev/null || true
+  local have=()
+  for name in "${stores[@]}"; do [ -d "data/$name.zarr" ] && have+=("data/$name.zarr"); done
+  [ ${#have[@]} -eq 0 ] && return 0
+  git add "${have[@]}" 2>/dev/null || return 0
+  git commit -q -m "$msg" -- "${have[@]}" 2>/dev/null || true
 }
 
 (
