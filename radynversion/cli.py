@@ -169,6 +169,41 @@ def _check_heights(heights: list[float], result, store: Path) -> None:  # noqa: 
                           f"{store} ({lo:g} to {hi:g} Mm); expected heights [Mm] within it")
 
 
+def _quiet_region(text: str | None) -> dict | None:
+    """``--quiet y=0:20,x=40:64`` -> {"y": slice(0, 20), "x": slice(40, 64)} (pixel indices)."""
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        try:
+            dim, rng = part.split("=")
+            lo, hi = rng.split(":")
+            out[dim.strip()] = slice(int(lo), int(hi))
+        except ValueError:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--quiet {text!r}: expected e.g. 'y=0:20,x=40:64' (pixel index ranges of a "
+                              "quiet-Sun region)") from None
+    return out
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate
+    from .engine.store import check_writable
+    from .errors import StoreError
+    from .io import open_observation
+
+    if args.out.exists():
+        raise StoreError(f"{args.out}: exists; expected a new file for the calibrated profiles (remove it or choose another -o)")
+    check_writable(args.out)
+    ds = open_observation(args.inputs)
+    out = calibrate(ds, quiet=_quiet_region(args.quiet), method=args.method)  # pixel index ranges
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out.to_netcdf(args.out)
+    print(json.dumps({"out": str(args.out), "calibration": json.loads(out.attrs["calibration"])}))
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .plot import maps
 
@@ -420,6 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dn", action="store_true", help="observe in DN with an unknown gain per line (uncalibrated "
                     "data: for a model normalised per line)")
     ev.set_defaults(func=_cmd_evaluate)
+
+    ca = sub.add_parser("calibrate", help="scale DN scans to W m-2 Hz-1 sr-1 against the quiet Sun of the field "
+                        "(uncalibrated data also invert as they are, with the per-line variant)")
+    ca.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="FITS files (one per line) or netCDF/Zarr")
+    ca.add_argument("-o", "--out", type=Path, required=True, help="calibrated netCDF file (profile schema)")
+    ca.add_argument("--quiet", help="quiet-Sun region as pixel index ranges, e.g. 'y=0:20,x=40:64' (default: found "
+                    "automatically from the far wings)")
+    ca.add_argument("--method", choices=["far_wing", "profile"], default="far_wing",
+                    help="what is matched to the model's quiet Sun (default far_wing)")
+    ca.set_defaults(func=_cmd_calibrate)
 
     pl = sub.add_parser("plot", help="maps of an inversion store (median, 68 %% width, misfit) as PNG")
     pl.add_argument("store", type=Path, help="output of radynversion invert")

@@ -5,6 +5,7 @@ TWAVE1, centred 30 mA from the air rest wavelength. Built here from the example 
 
 import dataclasses
 
+import astropy.units as u
 import numpy as np
 import pytest
 from synthetic import TINY_C, training_set
@@ -105,3 +106,19 @@ def test_a_dn_crispy_pair_inverts_in_one_command(crispy_pair, tmp_path):
     res = xr.open_zarr(out)
     assert res.attrs["model"].endswith("default_model_per_line.pt")
     assert np.isfinite(res["log_T"].values).all()
+
+
+def test_radynversion_calibrate_writes_calibrated_profiles(crispy_pair, tmp_path, capsys):
+    from radynversion.cli import main
+
+    ha, ca, *_ = crispy_pair
+    out = tmp_path / "cal" / "calibrated.nc"
+    assert main(["calibrate", str(ha), str(ca), "-o", str(out), "--quiet", "y=0:3,x=0:6"]) == 0
+    ds = open_observation(out)
+    assert u.Unit(ds[HALPHA.var].attrs["units"]) == u.Unit("W / (m2 Hz sr)")
+    assert "slices: y=0:3, x=0:6" in ds.attrs["calibration"]
+    capsys.readouterr()
+    assert main(["calibrate", str(ha), str(ca), "-o", str(out)]) == 2
+    assert "calibrated.nc: exists; expected a new file" in capsys.readouterr().err
+    assert main(["calibrate", str(ha), str(ca), "-o", str(tmp_path / "b.nc"), "--quiet", "y=0"]) == 2
+    assert "expected e.g. 'y=0:20,x=40:64'" in capsys.readouterr().err
