@@ -376,6 +376,9 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                             args.gpus, settings) as client:
             stats = invert_to_zarr(ds, args.out, client=client, **kwargs)
     record_cluster(args.out, settings, _cluster_mode(args), args.scheduler, args.workers)
+    stats["model"] = str(model)
+    if args.model is None and model != DEFAULT_MODEL_PATH:
+        stats["model_chosen_for"] = default_model_reason(ds)
     print(json.dumps(stats))
     return 0
 

@@ -13,7 +13,7 @@ from radynversion.atmosphere import default_height_grid
 from radynversion.errors import ConfigError, ProfileSchemaError, UnitsError
 from radynversion.instrument import CRISP_PROGRAMS, crisp_tunings
 from radynversion.lines import CA8542, HALPHA, LINES
-from radynversion.model import CINNConfig, ConditionalINN, TrainConfig, train
+from radynversion.model import CINNConfig, ConditionalINN, TrainConfig, load_model, train
 from radynversion.model.coverage import (
     CORE_POINTS,
     core_covered,
@@ -264,3 +264,14 @@ def test_evaluate_observes_one_line_and_dn_for_a_partial_per_line_model(tmp_path
         evaluate(full, data, one, prior=data)
     with pytest.raises(UnitsError, match="DN"):
         evaluate(full, data, dataclasses.replace(one, tunings=None, dn=True), prior=data)
+
+
+def test_one_line_with_a_gap_in_its_tunings_inverts_with_a_partial_model(tmp_path):
+    path = _tiny_partial(tmp_path)
+    ds = scan(2, 3)
+    wl = ds[CA8542.dim].values
+    gap = ds.isel({CA8542.dim: np.flatnonzero((wl < CA8542.center_air_A - 0.5) | (wl > CA8542.center_air_A - 0.1))})
+    seen = observed_program(gap, partial=True)
+    assert not seen.all() and seen[:30].all()  # Ca II 8542's blue core is not observed
+    out = invert(gap, load_model(path), samples=16)
+    assert np.isfinite(out["log_T"].values).all()

@@ -92,6 +92,7 @@ def test_the_default_model_is_chosen_by_what_the_data_need(crispy_pair):
 
 @pytest.mark.slow
 def test_a_dn_crispy_pair_inverts_in_one_command(crispy_pair, tmp_path):
+    import json
     import subprocess
     import sys
 
@@ -103,6 +104,8 @@ def test_a_dn_crispy_pair_inverts_in_one_command(crispy_pair, tmp_path):
                         "--samples", "16", "--workers", "1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "uncalibrated input (I_halpha, I_ca8542 in DN)" in r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["model"].endswith("default_model_per_line.pt") and "DN" in summary["model_chosen_for"]
     res = xr.open_zarr(out)
     assert res.attrs["model"].endswith("default_model_per_line.pt")
     assert np.isfinite(res["log_T"].values).all()

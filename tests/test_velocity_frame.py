@@ -80,8 +80,9 @@ def test_quiet_frame_of_one_line_alone():
 
 
 def test_the_inversion_records_its_frame():
-    import radynversion.engine  # noqa: F401 - the ds.radyn accessor
     from synthetic import scan, tiny_cinn
+
+    import radynversion.engine  # noqa: F401 - the ds.radyn accessor
 
     ds, net = scan(1, 2), tiny_cinn()
     rest = ds.radyn.invert(model=net, samples=8)
