@@ -36,8 +36,13 @@ def test_demo_inverts_the_example_scan_and_draws_it(model_path, tmp_path, capsys
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--samples", "8", "--workers", "1", "--model", str(model_path),
                  "--no-progress"]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    line = next(x for x in lines if x.startswith("demo: "))
     assert line.startswith("demo: 4096 pixels x 8 samples in ") and "chromosphere vs truth" in line
+    # then the same scan as an uncalibrated crisPy pair, inverted with the variant for DN data
+    dn = next(x for x in lines if x.startswith("demo, uncalibrated crisPy pair in DN"))
+    assert "default_model_per_line.pt" in dn and "chromosphere vs truth" in dn
+    assert xr.open_zarr(out / "example_crispy_dn.zarr").attrs["radynversion_complete"]
     result = xr.open_zarr(out / "example_scan.zarr")
     assert result.attrs["radynversion_complete"] and result.sizes["y"] == result.sizes["x"] == 64
     assert np.isfinite(result["log_T"].values).all()
