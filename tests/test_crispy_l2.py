@@ -64,6 +64,7 @@ def test_crispy_l2_dn_pair_inverts_with_a_per_line_model_and_is_refused_by_a_joi
     per_line.set_standardisation(atmosphere_to_array(train), y)
     out = invert(ds, per_line, samples=16)
     assert np.isfinite(out["log_T"].values).all()
+    assert out["peak"].attrs["units"] == "DN"  # the data's own scale, not the model's unit
     joint = ConditionalINN(TINY_C).eval()
     with pytest.raises(UnitsError, match="DN"):
         invert(ds, joint, samples=16)

@@ -84,6 +84,8 @@ def test_departure_is_bounded_reproducible_and_absent_below_the_temperature_mini
         assert np.all(o.ne_m3 >= np.minimum(ne_se, 1e-4 * atmos.nHTot_m3) * (1 - 1e-12))
         low = atmos.z_m / 1e6 <= z_min
         np.testing.assert_allclose(o.ne_m3[low], ne_se[low], rtol=1e-12)
+        hot = atmos.temperature_K > cfg.max_temperature_K  # TR and corona: fully ionised, SE
+        np.testing.assert_allclose(o.ne_m3[hot], ne_se[hot], rtol=1e-12)
         assert o.ne_m3 is not None and atmos.ne_m3 is None  # a copy, the base is untouched
     spread = np.array([o.params["ne_departure_max_dex"] - o.params["ne_departure_min_dex"] for o in out])
     assert spread.max() > 0.8  # departures of large factors occur

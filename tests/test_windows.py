@@ -33,6 +33,10 @@ def test_programs_a_few_tens_of_mA_short_are_accepted():
     check_window(_program(HALPHA.center_air_A + 0.03, 1.4, 0.2), HALPHA, "ha.fits")
     check_window(_program(HALPHA.center_air_A - 0.03, 1.4, 0.2), HALPHA, "ha.fits")
     assert edge_allowance_A(_program(8542.1, 1.0, 0.1)) == pytest.approx((0.05, 0.05))
+    # capped: a sparse program (0.4 A steps ending at +-1.2 A) does not fill 0.2 A of wing
+    assert edge_allowance_A(_program(HALPHA.center_air_A, 1.2, 0.4)) == pytest.approx((0.1, 0.1))
+    with pytest.raises(ProfileSchemaError, match="by more than half a tuning step"):
+        check_window(_program(HALPHA.center_air_A, 1.2, 0.4), HALPHA, "ha.fits")
 
 
 def test_programs_short_by_more_than_half_a_step_are_refused():

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radynversion.datasets import training_set_path
+from radynversion.datasets import DEFAULT_SET_LABELS, training_set_path
 from radynversion.model import load_model, sample_labels
 from radynversion.model.evaluate import EvaluationSettings, cross_prior_lines, evaluate, open_population
 
@@ -59,7 +59,7 @@ def _split(net, path: str, choice: str) -> str:  # noqa: ANN001 - PosteriorModel
     src = str(net.metadata.get("provenance", {}).get("source", ""))
     if not src:
         return "all"
-    trained_on = training_set_path() if src.endswith("(packaged)") else Path(src)
+    trained_on = training_set_path() if src in DEFAULT_SET_LABELS else Path(src)
     return "held-out" if trained_on.resolve() == Path(path).resolve() else "all"
 
 

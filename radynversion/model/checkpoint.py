@@ -204,7 +204,13 @@ def compact_checkpoint(src: str | Path, dst: str | Path) -> Path:
     state = {}
     for k, v in ckpt["state_dict"].items():
         keep = k in _FULL_PRECISION or v.dtype != torch.float32
+        if not keep and float(v.abs().max()) > float(torch.finfo(torch.float16).max):
+            raise CheckpointError(f"{src}: {k} holds |values| up to {float(v.abs().max()):.3g}; expected at "
+                                  "most 65504 for float16 storage")
         state[k] = v if keep else v.to(torch.float16)
+    # metadata that older files may record wrongly is derived again from the config
+    model = model_from_checkpoint(read_checkpoint(src), src)
+    ckpt["normalisation"] = _checkpoint_dict(model)["normalisation"]
     ckpt["state_dict"] = state
     ckpt["weights_dtype"] = "float16"
     dst = Path(dst)

@@ -61,11 +61,15 @@ GAP_MIN_A = 0.25
 NORMALISATIONS: tuple[str, ...] = ("joint", "per_line")
 #: a model window may exceed the data by this much [Angstrom] (float round-off)
 COVER_TOLERANCE_A = 1e-3
+#: at most this far [Angstrom] beyond the outermost tuning a model point takes its value
+#: (half a tuning step, capped: a sparse program must not fill 0.2 A of wing with one value)
+EDGE_ALLOWANCE_MAX_A = 0.1
 
 
 def edge_allowance_A(wl: np.ndarray) -> tuple[float, float]:
     """How far [Angstrom] a model window may reach beyond increasing tunings ``wl``: half the
-    outermost tuning step at each end. A model point there takes the outermost tuning's value
+    outermost tuning step at each end, at most :data:`EDGE_ALLOWANCE_MAX_A` (0.1 A). A model
+    point there takes the outermost tuning's value
     (the far wings are flat on that scale); anything farther is never extrapolated.
 
     Real programs centre on their own line-core estimate, often tens of mA from the laboratory
@@ -74,7 +78,8 @@ def edge_allowance_A(wl: np.ndarray) -> tuple[float, float]:
     """
     if wl.size < 2:
         return 0.0, 0.0
-    return 0.5 * float(wl[1] - wl[0]), 0.5 * float(wl[-1] - wl[-2])
+    return (min(0.5 * float(wl[1] - wl[0]), EDGE_ALLOWANCE_MAX_A),
+            min(0.5 * float(wl[-1] - wl[-2]), EDGE_ALLOWANCE_MAX_A))
 
 
 def line_slices() -> dict[str, slice]:
@@ -150,9 +155,10 @@ def random_coverage(n: int, fraction: float, generator: torch.Generator | None =
     """Observed-points masks ``(n, 60)`` for training on partial coverage.
 
     A ``1 - fraction`` share of the rows is fully observed. Of the rest: a quarter observe
-    H-alpha alone, a quarter Ca II 8542 alone, half both lines with programs cut short at
-    either end (up to 12 of a line's 30 points, each end with probability 1/2) and, with
-    probability 0.3, a gap of 2-8 points in one line. Rows that would miss both cores
+    H-alpha alone, a quarter Ca II 8542 alone, half both lines; programs are cut short at
+    either end (up to 12 of a line's 30 points, each end with probability 1/2) for the rows of
+    both lines and half of the one-line rows, with, with probability 0.3, a gap of 2-8 points in
+    one line. Rows that would miss both cores
     (:func:`core_covered`) are fully observed instead.
     """
     kw = {"generator": generator, "device": device}
@@ -166,6 +172,8 @@ def random_coverage(n: int, fraction: float, generator: torch.Generator | None =
         other = (cols >= s.start) & (cols < s.stop)
         mask &= ~((partial & (kind == 1 - j))[:, None] & other[None, :])
     cut = partial & (kind >= 2)
+    alone_cut = partial & (kind < 2) & (torch.rand(n, **kw) < 0.5)  # a line alone may be cut or gapped too
+    cut = cut | alone_cut
     for s in sl:
         width = s.stop - s.start
         blue = torch.randint(13, (n,), **kw) * (torch.rand(n, **kw) < 0.5)

@@ -431,8 +431,8 @@ def open_population(path: str | Path | None = None) -> xr.Dataset:
     ProfileSchemaError
         A variable of the population is missing or has other dims.
     """
-    if path is None or Path(path).is_dir():
-        return training_set(path)
+    if path is None or Path(path).is_dir() or Path(path).suffix == ".toml":
+        return training_set(path)  # a store, or a union of stores (datasets.training_union)
     p = Path(path)
     if not p.is_file():
         raise StoreError(f"{p}: no population here (expected a Zarr store or a netCDF file)")

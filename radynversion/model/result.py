@@ -226,6 +226,21 @@ def result_attrs(profiles: xr.Dataset, net: PosteriorModel, model: str, model_sh
     return attrs
 
 
+def _peak_unit(profiles: xr.Dataset, net: PosteriorModel) -> str:
+    """The unit of ``peak``: the model's, or the data's own where a per-line model took
+    uncalibrated (DN or dimensionless) intensities as they are."""
+    import astropy.units as u
+
+    from ..schema import intensity_unit
+
+    if getattr(net.config, "normalisation", "joint") == "per_line":
+        units = {intensity_unit(profiles, ln) for ln in LINES if ln.var in profiles.data_vars}
+        for un in (u.DN, u.dimensionless_unscaled):
+            if un in units:
+                return "DN" if un == u.DN else "1"
+    return str(net.config.intensity_unit)
+
+
 def result_schema(profiles: xr.Dataset, net: PosteriorModel, model: str, model_sha256: str,
                   settings: RunSettings, dims: tuple[str, ...],
                   metadata: Mapping[str, Any] | None = None) -> ResultSchema:
@@ -256,7 +271,7 @@ def result_schema(profiles: xr.Dataset, net: PosteriorModel, model: str, model_s
     height = net.height_Mm.detach().cpu().numpy()
     return ResultSchema(
         dims=tuple(dims), shape=shape,
-        variables=_variables(tuple(dims), settings, int(height.size), str(net.config.intensity_unit)),
+        variables=_variables(tuple(dims), settings, int(height.size), _peak_unit(profiles, net)),
         coords=_coords(profiles, tuple(dims), tuple(settings.quantiles), height),
         attrs=result_attrs(profiles, net, model, model_sha256, settings, tuple(dims), metadata))
 

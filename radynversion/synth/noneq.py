@@ -12,11 +12,12 @@ Each draw here:
 1. takes a base atmosphere from the default prior or the smooth generator
    (:mod:`radynversion.synth.prior`, :mod:`radynversion.synth.smooth`);
 2. solves it in SE with charge conservation (the reference ``n_e``);
-3. multiplies that ``n_e`` by a smooth random departure factor above the temperature
-   minimum (the lowest point where heating can start), ``log10 f(z) = taper(z) (a0 + a1 g(z))``
-   with ``g`` a unit Gaussian-process draw, clipped to physical bounds: never above full
-   ionisation of hydrogen and singly ionised helium (``1.2 n_H``), never below the metals'
-   electrons (``1e-4 n_H``) unless SE is already lower;
+3. multiplies that ``n_e`` by a smooth random departure factor between the temperature
+   minimum (the lowest point where heating can start) and the TR (no departure where
+   ``T > 3e4 K``: hydrogen is fully ionised there on any time scale),
+   ``log10 f(z) = taper(z) (a0 + a1 g(z))`` with ``g`` a unit Gaussian-process draw, clipped to
+   physical bounds: never above full ionisation of hydrogen and helium (``1.2 n_H``), never
+   below the metals' electrons (``1e-4 n_H``) unless SE is already lower;
 4. solves the NLTE populations again at that fixed ``n_e`` (Lightweaver without charge
    conservation). The stored ``log_ne`` is the fixed one: only the profiles carry it.
 
@@ -57,7 +58,9 @@ class NonEquilibriumConfig:
     length_Mm: tuple[float, float] = (0.15, 1.5)
     #: width of the taper from the temperature minimum up [Mm]
     taper_Mm: float = 0.2
-    #: bounds on n_e / n_H
+    #: no departure where T exceeds this [K] (the TR and corona)
+    max_temperature_K: float = 3.0e4
+    #: bounds on n_e / n_H (1.2: hydrogen and helium fully ionised)
     ne_ceiling_per_nH: float = 1.2
     ne_floor_per_nH: float = 1e-4
 
@@ -95,7 +98,9 @@ def departure(
     a0 = rng.uniform(*cfg.offset_dex)
     a1 = rng.uniform(*cfg.wiggle_dex)
     length = float(10 ** rng.uniform(np.log10(cfg.length_Mm[0]), np.log10(cfg.length_Mm[1])))
-    taper = smoothstep((zMm - z_min) / cfg.taper_Mm)
+    # from the temperature minimum up to the TR: above it (T > 3e4 K) hydrogen is fully
+    # ionised on any time scale and n_e stays the SE value
+    taper = smoothstep((zMm - z_min) / cfg.taper_Mm) * (atmos.temperature_K < cfg.max_temperature_K)
     log_f = taper * (a0 + a1 * random_smooth_field(rng, zMm, length))
     ne = ne_se_m3 * 10**log_f
     hi = np.maximum(ne_se_m3, cfg.ne_ceiling_per_nH * atmos.nHTot_m3)
