@@ -141,3 +141,14 @@ def test_smooth_and_noneq_stores(tmp_path):
                 h = default_height_grid()
                 given = np.log10(np.interp(h, atmos.z_m[::-1] / 1e6, atmos.ne_m3[::-1]) * 1e-6)
                 np.testing.assert_allclose(ts.log_ne.sel(sample=i).values, given, atol=0.02)
+
+
+def test_a_store_resumes_whatever_the_other_generators_tables_say(tmp_path):
+    cfg = SynthConfig(n=1, seed=31, shard_size=1, nlte=FAST)
+    out = tmp_path / "prior.zarr"
+    run_synthesis(out, cfg, workers=1, progress=False)
+    other = replace(cfg, smooth=replace(cfg.smooth, tr_width_km=(5.0, 50.0)))  # unused by 'prior'
+    assert run_synthesis(out, other, workers=1, progress=False)["shards"] == 0
+    with pytest.raises(Exception, match="different configuration"):  # its own table still counts
+        run_synthesis(out, replace(cfg, prior=replace(cfg.prior, tr_width_km=(5.0, 50.0))), workers=1,
+                      progress=False)

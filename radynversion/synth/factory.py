@@ -215,6 +215,17 @@ def _encoding(ds: xr.Dataset) -> dict:
     return enc
 
 
+#: the generator tables each generator uses (the others do not change what a store holds)
+_USES = {"prior": ("prior",), "smooth": ("smooth",), "noneq": ("prior", "smooth", "noneq")}
+
+
+def _relevant(cfg: SynthConfig) -> SynthConfig:
+    """``cfg`` with the tables its generator does not use at their defaults, so that a change
+    of another generator's defaults never stops a store from resuming."""
+    unused = {t: type(getattr(cfg, t))() for t in ("prior", "smooth", "noneq") if t not in _USES[cfg.generator]}
+    return replace(cfg, **unused)
+
+
 def _open_or_create(out: Path, cfg: SynthConfig) -> xr.Dataset:
     if out.exists():
         try:
@@ -225,7 +236,8 @@ def _open_or_create(out: Path, cfg: SynthConfig) -> xr.Dataset:
         if existing.attrs.get("radynversion_store") != STORE_KIND:
             raise StoreError(f"{out}: exists and is not a radynversion training set; "
                              "choose another --out")
-        stored = from_toml(SynthConfig, existing.attrs["synth_config"], where=f"{out} attrs")
+        stored = _relevant(from_toml(SynthConfig, existing.attrs["synth_config"], where=f"{out} attrs"))
+        cfg = _relevant(cfg)
         if stored.n != cfg.n and replace(stored, n=cfg.n) == cfg:
             if cfg.n < stored.n:
                 raise StoreError(
