@@ -157,9 +157,9 @@ def random_coverage(n: int, fraction: float, generator: torch.Generator | None =
     A ``1 - fraction`` share of the rows is fully observed. Of the rest: a quarter observe
     H-alpha alone, a quarter Ca II 8542 alone, half both lines; programs are cut short at
     either end (up to 12 of a line's 30 points, each end with probability 1/2) for the rows of
-    both lines and half of the one-line rows, with, with probability 0.3, a gap of 2-8 points in
-    one line. Rows that would miss both cores
-    (:func:`core_covered`) are fully observed instead.
+    both lines and for half of the one-line rows, and those rows get a gap of 2-8 points in one
+    line with probability 0.3. Rows that would miss both cores (:func:`core_covered`) are fully
+    observed instead.
     """
     kw = {"generator": generator, "device": device}
     sl = list(line_slices().values())
