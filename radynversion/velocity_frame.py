@@ -20,6 +20,7 @@ copies them into its output.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -115,7 +116,7 @@ def frame_shifts_kms(ds: xr.Dataset, frame: str | float = "rest", quiet: Any = N
         ``"quiet"`` where no quiet pixel shows a line core.
     """
     present = [ln for ln in LINES if ln.var in ds.data_vars]
-    if isinstance(frame, int | float) and not isinstance(frame, bool):
+    if isinstance(frame, numbers.Real) and not isinstance(frame, bool | np.bool_):
         if not np.isfinite(frame) or abs(frame) > 100.0:
             raise ConfigError(f"velocity frame offset {frame} km/s; expected a finite offset of at most 100 km/s")
         return {ln.key: float(frame) for ln in present}
@@ -130,8 +131,11 @@ def frame_shifts_kms(ds: xr.Dataset, frame: str | float = "rest", quiet: Any = N
         wl = wavelengths_air_A(ds, ln, src)
         order = np.argsort(wl)
         da = ds[ln.var]  # with a time dim, every scan's quiet pixels are pooled: one frame
-        sel = da.where(mask.broadcast_like(da.isel({ln.dim: 0}, drop=True)))
-        flat = np.asarray(sel.transpose(..., ln.dim).values, dtype=float).reshape(-1, wl.size)[:, order]
+        other = [d for d in da.dims if d != ln.dim]
+        quiet_px = np.asarray(mask.broadcast_like(da.isel({ln.dim: 0}, drop=True)).transpose(*other).values)
+        rows = np.flatnonzero(quiet_px.reshape(-1))
+        # only the quiet pixels are read (a lazy scan is not loaded whole)
+        flat = np.asarray(da.transpose(*other, ln.dim).data.reshape(-1, wl.size)[rows], dtype=float)[:, order]
         flat = flat[np.isfinite(flat).all(axis=1)]
         cores = line_core_A(flat, wl[order], ln)
         cores = cores[np.isfinite(cores)]

@@ -101,3 +101,11 @@ def test_cli_velocity_frame_option():
     assert _frame("quiet") == "quiet" and _frame("-2.5") == -2.5
     with pytest.raises(argparse.ArgumentTypeError, match="'sun': expected 'rest', 'quiet' or an offset"):
         _frame("sun")
+
+
+def test_quiet_frame_of_a_lazy_scan_and_numpy_offsets():
+    ds = _field(+1.5)
+    quiet = xr.DataArray(np.ones((3, 4), bool), dims=("y", "x"))
+    lazy = ds.chunk({"y": 1})
+    assert frame_shifts_kms(lazy, "quiet", quiet=quiet) == pytest.approx(frame_shifts_kms(ds, "quiet", quiet=quiet))
+    assert frame_shifts_kms(ds, np.float32(2.0))[HALPHA.key] == pytest.approx(2.0)
