@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["falc_tables", "ionisation_particles", "hydrostatic_column", "smoothstep",
-           "random_smooth_field", "K_B", "M_H", "G_SUN", "MU_H"]
+           "random_smooth_field", "loguniform", "K_B", "M_H", "G_SUN", "MU_H"]
 
 # Physical constants (SI).
 K_B = 1.380649e-23
@@ -68,6 +68,12 @@ def smoothstep(x: np.ndarray) -> np.ndarray:
     """Cubic step from 0 (x <= 0) to 1 (x >= 1) with zero slope at both ends."""
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
+
+
+def loguniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    """One draw, log-uniform between ``lo_hi[0]`` and ``lo_hi[1]`` (both > 0)."""
+    lo, hi = lo_hi
+    return float(10 ** rng.uniform(np.log10(lo), np.log10(hi)))
 
 
 def random_smooth_field(rng: np.random.Generator, x: np.ndarray, length: float, n_features: int = 48) -> np.ndarray:

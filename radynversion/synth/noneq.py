@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .hydrostatic import random_smooth_field, smoothstep
+from .hydrostatic import loguniform, random_smooth_field, smoothstep
 from .prior import FlareAtmosphere
 
 __all__ = ["NonEquilibriumConfig", "departure", "NONEQ_PARAM_NAMES"]
@@ -97,7 +97,7 @@ def departure(
     z_min = float(zMm[chrom][np.argmin(atmos.temperature_K[chrom])]) if np.any(chrom) else 0.5
     a0 = rng.uniform(*cfg.offset_dex)
     a1 = rng.uniform(*cfg.wiggle_dex)
-    length = float(10 ** rng.uniform(np.log10(cfg.length_Mm[0]), np.log10(cfg.length_Mm[1])))
+    length = loguniform(rng, cfg.length_Mm)
     # from the temperature minimum up to the TR: above it (T > 3e4 K) hydrogen is fully
     # ionised on any time scale and n_e stays the SE value
     taper = smoothstep((zMm - z_min) / cfg.taper_Mm) * (atmos.temperature_K < cfg.max_temperature_K)

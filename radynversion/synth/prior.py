@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .hydrostatic import G_SUN, falc_tables, hydrostatic_column, ionisation_particles, smoothstep
+from .hydrostatic import loguniform as _loguniform
 
 __all__ = [
     "PriorConfig",
@@ -161,11 +162,6 @@ def falc_atmosphere() -> FlareAtmosphere:
 
 _ionisation = ionisation_particles  # used by radynversion.verify
 _smoothstep = smoothstep
-
-
-def _loguniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
-    lo, hi = lo_hi
-    return float(10 ** rng.uniform(np.log10(lo), np.log10(hi)))
 
 
 def _draw(rng: np.random.Generator, cfg: PriorConfig) -> tuple[str, dict[str, float]]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hydrostatic import G_SUN, falc_tables, hydrostatic_column, random_smooth_field, smoothstep
+from .hydrostatic import G_SUN, falc_tables, hydrostatic_column, loguniform, random_smooth_field, smoothstep
 from .prior import KINDS, FlareAtmosphere
 
 __all__ = ["SmoothConfig", "sample_smooth", "SMOOTH_PARAM_NAMES"]
@@ -115,11 +115,6 @@ class SmoothConfig:
     z_top_Mm: float = 10.6
 
 
-def _logu(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
-    lo, hi = lo_hi
-    return float(10 ** rng.uniform(np.log10(lo), np.log10(hi)))
-
-
 def _draw_temperature(rng, cfg: SmoothConfig, k: int, p: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log10 column mass grid, temperature and microturbulence below the TR."""
     f = falc_tables()
@@ -137,10 +132,10 @@ def _draw_temperature(rng, cfg: SmoothConfig, k: int, p: dict) -> tuple[np.ndarr
         p["heat_base_lm"] = float(base)
         t_base = 10 ** float(np.interp(base, lm, logT))
         p["t_heat_base_K"] = t_base
-        p["t_heat_top_K"] = _logu(rng, (cfg.t_heat_top_weak, cfg.t_heat_top_flare)[k - 1])
-        p["heat_shape"] = _logu(rng, (0.25, 4.0))
+        p["t_heat_top_K"] = loguniform(rng, (cfg.t_heat_top_weak, cfg.t_heat_top_flare)[k - 1])
+        p["heat_shape"] = loguniform(rng, (0.25, 4.0))
         p["t_wiggle_dex"] = float(rng.uniform(*cfg.t_wiggle_dex))
-        p["t_wiggle_length_dex"] = _logu(rng, cfg.t_wiggle_length_dex)
+        p["t_wiggle_length_dex"] = loguniform(rng, cfg.t_wiggle_length_dex)
         # u = 0 at the heating base, 1 at the TR; shape < 1 heats near the base first
         u = np.clip((base - lm) / max(base - lm_tr, 1e-6), 0.0, 1.0)
         env = np.log10(t_base) + (np.log10(p["t_heat_top_K"]) - np.log10(t_base)) * u ** p["heat_shape"]
@@ -154,7 +149,7 @@ def _draw_temperature(rng, cfg: SmoothConfig, k: int, p: dict) -> tuple[np.ndarr
         if p.get("cool_condensation"):
             thick = rng.uniform(*cfg.cc_thickness_lm)
             p["cc_thickness_lm"] = float(thick)
-            p["cc_temperature_K"] = _logu(rng, cfg.cc_temperature_K)
+            p["cc_temperature_K"] = loguniform(rng, cfg.cc_temperature_K)
             layer = smoothstep((lm_tr + thick - lm) / (0.3 * thick) + 0.0)
             logT = logT + (np.log10(p["cc_temperature_K"]) - logT) * layer
     vt_scale = rng.uniform(0.6, 1.6)
@@ -164,8 +159,8 @@ def _draw_temperature(rng, cfg: SmoothConfig, k: int, p: dict) -> tuple[np.ndarr
 
 def _velocity(rng, cfg: SmoothConfig, k: int, z: np.ndarray, z_tr: float, p: dict) -> np.ndarray:
     zMm = z / _MM
-    p["v_field_kms"] = _logu(rng, (0.5, cfg.v_field_max[k]))
-    p["v_field_length_Mm"] = _logu(rng, cfg.v_field_length_Mm)
+    p["v_field_kms"] = loguniform(rng, (0.5, cfg.v_field_max[k]))
+    p["v_field_length_Mm"] = loguniform(rng, cfg.v_field_length_Mm)
     taper = 0.3 + 0.7 * smoothstep(zMm / 0.6)
     v = p["v_field_kms"] * taper * random_smooth_field(rng, zMm, p["v_field_length_Mm"])
     below = z <= z_tr
@@ -174,8 +169,8 @@ def _velocity(rng, cfg: SmoothConfig, k: int, z: np.ndarray, z_tr: float, p: dic
         lo, hi = cfg.condensation_kms
         if p.get("cool_condensation"):
             lo, hi = 20.0, 120.0
-        p["v_condensation_kms"] = _logu(rng, (lo, hi))
-        p["condensation_thickness_km"] = _logu(rng, cfg.condensation_thickness_km)
+        p["v_condensation_kms"] = loguniform(rng, (lo, hi))
+        p["condensation_thickness_km"] = loguniform(rng, cfg.condensation_thickness_km)
         p["condensation_depth_km"] = float(rng.uniform(*cfg.condensation_depth_km))
         top = z_tr - p["condensation_depth_km"] * _KM
         d = p["condensation_thickness_km"] * _KM
@@ -185,8 +180,8 @@ def _velocity(rng, cfg: SmoothConfig, k: int, z: np.ndarray, z_tr: float, p: dic
     else:
         p["v_condensation_kms"] = 0.0
     if k and rng.uniform() < cfg.p_upflow[k - 1]:
-        p["v_upflow_kms"] = -_logu(rng, cfg.upflow_kms)
-        p["upflow_thickness_km"] = _logu(rng, cfg.upflow_thickness_km)
+        p["v_upflow_kms"] = -loguniform(rng, cfg.upflow_kms)
+        p["upflow_thickness_km"] = loguniform(rng, cfg.upflow_thickness_km)
         sig = 0.5 * p["upflow_thickness_km"] * _KM
         if p["v_condensation_kms"] and rng.uniform() < cfg.p_upflow_beneath:
             centre = cond_bottom - sig  # just beneath the condensation: opposite signs nearby
@@ -201,8 +196,8 @@ def _velocity(rng, cfg: SmoothConfig, k: int, z: np.ndarray, z_tr: float, p: dic
     corona = p["v_corona_kms"] * smoothstep(s / (0.5 * _MM))
     p["v_evaporation_kms"] = 0.0
     if k and rng.uniform() < cfg.p_evaporation[k - 1]:
-        p["v_evaporation_kms"] = -_logu(rng, cfg.evaporation_kms)
-        p["evaporation_rise_Mm"] = _logu(rng, (0.1, 3.0))
+        p["v_evaporation_kms"] = -loguniform(rng, cfg.evaporation_kms)
+        p["evaporation_rise_Mm"] = loguniform(rng, (0.1, 3.0))
         corona = corona + p["v_evaporation_kms"] * smoothstep(s / (p["evaporation_rise_Mm"] * _MM))
     return np.where(~below, corona + v * np.exp(-s / (0.05 * _MM)), v)
 
@@ -212,10 +207,10 @@ def _draw_once(rng: np.random.Generator, cfg: SmoothConfig) -> FlareAtmosphere:
     p: dict[str, float] = {"heated": float(k > 0)}
     p["cool_condensation"] = float(k == 2 and rng.uniform() < cfg.p_cool_condensation)
     p_range = (cfg.p_cor_quiet, cfg.p_cor_weak, cfg.p_cor_flare)[k]
-    p["p_cor_dyn_cm2"] = _logu(rng, cfg.cc_p_cor if p["cool_condensation"] else p_range)
-    p["t_cor_K"] = _logu(rng, (cfg.t_cor_quiet, cfg.t_cor_weak, cfg.t_cor_flare)[k])
+    p["p_cor_dyn_cm2"] = loguniform(rng, cfg.cc_p_cor if p["cool_condensation"] else p_range)
+    p["t_cor_K"] = loguniform(rng, (cfg.t_cor_quiet, cfg.t_cor_weak, cfg.t_cor_flare)[k])
     p["t_cor_gradient"] = float(rng.uniform(0.0, 1.0))
-    p["tr_width_km"] = _logu(rng, cfg.tr_width_km)
+    p["tr_width_km"] = loguniform(rng, cfg.tr_width_km)
     lm, T_low, vt_low = _draw_temperature(rng, cfg, k, p)
     col = hydrostatic_column(lm, T_low, vt_low, tr_width_km=p["tr_width_km"], t_cor_K=p["t_cor_K"],
                              t_cor_gradient=p["t_cor_gradient"], z_top_Mm=cfg.z_top_Mm)
