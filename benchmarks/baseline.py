@@ -172,7 +172,7 @@ def main() -> None:
             log(f"engine: {n_engine} pixels x {args.samples} samples on {workers} worker(s)")
             cpu0 = process_cpu_seconds(worker_pids)
             t1 = time.perf_counter()
-            stats = invert_to_zarr(ds, tmp / "out.zarr", model=mpath, samples=args.samples,
+            stats = invert_to_zarr(ds, tmp / "out.zarr", model=mpath, samples=args.samples, sampling="plain",
                                    chunks={"y": args.chunk_rows, "x": -1}, client=client, progress=False,
                                    misfit_samples=args.misfit_samples or None, device=args.device,
                                    precision=args.precision, compile=args.compile)

@@ -163,7 +163,7 @@ def main() -> None:
                 log(f"{prec}: engine, {n_pix} pixels x {samples} samples")
                 cpu0 = process_cpu_seconds(worker_pids)
                 t1 = time.perf_counter()
-                stats = invert_to_zarr(ds, tmp / f"out-{prec}-{rep}.zarr", model=mpath, samples=samples,
+                stats = invert_to_zarr(ds, tmp / f"out-{prec}-{rep}.zarr", model=mpath, samples=samples, sampling="plain",
                                        chunks={"y": args.chunk_rows, "x": -1}, batch_size=batch,
                                        precision=prec, misfit_samples=mis, client=client, progress=False,
                                        device=args.device, compile=args.compile)

@@ -91,7 +91,7 @@ def main() -> None:
                 out["engine_startup_s"] = round(time.perf_counter() - t0, 3)
                 t1 = time.perf_counter()
                 ds = open_input(tmp / "scan.nc", chunks={"y": args.chunk_rows})
-                stats = invert_to_zarr(ds, tmp / "out.zarr", model=model_path, samples=args.samples,
+                stats = invert_to_zarr(ds, tmp / "out.zarr", model=model_path, samples=args.samples, sampling="plain",
                                        batch_size=args.batch_size, chunks={"y": args.chunk_rows, "x": -1},
                                        client=client, progress=False)
                 engine_s = time.perf_counter() - t1

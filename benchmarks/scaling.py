@@ -62,7 +62,7 @@ def run(client, path: Path, out: Path, model: Path, chunk: int, samples: int, de
     n_pix = int(np.prod([ds.sizes[d] for d in ("y", "x")]))
     with RSSSampler(cluster_pids(client)) as rss:
         t0 = time.perf_counter()
-        stats = invert_to_zarr(ds, out, model=model, samples=samples, chunks={"y": chunk, "x": chunk},
+        stats = invert_to_zarr(ds, out, model=model, samples=samples, sampling="plain", chunks={"y": chunk, "x": chunk},
                                client=client, progress=False, device=device)
         secs = time.perf_counter() - t0
     assert stats["complete"], stats

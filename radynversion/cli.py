@@ -342,15 +342,19 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .model.checkpoint import DEFAULT_MODEL_PATH, default_model_for, default_model_reason
     from .model.preprocess import input_options, sample_dims
+    from .model.settings import InversionSettings
     from .velocity_frame import to_velocity_frame
 
     chunks = _parse_chunks(args.chunks)
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         raise ConfigError(f"--samples {args.samples}: expected a positive number of draws")
     if args.misfit_samples < 0:
         raise ConfigError(f"--misfit-samples {args.misfit_samples}: expected >= 0 (0 = every draw)")
     if not args.quantiles or any(not 0.0 <= q <= 1.0 for q in args.quantiles):
         raise ConfigError(f"--quantiles {' '.join(map(str, args.quantiles))}: expected values in [0, 1]")
+    run = InversionSettings(samples=args.samples, sampling=args.sampling, quantiles=tuple(args.quantiles),
+                            seed=args.seed, batch_size=args.batch_size, precision=args.precision,
+                            misfit_samples=args.misfit_samples or None, compile=args.compile)
     # everything that can be refused is checked before a cluster starts
     resume = check_output(args.out, args.overwrite)
     ds = to_velocity_frame(open_input(args.inputs, chunks), args.velocity_frame)
@@ -364,11 +368,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         n_pixels = math.prod(int(ds.sizes[d]) for d in sample_dims(ds))
         check_free_space(args.out, estimate_store_bytes(n_pixels, len(args.quantiles),
                                                         int(net.height_Mm.numel())))
-    kwargs = dict(model=model, samples=args.samples, quantiles=args.quantiles, seed=args.seed,
-                  chunks=chunks, batch_size=args.batch_size, precision=args.precision,
-                  progress=not args.no_progress, max_chunks=args.max_chunks,
-                  misfit_samples=args.misfit_samples or None, compile=args.compile,
-                  overwrite=args.overwrite)
+    kwargs = dict(model=model, settings=run, chunks=chunks, progress=not args.no_progress,
+                  max_chunks=args.max_chunks, overwrite=args.overwrite)
     if args.workers == 0 and not (args.scheduler or args.slurm):
         stats = invert_to_zarr(ds, args.out, num_workers=args.threads_per_worker, **kwargs)
     else:
@@ -499,7 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--overwrite", action="store_true",
                    help="replace an existing inversion store instead of resuming it (never anything else)")
     v.add_argument("--model", type=Path, help="model checkpoint (default: the packaged model)")
-    v.add_argument("--samples", type=int, default=1024, help="posterior draws per pixel (default 1024)")
+    v.add_argument("--samples", type=int, default=None,
+                   help="posterior draws per pixel (default: 512 with --sampling sobol, 1024 with plain; "
+                        "equally accurate quantile maps)")
+    v.add_argument("--sampling", choices=["sobol", "plain"], default="sobol",
+                   help="latent draws: randomised Sobol points (default) or plain Monte Carlo draws")
     v.add_argument("--quantiles", type=float, nargs="+", default=[0.05, 0.16, 0.5, 0.84, 0.95],
                    help="posterior quantiles (default 0.05 0.16 0.5 0.84 0.95)")
     v.add_argument("--seed", type=int, default=0, help="seed of the draws (per pixel: seed and pixel index)")

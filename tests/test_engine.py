@@ -7,6 +7,7 @@ the fault-injection tests (a worker killed mid-run, the CLI killed mid-write) ar
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -97,20 +98,68 @@ def test_pass_layout():
     assert pass_layout(1000, 256) == (1, 256, 320)  # one pixel over 4 passes
 
 
-def test_posterior_is_exactly_per_pixel(net):
+@pytest.mark.parametrize("sampling", ["plain", "sobol"])
+def test_posterior_is_exactly_per_pixel(net, sampling):
     ds = scan(3, 5)
     y, _ = radynversion.model.normalise_profiles(ds, fwhm_A=net.instrument_fwhm_A())
     ids = np.arange(15)
-    ref = posterior(net, y, ids, samples=40, batch_size=BATCH)
+    ref = posterior(net, y, ids, samples=40, batch_size=BATCH, sampling=sampling)
     assert ref.quantiles.shape == (15, 5, 3, 50) and ref.misfit.shape == (15,)
     # any subset, order, batch size (also samples > batch_size: a pixel over several passes)
     perm = np.array([7, 3, 11, 0])
     for kwargs in ({"batch_size": BATCH}, {"batch_size": 40}, {"batch_size": 16}, {"batch_size": 4096}):
-        sub = posterior(net, y[perm], ids[perm], samples=40, **kwargs)
+        sub = posterior(net, y[perm], ids[perm], samples=40, sampling=sampling, **kwargs)
         np.testing.assert_array_equal(sub.quantiles, ref.quantiles[perm])
         np.testing.assert_array_equal(sub.misfit, ref.misfit[perm])
-    other = posterior(net, y, ids + 1, samples=40, batch_size=BATCH)
+    other = posterior(net, y, ids + 1, samples=40, batch_size=BATCH, sampling=sampling)
     assert not np.array_equal(other.quantiles, ref.quantiles)
+
+
+def test_sobol_latents_are_standard_normal_balanced_and_per_pixel():
+    from radynversion.model.posterior import pixel_latents
+
+    z = pixel_latents("sobol", 12345, 1024, 150).double()
+    assert z.shape == (1024, 150) and z.dtype == torch.float64
+    # every coordinate is a randomly shifted (0, 1) net pushed through the inverse CDF: its
+    # 1024 values fall one into each of the 1024 equal-probability bins of N(0, 1)
+    from scipy.stats import norm
+
+    bins = np.floor(norm.cdf(z.numpy()) * 1024).astype(int)
+    assert all(np.array_equal(np.sort(bins[:, k]), np.arange(1024)) for k in range(150))
+    # far better balanced than independent draws: the mean of 1024 points per coordinate
+    plain = pixel_latents("plain", 12345, 1024, 150).double()
+    assert float(z.mean(0).abs().max()) < 0.1 * float(plain.mean(0).abs().max())
+    # the draws depend on the pixel's seed alone; the first m points are a prefix
+    assert torch.equal(pixel_latents("sobol", 12345, 64, 150).double(), z[:64])
+    assert not torch.equal(pixel_latents("sobol", 12346, 64, 150).double(), z[:64])
+    with pytest.raises(ValueError, match="sampling"):
+        pixel_latents("halton", 0, 4, 3)
+
+
+def test_one_settings_object_for_every_entry_point(net, model_path, tmp_path):
+    from radynversion.model.settings import InversionSettings
+
+    ds = scan(2, 3)
+    st = InversionSettings(samples=32, batch_size=BATCH, misfit_samples=8)
+    assert InversionSettings().draws == 512 and InversionSettings(sampling="plain").draws == 1024
+    mem = invert(ds, net, st)
+    assert mem.attrs["sampling"] == "sobol" and mem.attrs["samples"] == 32
+    # the same settings, as an object or as keywords, give the same numbers everywhere
+    lazy = engine_invert(ds, net, chunks={"y": 1}, **dataclasses.asdict(st)).compute()
+    np.testing.assert_array_equal(lazy.log_T.values, mem.log_T.values)
+    acc = ds.radyn.invert(model=net, settings=st, chunks={"x": 2}).compute()
+    np.testing.assert_array_equal(acc.log_T.values, mem.log_T.values)
+    invert_to_zarr(ds, tmp_path / "s.zarr", model_path, st, progress=False)
+    stored = xr.open_zarr(tmp_path / "s.zarr")
+    assert stored.attrs["sampling"] == "sobol"
+    plain = invert(ds, net, st, sampling="plain")
+    assert plain.attrs["sampling"] == "plain" and not np.array_equal(plain.log_T.values, mem.log_T.values)
+    with pytest.raises(StoreError, match="sampling"):  # a store is resumed only with its own draws
+        invert_to_zarr(ds, tmp_path / "s.zarr", model_path, st.with_(sampling="plain"), progress=False)
+    with pytest.raises(ConfigError, match="unknown setting.*sampels"):
+        invert(ds, net, sampels=32)
+    with pytest.raises(ConfigError, match="sampling 'halton'"):
+        engine_invert(ds, net, sampling="halton")
 
 
 def test_misfit_on_a_subset_of_the_draws_is_exact_per_pixel(net):

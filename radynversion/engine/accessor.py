@@ -14,7 +14,6 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ import xarray as xr
 
 __all__ = ["RadynAccessor"]
 
-_DEFAULT_QUANTILES = (0.05, 0.16, 0.5, 0.84, 0.95)
 
 
 @xr.register_dataset_accessor("radyn")
@@ -40,30 +38,30 @@ class RadynAccessor:
     def invert(
         self,
         model: Any = None,
-        samples: int = 1024,
-        quantiles: Sequence[float] = _DEFAULT_QUANTILES,
-        seed: int = 0,
+        settings: Any = None,
+        *,
         velocity_frame: str | float = "rest",
         quiet: Any = None,
         **kwargs: Any,
     ) -> xr.Dataset:
         """Lazy posterior quantiles of every pixel: :func:`radynversion.engine.invert`.
 
+        ``settings`` and the keyword arguments (``samples=``, ``sampling=``, ``chunks=``,
+        ``client=``...) as there (:class:`radynversion.model.settings.InversionSettings`).
         ``velocity_frame`` ("rest", "quiet" or an offset in km/s) and ``quiet`` (a mask of quiet
         pixels for "quiet") choose the zero of velocity
         (:func:`radynversion.velocity_frame.to_velocity_frame`); the result's attrs record it.
         """
         from .core import invert
 
-        return invert(self._framed(velocity_frame, quiet), model, samples, quantiles, seed, **kwargs)
+        return invert(self._framed(velocity_frame, quiet), model, settings, **kwargs)
 
     def to_zarr(
         self,
         out: str | Path,
         model: Any = None,
-        samples: int = 1024,
-        quantiles: Sequence[float] = _DEFAULT_QUANTILES,
-        seed: int = 0,
+        settings: Any = None,
+        *,
         velocity_frame: str | float = "rest",
         quiet: Any = None,
         **kwargs: Any,
@@ -72,4 +70,4 @@ class RadynAccessor:
         (``velocity_frame`` and ``quiet`` as for :meth:`invert`)."""
         from .store import invert_to_zarr
 
-        return invert_to_zarr(self._framed(velocity_frame, quiet), out, model, samples, quantiles, seed, **kwargs)
+        return invert_to_zarr(self._framed(velocity_frame, quiet), out, model, settings, **kwargs)

@@ -39,18 +39,15 @@ from ..model.base import PosteriorModel
 from ..model.checkpoint import default_model_for
 from ..model.invert import network_input
 from ..model.posterior import (
-    DEFAULT_MISFIT_SAMPLES,
-    DEFAULT_QUANTILES,
-    MAX_SAMPLES_BYTES,
     PRECISIONS,
     check_samples_size,
     default_batch_size,
-    misfit_draws,
     posterior,
     select_precision,
 )
 from ..model.preprocess import input_options, observed_program, sample_dims
 from ..model.result import ResultSchema, RunSettings, VariableSpec, result_dataset, result_schema
+from ..model.settings import InversionSettings, settings_from
 from ..schema import check_intensities, source_name, validate_profiles
 from .workers import ModelPlugin, ModelSpec, model_spec, worker_device, worker_model
 
@@ -80,18 +77,9 @@ class BlockParams:
     starts: tuple[tuple[int, ...], ...]
     lines: tuple[_Line, ...]
     source: str
-    samples: int
-    quantiles: tuple[float, ...]
-    seed: int
-    batch_size: int
-    precision: str
-    degrade: bool | None
-    misfit: bool
-    return_samples: bool
+    settings: InversionSettings  # precision and batch size resolved
     n_heights: int
     store: str | None = None
-    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES
-    compile: bool = False
 
     def block_dataset(self, arrays: Sequence[np.ndarray]) -> xr.Dataset:
         """The chunk's profiles as a Dataset in the profile schema."""
@@ -121,21 +109,19 @@ def _invert_block(*args: Any) -> dict[str, Any]:
     idx = [np.asarray(i) for i in args[n_lines:-2]]
     net = worker_model(spec)
     block_shape = tuple(i.size for i in idx)
-    y, peak = network_input(p.block_dataset(arrays), net, p.degrade, p.source)
+    st = p.settings
+    y, peak = network_input(p.block_dataset(arrays), net, st.degrade, p.source)
     if idx:
         flat = np.ravel_multi_index(np.meshgrid(*idx, indexing="ij"), p.shape).reshape(-1)
     else:
         flat = np.zeros(1, dtype=np.int64)
-    res = posterior(net, y, flat, samples=p.samples, quantiles=p.quantiles, seed=p.seed,
-                    batch_size=p.batch_size, misfit=p.misfit, precision=p.precision,
-                    return_samples=p.return_samples, max_samples_bytes=2**62,
-                    misfit_samples=p.misfit_samples, compile=p.compile)
-    n_q = len(p.quantiles)
+    res = posterior(net, y, flat, **{**st.posterior_kwargs(), "max_samples_bytes": 2**62})
+    n_q = len(st.quantiles)
     out: dict[str, np.ndarray] = {}
     for k, name in enumerate(VARIABLES):
         out[name] = res.quantiles[:, :, k, :].reshape(*block_shape, n_q, p.n_heights)
         if res.samples is not None:
-            out[f"{name}_samples"] = res.samples[:, :, k, :].reshape(*block_shape, p.samples, p.n_heights)
+            out[f"{name}_samples"] = res.samples[:, :, k, :].reshape(*block_shape, st.draws, p.n_heights)
     out["misfit"] = res.misfit.reshape(block_shape)
     out["peak"] = peak.astype(np.float32).reshape(block_shape)
     out["mask"] = ~res.valid.reshape(block_shape)
@@ -443,24 +429,15 @@ def check_profiles(profiles: xr.Dataset, source: str | None = None, partial: boo
 def plan_inversion(
     profiles: xr.Dataset,
     model: PosteriorModel | str | Path | None = None,
-    samples: int = 1024,
-    quantiles: Sequence[float] = DEFAULT_QUANTILES,
-    seed: int = 0,
+    settings: InversionSettings | Mapping[str, Any] | None = None,
     *,
     chunks: Mapping[str, int | None] | None = None,
-    batch_size: int | None = None,
-    precision: str = "auto",
-    degrade: bool | None = None,
-    misfit: bool = True,
-    return_samples: bool = False,
-    max_samples_bytes: int = MAX_SAMPLES_BYTES,
     device: str | None = None,
     client: Any = None,
     store: str | Path | None = None,
     regular: bool = False,
     spec: tuple[ModelSpec, PosteriorModel] | None = None,
-    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
-    compile: bool = False,
+    **overrides: Any,
 ) -> Plan:
     """Plan the chunk tasks of an inversion (see :func:`invert` for the parameters).
 
@@ -468,28 +445,24 @@ def plan_inversion(
     of returning it; ``regular`` makes the chunks equal (as Zarr needs); ``spec`` reuses a
     :func:`radynversion.engine.workers.model_spec` result.
     """
+    st = settings_from(settings, overrides)
     spec_, net = spec if spec is not None else model_spec(default_model_for(model, profiles), device=device)
     source = check_profiles(profiles, partial=bool(input_options(net)["partial"]))
-    if samples < 1:
-        raise ConfigError(f"invert: samples = {samples}; expected >= 1")
-    if misfit_samples is not None and int(misfit_samples) < 1:
-        raise ConfigError(f"invert: misfit_samples = {misfit_samples}; expected >= 1 (or None: every draw)")
-    q = tuple(float(v) for v in quantiles)
-    if not q or any(not 0.0 <= v <= 1.0 for v in q):
-        raise ConfigError(f"invert: quantiles {list(q)}; expected values in [0, 1]")
+    samples = st.draws
     dims = sample_dims(profiles)
     if len(dims) > len(_LETTERS):
         raise ProfileSchemaError(f"{source}: {len(dims)} non-spectral dims; at most {len(_LETTERS)}")
     present = [ln for ln in LINES if ln.var in profiles.data_vars]
     shape = tuple(int(profiles[present[0].var].sizes[d]) for d in dims)
     n_pix = math.prod(shape)
-    if return_samples:
-        check_samples_size(n_pix, samples, net.n_x, max_samples_bytes)
+    if st.return_samples:
+        check_samples_size(n_pix, samples, net.n_x, st.max_samples_bytes)
     client = client if client is not None else _current_client()
     if client is not None:
         ensure_plugin(client, spec_)
-    probe = _probe_profiles(profiles, dims, net, degrade) if precision == "auto" or compile else None
-    rt = runtime_settings(spec_, precision, batch_size, client, probe, samples, bool(compile))
+    probe = _probe_profiles(profiles, dims, net, st.degrade) if st.precision == "auto" or st.compile else None
+    rt = runtime_settings(spec_, st.precision, st.batch_size, client, probe, samples, st.compile)
+    st = st.with_(precision=str(rt["precision"]), batch_size=int(rt["batch_size"]))
     sp_chunks = _normalise_chunks(profiles, dims, shape, chunks, regular,
                                   min_chunks=2 * _worker_threads(client))
 
@@ -508,12 +481,8 @@ def plan_inversion(
     _warn_padding(sp_chunks, int(samples), int(rt["batch_size"]))
     starts = tuple(tuple(int(s) for s in np.cumsum((0, *c[:-1]))) for c in sp_chunks)
     params = BlockParams(
-        dims=dims, shape=shape, starts=starts, lines=tuple(lines), source=source, samples=int(samples),
-        quantiles=q, seed=int(seed), batch_size=int(rt["batch_size"]), precision=str(rt["precision"]),
-        degrade=degrade, misfit=bool(misfit), return_samples=bool(return_samples),
-        n_heights=int(net.height_Mm.numel()), store=None if store is None else str(store),
-        misfit_samples=misfit_draws(int(samples), misfit_samples) if misfit else None,
-        compile=bool(compile))
+        dims=dims, shape=shape, starts=starts, lines=tuple(lines), source=source, settings=st,
+        n_heights=int(net.height_Mm.numel()), store=None if store is None else str(store))
     spec_key = dask.delayed(spec_, name=f"radynversion-model-{spec_.sha256}")
     letters = _LETTERS[: len(dims)]
     index_args: list[Any] = []
@@ -528,12 +497,9 @@ def plan_inversion(
         dtype=object, concatenate=True, meta=np.empty((0,) * len(dims), dtype=object),
         name=f"radyn-invert-{token}")
 
-    settings = RunSettings(
-        samples=int(samples), quantiles=q, seed=int(seed), misfit_samples=int(params.misfit_samples or 0),
-        precision=params.precision, compiled=params.compile, batch_size=params.batch_size,
-        device=str(rt["device"]), degrade=degrade, return_samples=bool(return_samples))
+    run = RunSettings.from_settings(st, device=str(rt["device"]))
     name = str(net.metadata.get("path", "<in memory>")) if spec_.path is None else spec_.path
-    schema = result_schema(profiles, net, name, spec_.sha256, settings, dims)
+    schema = result_schema(profiles, net, name, spec_.sha256, run, dims)
     return Plan(blocks=blocks, dims=dims, shape=shape, chunks=sp_chunks, schema=schema,
                 params=params, spec=spec_, net=net)
 
@@ -541,21 +507,12 @@ def plan_inversion(
 def invert(
     profiles: xr.Dataset,
     model: PosteriorModel | str | Path | None = None,
-    samples: int = 1024,
-    quantiles: Sequence[float] = DEFAULT_QUANTILES,
-    seed: int = 0,
+    settings: InversionSettings | Mapping[str, Any] | None = None,
     *,
     chunks: Mapping[str, int | None] | None = None,
-    batch_size: int | None = None,
-    precision: str = "auto",
-    degrade: bool | None = None,
-    misfit: bool = True,
-    return_samples: bool = False,
-    max_samples_bytes: int = MAX_SAMPLES_BYTES,
     device: str | None = None,
     client: Any = None,
-    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
-    compile: bool = False,
+    **overrides: Any,
 ) -> xr.Dataset:
     """Invert a scan lazily: one Dask task per chunk, posterior quantiles per pixel.
 
@@ -568,44 +525,24 @@ def invert(
     model : PosteriorModel or path, optional
         The network (sent to the workers), a checkpoint every worker can read, or None for
         the packaged model.
-    samples : int
-        Posterior draws per pixel.
-    quantiles : sequence of float
-        Quantiles in [0, 1].
-    seed : int
-        Seed of the draws (a pixel's generator is seeded by ``(seed, its flat index)``).
+    settings : InversionSettings or mapping, optional
+        How to invert (:class:`radynversion.model.settings.InversionSettings`), as for
+        :func:`radynversion.invert`: the same settings give the same numbers pixel for pixel,
+        whatever the chunks and workers. ``precision="auto"`` is resolved on a worker (the
+        fastest precision of its device whose error is at most a quarter of the quantiles'
+        Monte Carlo error); ``compile=True`` compiles once per worker (10-40 s on CPU), then
+        passes run 1.4-2x faster in bf16 and 1.0-1.2x in fp32, rounding slightly differently
+        (the ``compiled`` attribute says which); worth it for scans of thousands of pixels.
     chunks : mapping dim -> int or -1, optional
         Chunk sizes of the non-spectral dims; default the input's chunks, or about 4096
         pixels per chunk for numpy-backed input.
-    batch_size : int, optional
-        Rows (pixels x samples) per pass; default 2048 on CPU, 65536 on CUDA.
-    precision : {"auto", "fp32", "tf32", "bf16"}
-        Arithmetic; ``"auto"`` = the fastest on the workers' device whose error is at most a
-        quarter of the quantiles' Monte Carlo error (bf16 on CUDA and on CPUs with AMX or AVX-512 BF16), else
-        fp32 (:func:`radynversion.model.posterior.select_precision`).
-    degrade : bool, optional
-        Force or forbid the instrument convolution; default only for finely sampled data.
-    misfit : bool
-        Compute the round-trip misfit.
-    misfit_samples : int or None
-        Draws per pixel in the round trip (default 64; None = all ``samples``): the misfit is
-        the mean RMS over the first ``min(samples, misfit_samples)`` draws of each pixel
-        (:func:`radynversion.model.posterior.posterior`); the same pixels give the same
-        misfit as :func:`radynversion.model.invert` with the same value.
-    return_samples : bool
-        Also return ``*_samples(*dims, draw, height)``; refused above ``max_samples_bytes``.
-    max_samples_bytes : int
-        Limit of ``return_samples`` (default 1 GiB).
     device : str, optional
         Force the workers' device (default: each worker's GPU if any, else CPU).
     client : distributed.Client, optional
         Where to resolve ``precision="auto"`` and register the model plugin; default the
         current client, if any (the result is computed by whatever scheduler computes it).
-    compile : bool
-        Run the passes through ``torch.compile`` (:mod:`radynversion.model.compiled`): each
-        worker compiles once (10-40 s on CPU), then passes run 1.4-2x faster in bf16 and
-        1.0-1.2x in fp32; results round slightly differently from uncompiled ones (the
-        ``compiled`` attribute says which). Worth it for scans of thousands of pixels.
+    **overrides
+        Fields of :class:`InversionSettings` replacing ``settings``' (``samples=256``...).
 
     Returns
     -------
@@ -619,6 +556,8 @@ def invert(
         The input breaks the profile schema.
     CheckpointError
         The model cannot be loaded.
+    ConfigError
+        A setting is unknown or refused.
     SelectionTooLargeError
         ``return_samples`` for too large a selection.
 
@@ -628,8 +567,5 @@ def invert(
     >>> out = scan.radyn.invert(model="model.pt", samples=256)  # doctest: +SKIP
     >>> out.log_T.sel(quantile=0.5).compute()  # doctest: +SKIP
     """
-    return plan_inversion(
-        profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
-        precision=precision, degrade=degrade, misfit=misfit, return_samples=return_samples,
-        max_samples_bytes=max_samples_bytes, device=device, client=client,
-        misfit_samples=misfit_samples, compile=compile).dataset()
+    return plan_inversion(profiles, model, settings, chunks=chunks, device=device, client=client,
+                          **overrides).dataset()

@@ -43,11 +43,12 @@ import numpy as np
 import xarray as xr
 
 from ..datasets import store_digest
-from ..errors import ProfileSchemaError, StoreError
+from ..errors import ConfigError, ProfileSchemaError, StoreError
 from ..lines import LINES
 from ..model.base import PosteriorModel
-from ..model.posterior import DEFAULT_MISFIT_SAMPLES, DEFAULT_QUANTILES, misfit_draws
+from ..model.posterior import DEFAULT_MISFIT_SAMPLES, misfit_draws
 from ..model.result import result_dataset
+from ..model.settings import InversionSettings, settings_from
 from ..schema import check_intensities
 from .core import Plan, plan_inversion
 from .workers import model_spec
@@ -137,18 +138,20 @@ def _input_files(profiles: xr.Dataset, source: str) -> list[str]:
 def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
     """Everything that determines the store's data (compared on resume)."""
     p = plan.params
+    st = p.settings
     return {
         "model_sha256": plan.spec.sha256,
-        "samples": p.samples,
-        "quantiles": list(p.quantiles),
-        "seed": p.seed,
-        "batch_size": p.batch_size,
-        "precision": p.precision,
-        "compiled": p.compile,
+        "samples": st.draws,
+        "sampling": st.sampling,
+        "quantiles": list(st.quantiles),
+        "seed": st.seed,
+        "batch_size": st.batch_size,
+        "precision": st.precision,
+        "compiled": st.compile,
         "device": plan.attrs["device"],
         "degrade": plan.attrs["degrade"],
-        "misfit": p.misfit,
-        "misfit_samples": p.misfit_samples,
+        "misfit": st.misfit,
+        "misfit_samples": st.round_trip_draws or None,
         "dims": list(plan.dims),
         "shape": list(plan.shape),
         "chunks": [list(c) for c in plan.chunks],
@@ -358,6 +361,7 @@ def _check_existing(out: Path, run: Mapping[str, Any] | None,
     run = dict(run)
     if "input_source" not in stored:  # written before stores recorded their input: not checkable
         run.pop("input_source", None)
+    stored.setdefault("sampling", "plain")  # written before Sobol draws: plain Monte Carlo
     if stored != run:
         keys = sorted(k for k in set(stored) | set(run) if stored.get(k) != run.get(k))
         keys = [k for k in keys if not (_DERIVED_FROM.get(k) in keys and _explained(k, stored, misfit_request))]
@@ -479,23 +483,16 @@ def invert_to_zarr(
     profiles: xr.Dataset,
     out: str | Path,
     model: PosteriorModel | str | Path | None = None,
-    samples: int = 1024,
-    quantiles: Sequence[float] = DEFAULT_QUANTILES,
-    seed: int = 0,
+    settings: InversionSettings | Mapping[str, Any] | None = None,
     *,
     chunks: Mapping[str, int | None] | None = None,
-    batch_size: int | None = None,
-    precision: str = "auto",
-    degrade: bool | None = None,
-    misfit: bool = True,
     device: str | None = None,
     client: Any = None,
     progress: bool = True,
     max_chunks: int | None = None,
     num_workers: int | None = None,
-    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
-    compile: bool = False,
     overwrite: bool = False,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Invert a scan into a Zarr store, chunk by chunk; resume an interrupted store.
 
@@ -507,8 +504,9 @@ def invert_to_zarr(
         The Zarr store. Created if absent; if present it must be an inversion store made from
         the same input with the same model and settings, and only its missing chunks run
         (without ``chunks``, with the store's chunks, whatever the number of workers now).
-    model, samples, quantiles, seed, chunks, batch_size, precision, degrade, misfit, device, misfit_samples, compile
-        As :func:`radynversion.engine.invert` (irregular chunks are made regular).
+    model, settings, chunks, device, **overrides
+        As :func:`radynversion.engine.invert` (irregular chunks are made regular;
+        ``return_samples`` is not stored).
     overwrite : bool
         Replace an existing inversion store (once the input, model and settings have passed
         every check) instead of resuming it; anything else at ``out`` is still refused.
@@ -545,15 +543,17 @@ def invert_to_zarr(
     if resume and chunks is None:  # the store's chunks, not new ones for this cluster's size
         chunks = {d: c for d, c in (_stored_chunks(out) or {}).items() if d in profiles.dims} or None
     spec = model_spec(model, device=device)
-    plan = plan_inversion(
-        profiles, model, samples, quantiles, seed, chunks=chunks, batch_size=batch_size,
-        precision=precision, degrade=degrade, misfit=misfit, device=device, client=client,
-        store=out.resolve(), regular=True, spec=spec, misfit_samples=misfit_samples, compile=compile)
+    st = settings_from(settings, overrides)
+    if st.return_samples:
+        raise ConfigError(f"{out}: return_samples is not stored in Zarr; expected return_samples=False "
+                          "(invert a small selection in memory with radynversion.invert to get samples)")
+    plan = plan_inversion(profiles, model, st, chunks=chunks, device=device, client=client,
+                          store=out.resolve(), regular=True, spec=spec)
     run = _run_signature(plan, profiles)
     n_pixels = int(np.prod(plan.shape))
-    need = estimate_store_bytes(n_pixels, len(plan.params.quantiles), plan.params.n_heights)
+    need = estimate_store_bytes(n_pixels, len(plan.params.settings.quantiles), plan.params.n_heights)
     if resume:
-        _check_existing(out, run, misfit_samples)
+        _check_existing(out, run, st.misfit_samples)
         left = 1.0 - float(chunk_status(out).mean()) if plan.n_chunks else 0.0
         check_free_space(out, int(need * left))
     else:

@@ -1,8 +1,9 @@
 """Posterior inversion of observed profiles, in memory (Osborne, Armstrong & Fletcher 2019).
 
 For every pixel the profiles are preprocessed like the training set
-(:func:`radynversion.model.preprocess.normalise_profiles`), ``samples`` latent draws
-``z ~ N(0, 1)`` are pushed through the reverse network with them, and the posterior samples of
+(:func:`radynversion.model.preprocess.normalise_profiles`), ``samples`` standard-normal latent
+draws ``z`` (randomised Sobol points by default, :mod:`radynversion.model.posterior`) are
+pushed through the reverse network with them, and the posterior samples of
 ``log_ne``, ``log_T`` and ``v`` are reduced to quantiles per height on the model's device
 (:func:`radynversion.model.posterior.posterior`, the one implementation that the chunked
 engine, :mod:`radynversion.engine`, also runs). The round trip ``forward(posterior sample)``
@@ -20,14 +21,15 @@ device, so CPU and GPU results differ.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ..atmosphere import VARIABLES
-from ..errors import ConfigError, ProfileSchemaError
+from ..errors import ProfileSchemaError
 from ..lines import LINES
 from ..schema import check_intensities, impossible_pixels, source_name, validate_profiles
 from .base import PosteriorModel
@@ -40,18 +42,16 @@ from .checkpoint import (
     load_model,
 )
 from .posterior import (
-    DEFAULT_MISFIT_SAMPLES,
     DEFAULT_QUANTILES,
-    MAX_SAMPLES_BYTES,
     check_samples_size,
     default_batch_size,
-    misfit_draws,
     pixel_seeds,
     posterior,
     select_precision,
 )
 from .preprocess import input_options, normalise_profiles, observed_program, sample_dims
 from .result import RunSettings, result_dataset, result_schema
+from .settings import InversionSettings, settings_from
 
 __all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert", "resolve_model", "network_input"]
 
@@ -102,18 +102,10 @@ def network_input(profiles: xr.Dataset, net: PosteriorModel, degrade: bool | Non
 def invert(
     profiles: xr.Dataset,
     model: PosteriorModel | str | Path | None = None,
-    samples: int = 1024,
-    quantiles: Sequence[float] = DEFAULT_QUANTILES,
-    seed: int = 0,
-    batch_size: int | None = None,
+    settings: InversionSettings | Mapping[str, Any] | None = None,
+    *,
     pixel_index: np.ndarray | None = None,
-    degrade: bool | None = None,
-    misfit: bool = True,
-    precision: str = "auto",
-    return_samples: bool = False,
-    max_samples_bytes: int = MAX_SAMPLES_BYTES,
-    misfit_samples: int | None = DEFAULT_MISFIT_SAMPLES,
-    compile: bool = False,
+    **overrides: Any,
 ) -> xr.Dataset:
     """Invert profiles into posterior quantiles of the atmosphere.
 
@@ -125,41 +117,21 @@ def invert(
         least 7 tunings in each (:func:`radynversion.model.preprocess.check_window`).
         Pixels with NaNs give NaN outputs; data with no invertible pixel are refused.
     model : PosteriorModel or path, optional
-        The network, or a checkpoint to load; default the packaged model.
-    samples : int
-        Posterior draws per pixel.
-    quantiles : sequence of float
-        Quantiles in [0, 1] to report.
-    seed : int
-        Seed of the draws (combined with each pixel's index).
-    batch_size : int, optional
-        Rows (pixels x samples) per pass (pixels per pass = ``batch_size // samples``, at
-        least 1); default 2048 on CPU, 65536 on CUDA.
+        The network, or a checkpoint to load; default the packaged model (or its variant for
+        the data: :func:`radynversion.model.checkpoint.default_model_for`).
+    settings : InversionSettings or mapping, optional
+        How to invert (:class:`radynversion.model.settings.InversionSettings`: draws and their
+        sampling, quantiles, seed, misfit, precision, batch size, instrument convolution,
+        samples); default its defaults: 512 randomised Sobol draws per pixel, quantiles 5, 16,
+        50, 84 and 95 %, misfit over 64 draws, ``precision="auto"`` (bf16 where the device
+        multiplies it natively and its error on the first 32 valid pixels is at most a quarter
+        of the quantiles' Monte Carlo error, else fp32).
     pixel_index : ndarray of int, shape ``dims``, optional
         Global indices of the pixels (e.g. of a chunk within a scan), for the seeds; default
         their flat C-order positions in ``profiles``.
-    degrade : bool, optional
-        Force or forbid the instrument convolution; default only for finely sampled data.
-    misfit : bool
-        Compute the round-trip misfit (one forward pass per draw that takes part).
-    misfit_samples : int or None
-        Draws per pixel in the round trip (default 64; None = all ``samples``): ``misfit`` is
-        the mean over the first ``min(samples, misfit_samples)`` draws of each pixel.
-    precision : {"auto", "fp32", "tf32", "bf16"}
-        Arithmetic of the passes (:mod:`radynversion.model.posterior`); ``"auto"`` runs bf16
-        where the device multiplies it natively (CUDA, CPUs with AMX or AVX-512 BF16) and its error on the
-        first 32 valid pixels is at most a quarter of the quantiles' Monte Carlo error
-        (:func:`radynversion.model.posterior.select_precision`), else fp32. The one used is
-        in the result's ``precision`` attribute.
-    return_samples : bool
-        Also return the posterior samples as ``log_ne_samples``, ``log_T_samples``,
-        ``v_samples`` over ``(*dims, draw, height)``; refused
-        (:class:`radynversion.errors.SelectionTooLargeError`) above ``max_samples_bytes``.
-    max_samples_bytes : int
-        Limit of ``return_samples`` (default 1 GiB).
-    compile : bool
-        Run the passes through ``torch.compile`` (:mod:`radynversion.model.compiled`): a
-        one-off compilation, then faster passes; in the result's ``compiled`` attribute.
+    **overrides
+        Fields of :class:`InversionSettings` that replace ``settings``' (``samples=256``,
+        ``sampling="plain"``, ``seed=1``, ``return_samples=True``...).
 
     Returns
     -------
@@ -168,8 +140,17 @@ def invert(
         as the engine's lazy result and Zarr store): ``log_ne`` [dex cm^-3], ``log_T`` [dex K],
         ``v`` [km/s, positive = downflow] over ``(*dims, quantile, height)`` (height in Mm);
         ``misfit(*dims)`` (in units of the joint peak), ``peak(*dims)`` (joint peak, in the
-        model's intensity unit) and ``mask(*dims)`` (True where nothing was inverted); the
-        input's coordinates on ``dims``; the input's attrs and the run's provenance.
+        model's intensity unit) and ``mask(*dims)`` (True where nothing was inverted); with
+        ``return_samples``, ``log_ne_samples``, ``log_T_samples``, ``v_samples`` over
+        ``(*dims, draw, height)``; the input's coordinates on ``dims``; the input's attrs and
+        the run's provenance (the settings used, the precision chosen).
+
+    Raises
+    ------
+    ConfigError
+        A setting is unknown or refused.
+    SelectionTooLargeError
+        ``return_samples`` above ``max_samples_bytes``.
 
     Example
     -------
@@ -177,12 +158,9 @@ def invert(
     >>> result = invert(scan, model="runs/demo/model.pt", samples=256)  # doctest: +SKIP
     >>> result.log_T.sel(quantile=0.5)  # doctest: +SKIP
     """
+    st = settings_from(settings, overrides)
     net, model_name, model_sha, model_meta = resolve_model(default_model_for(model, profiles))
-    if samples < 1:
-        raise ConfigError(f"invert: samples = {samples}; expected >= 1")
-    q_list = [float(q) for q in quantiles]
-    if not q_list or any(not 0.0 <= q <= 1.0 for q in q_list):
-        raise ConfigError(f"invert: quantiles {q_list}; expected values in [0, 1]")
+    samples = st.draws
     src = source_name(profiles) if isinstance(profiles, xr.Dataset) else "invert"
     opts = input_options(net)
     if not opts["partial"]:
@@ -193,9 +171,9 @@ def invert(
     first = next(ln for ln in LINES if ln.var in profiles.data_vars)
     shape = tuple(profiles[first.var].sizes[d] for d in dims)
     n_pix = int(np.prod(shape, dtype=np.int64))
-    if return_samples:
-        check_samples_size(n_pix, samples, net.n_x, max_samples_bytes)
-    y, peak = network_input(profiles, net, degrade, src)
+    if st.return_samples:
+        check_samples_size(n_pix, samples, net.n_x, st.max_samples_bytes)
+    y, peak = network_input(profiles, net, st.degrade, src)
     usable = np.isfinite(y).any(axis=1) if opts["partial"] else np.isfinite(y).all(axis=1)
     if n_pix and not usable.any():
         names = " or ".join(ln.var for ln in LINES)
@@ -209,20 +187,15 @@ def invert(
         if ids.size != n_pix:
             raise ProfileSchemaError(f"invert: pixel_index has {ids.size} entries; expected one per "
                                      f"pixel ({n_pix}, dims {dims})")
-    if precision == "auto":
+    if st.precision == "auto":
         probe = y[usable][:32]
-        precision = select_precision(net, probe if probe.size else None, samples=samples, compile=compile)
-    res = posterior(net, y, ids, samples=samples, quantiles=q_list, seed=seed,
-                    batch_size=batch_size, misfit=misfit, precision=precision,
-                    return_samples=return_samples, max_samples_bytes=max_samples_bytes,
-                    misfit_samples=misfit_samples, compile=compile)
-    settings = RunSettings(
-        samples=int(samples), quantiles=tuple(q_list), seed=int(seed),
-        misfit_samples=misfit_draws(samples, misfit_samples) if misfit else 0, precision=precision,
-        compiled=bool(compile), batch_size=int(batch_size or default_batch_size(net.device)),
-        device=net.device.type, degrade=degrade, return_samples=bool(return_samples))
-    schema = result_schema(profiles, net, model_name, model_sha, settings, dims, model_meta)
-    n_q, n_h = len(q_list), net.height_Mm.numel()
+        st = st.with_(precision=select_precision(net, probe if probe.size else None, samples=samples,
+                                                 compile=st.compile))
+    st = st.with_(batch_size=int(st.batch_size or default_batch_size(net.device)))
+    res = posterior(net, y, ids, **st.posterior_kwargs())
+    run = RunSettings.from_settings(st, device=net.device.type)
+    schema = result_schema(profiles, net, model_name, model_sha, run, dims, model_meta)
+    n_q, n_h = len(st.quantiles), net.height_Mm.numel()
     arrays: dict[str, np.ndarray] = {}
     for k, name in enumerate(VARIABLES):
         arrays[name] = res.quantiles[:, :, k, :].reshape(*shape, n_q, n_h)

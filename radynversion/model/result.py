@@ -70,6 +70,9 @@ class RunSettings:
         Instrument convolution forced (True), forbidden (False) or automatic (None).
     return_samples : bool
         The posterior samples are returned too.
+    sampling : str
+        How the latent draws were made (``"sobol"`` or ``"plain"``,
+        :mod:`radynversion.model.posterior`).
     """
 
     samples: int
@@ -82,6 +85,17 @@ class RunSettings:
     device: str
     degrade: bool | None = None
     return_samples: bool = False
+    sampling: str = "plain"
+
+    @classmethod
+    def from_settings(cls, settings: Any, device: str, compiled: bool | None = None) -> RunSettings:
+        """What a run with :class:`radynversion.model.settings.InversionSettings` ``settings``
+        (precision and batch size resolved) records, on ``device``."""
+        return cls(samples=int(settings.draws), quantiles=tuple(settings.quantiles), seed=int(settings.seed),
+                   misfit_samples=int(settings.round_trip_draws), precision=str(settings.precision),
+                   compiled=bool(settings.compile if compiled is None else compiled),
+                   batch_size=int(settings.batch_size), device=str(device), degrade=settings.degrade,
+                   return_samples=bool(settings.return_samples), sampling=str(settings.sampling))
 
 
 @dataclass(frozen=True)
@@ -207,6 +221,7 @@ def result_attrs(profiles: xr.Dataset, net: PosteriorModel, model: str, model_sh
         "model_config": str(meta.get("model_config", "")),
         "instrument_fwhm_A": json.dumps(net.instrument_fwhm_A(), sort_keys=True),
         "samples": int(settings.samples),
+        "sampling": str(settings.sampling),
         "quantiles": [float(q) for q in settings.quantiles],
         "seed": int(settings.seed),
         "misfit_samples": int(settings.misfit_samples),
