@@ -4,10 +4,13 @@
    (a LocalCluster of ``--workers`` x ``--threads``, each worker in one of its task threads,
    all at once), for operands shaped like the model's hidden layers (read from the module:
    ``(8192 x 128) @ (128 x 128)`` for the default ``ModelConfig``), at 8192 rows and at the
-   engine's rows per pass, and for a large square product ``2048^3``. The larger of the two
-   layer-shaped rates is the limit; it is measured before and after the engine run and
-   averaged (sustained rate over each window), so a change of the machine's load biases
-   neither side. The rate of the same product in this process with torch on ``workers x
+   engine's rows per pass, and for a large square product ``2048^3``. Each is measured before
+   and after the engine run, each over several windows; the **limit is the best sustained
+   window of all of them** (layer shapes, before and after): a rate the machine demonstrably
+   reached, so a limit measured while other work shared the cores is not taken for the
+   machine's. Efficiency is then at most 1 by construction: where the engine's own model-FLOP
+   rate exceeds every matmul window (the matmul ran under more load than the engine), the
+   engine's rate is the limit and ``limit_from_engine`` says so. The rate of the same product in this process with torch on ``workers x
    threads`` threads is reported too.
 2. **Model FLOPs per posterior draw**: counted on the module with
    ``torch.utils.flop_counter.FlopCounterMode`` (2 x MACs of every Linear layer): the reverse
@@ -175,12 +178,14 @@ def main() -> None:
                 after = {name: worker_matmul_rates(client, shape, args.matmul_seconds, args.device, prec)
                          for name, shape in shapes.items()}
                 sustained = {name: 0.5 * (before[name]["sustained"] + after[name]["sustained"]) for name in shapes}
-                limit_name = max(sustained, key=lambda name: sustained[name])
-                limit = sustained[limit_name]
-                peak = max(max(before[name]["peak"], after[name]["peak"]) for name in shapes)
-                per_cpu = max(0.5 * (before[name]["per_cpu_second"] + after[name]["per_cpu_second"])
-                              for name in shapes)
+                best = {name: max(before[name]["peak"], after[name]["peak"]) for name in shapes}
+                limit_name = max(best, key=lambda name: best[name])
+                peak = best[limit_name]
+                per_cpu = max(max(before[name]["per_cpu_second"], after[name]["per_cpu_second"]) for name in shapes)
                 achieved = n_pix * samples / secs
+                # the limit: the best window any measurement reached, and never below what the
+                # engine itself sustained (so efficiency <= 1 by construction)
+                limit = max(peak, achieved * per_draw)
                 bound = limit / per_draw
                 runs.append({
                     "precision": prec, "compiled": bool(args.compile), "repeat": rep, "pixels": n_pix, "engine_seconds": round(secs, 2),
@@ -192,16 +197,18 @@ def main() -> None:
                         for name in shapes},
                     "limit_shape": limit_name,
                     "limit_layer_gflops": round(limit / 1e9, 2),
-                    "limit_layer_peak_gflops": round(peak / 1e9, 2),
+                    "limit_from_engine": bool(achieved * per_draw > peak),
+                    "layer_best_window_gflops": round(peak / 1e9, 2),
+                    "layer_mean_sustained_gflops": round(sustained[limit_name] / 1e9, 2),
                     "square_gflops": round(square["sustained"] / 1e9, 2),
                     "model_bound_pixel_samples_per_s": round(bound, 1),
                     "efficiency": round(achieved / bound, 3),
-                    "efficiency_range_before_after": sorted(
-                        round(achieved * per_draw / x[limit_name]["sustained"], 3) for x in (before, after)),
+                    "efficiency_vs_mean_sustained": round(achieved * per_draw / sustained[limit_name], 3),
                     "engine_worker_cpu_seconds": round(cpu, 2),
                     "limit_gflops_per_cpu_second": round(per_cpu / 1e9, 2),
-                    "efficiency_cpu_time": round(n_pix * samples * per_draw / cpu / per_cpu, 3) if not cuda else None,
-                    "efficiency_vs_peak": round(achieved * per_draw / peak, 3),
+                    "efficiency_cpu_time": (round(n_pix * samples * per_draw / cpu
+                                                  / max(per_cpu, n_pix * samples * per_draw / cpu), 3)
+                                            if not cuda else None),
                     "outputs_finite": finite,
                 })
                 log(f"{prec}: efficiency {runs[-1]['efficiency']}")
@@ -219,10 +226,11 @@ def main() -> None:
     out["goal_met"] = bool(out["efficiency"] >= 0.6) if not cuda else None
     if args.profile:
         out["profile_posterior_core"] = profile_chunk(net, samples, batch, mis)
-    out["note"] = ("limit = sustained torch.mm rate of the model's hidden-layer shape (the larger of 8192 rows and "
-                   "the engine's rows per pass) on the engine's workers at once, mean of before and after the "
-                   "engine run; efficiency counts only the matmul FLOPs of the work asked for (reverse pass of "
-                   "every draw + forward pass of the misfit draws)")
+    out["note"] = ("limit = the best sustained window of torch.mm at the model's hidden-layer shape (8192 rows and "
+                   "the engine's rows per pass) on the engine's workers at once, before and after the engine run, "
+                   "and never below the engine's own rate (efficiency <= 1 by construction); efficiency counts "
+                   "only the matmul FLOPs of the work asked for (reverse pass of every draw + forward pass of "
+                   "the misfit draws)")
     emit(out)
 
 

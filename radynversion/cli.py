@@ -337,7 +337,13 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from .engine.cluster import cluster_client, record_cluster
     from .engine.core import check_profiles
     from .engine.inputs import open_input
-    from .engine.store import check_free_space, check_output, estimate_store_bytes, invert_to_zarr
+    from .engine.store import (
+        check_free_space,
+        check_output,
+        estimate_store_bytes,
+        invert_to_zarr,
+        trust_summary,
+    )
     from .engine.workers import model_spec
     from .errors import ConfigError
     from .model.checkpoint import DEFAULT_MODEL_PATH, default_model_for, default_model_reason
@@ -377,6 +383,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                             args.gpus, settings) as client:
             stats = invert_to_zarr(ds, args.out, client=client, **kwargs)
     record_cluster(args.out, settings, _cluster_mode(args), args.scheduler, args.workers)
+    stats.update(trust_summary(args.out))
     stats["model"] = str(model)
     if args.model is None and model != DEFAULT_MODEL_PATH:
         stats["model_chosen_for"] = default_model_reason(ds)
@@ -501,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing inversion store instead of resuming it (never anything else)")
     v.add_argument("--model", type=Path, help="model checkpoint (default: the packaged model)")
     v.add_argument("--samples", type=int, default=None,
-                   help="posterior draws per pixel (default: 512 with --sampling sobol, 1024 with plain; "
+                   help="posterior draws per pixel (default: 640 with --sampling sobol, 1024 with plain; "
                         "equally accurate quantile maps)")
     v.add_argument("--sampling", choices=["sobol", "plain"], default="sobol",
                    help="latent draws: randomised Sobol points (default) or plain Monte Carlo draws")

@@ -516,8 +516,10 @@ def maps(
 
     One row per height (the nearest node), two columns per variable: the median (quantile
     0.5) and the width of the central 68 % interval (quantile 0.84 minus 0.16; the nearest
-    quantiles present are used and named); a last row with the round-trip misfit and the joint
-    peak intensity. Velocity maps use a diverging scale symmetric about 0 (red = downflow).
+    quantiles present are used and named); a last row with the round-trip misfit, the joint
+    peak intensity and the out-of-distribution score. Pixels the model does not trust
+    (``trusted`` False, :mod:`radynversion.model.trust`) are outlined in every map, and the
+    score panel's title counts them. Velocity maps use a diverging scale symmetric about 0 (red = downflow).
     The title ends with the observation time (:func:`observation_time`) when the result
     carries one; a caption defines the joint peak.
 
@@ -635,10 +637,27 @@ def maps(
         scale = np.nanmax(np.abs(pk)) if np.isfinite(pk).any() else 1.0
         exp = int(np.floor(np.log10(scale))) if scale > 0 else 0
         panel(last, 1, pk / 10.0**exp, "gray", f"$10^{{{exp}}}$ {unit}", "joint peak intensity")
+    if "ood_score" in ds and "trusted" in ds and n_cols >= 3:
+        score = np.asarray(ds["ood_score"].values, dtype=float)
+        ok = np.asarray(ds["trusted"].values, dtype=bool)
+        inverted = ~np.asarray(ds["mask"].values, dtype=bool) if "mask" in ds else np.ones_like(ok)
+        n_inv = int(inverted.sum())
+        if np.isfinite(score).any():
+            ttl = f"OOD score: {int((ok & inverted).sum())} of {n_inv} trusted (<= 1)"
+            vmax = max(2.0, float(np.nanpercentile(score, 99)))
+            panel(last, 2, score, "Reds", "ood_score (1 = threshold)", ttl, vmin=0.0, vmax=vmax)
+            bad = (~ok & inverted).astype(float)
+            if bad.any():
+                for ax in axes:
+                    ax.contour(bad, levels=[0.5], colors="black", linewidths=0.6)
+        else:
+            panel(last, 2, np.zeros_like(score), "Greys", "", "OOD score: the model carries no trust reference",
+                  vmin=0.0, vmax=1.0)
     when = observation_time(ds)
     fig.suptitle((title or "Posterior maps" + (f" (time index {time or 0})" if "time" in result.dims else ""))
                  + (f"\nobserved {when}" if when else ""))
-    _caption(fig, JOINT_PEAK + "; misfit: RMS of round trip - observed over both windows, mean over draws")
+    _caption(fig, JOINT_PEAK + "; misfit: RMS of round trip - observed over both windows, mean over draws"
+             + "; black outlines: pixels unlike the training data (not trusted)")
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig

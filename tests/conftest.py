@@ -22,10 +22,11 @@ def _torch_threads():
 
 @pytest.fixture(scope="module")
 def net():
-    """A tiny untrained network, standardised on synthetic profiles (tests/synthetic.py)."""
-    from synthetic import tiny_model
+    """A tiny untrained network, standardised on synthetic profiles, with a trust reference
+    fitted on them (tests/synthetic.py)."""
+    from synthetic import tiny_model, with_trust
 
-    return tiny_model()
+    return with_trust(tiny_model())
 
 
 @pytest.fixture(scope="module")

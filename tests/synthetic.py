@@ -19,7 +19,7 @@ from radynversion.model import (
 from radynversion.schema import RADIANCE_PER_HZ, profile_dataset
 
 __all__ = ["TINY", "TINY_C", "FAST", "C_KMS", "synthetic_atmospheres", "synthetic_profiles", "training_set", "scan",
-           "tiny_model", "tiny_cinn"]
+           "tiny_model", "tiny_cinn", "with_trust"]
 
 TINY = ModelConfig(n_blocks=2, subnet_hidden=32, subnet_layers=1)
 #: a tiny conditional INN and a short training run for it
@@ -96,3 +96,18 @@ def tiny_cinn() -> ConditionalINN:
     y, _ = normalise_profiles(ds, fwhm_A=fwhm)
     net.set_standardisation(atmosphere_to_array(ds), y)
     return net.eval()
+
+
+def with_trust(model, n: int = 256, seed: int = 5):
+    """``model`` with a trust reference fitted on the synthetic profiles (density on ``n``
+    draws, scales on ``n // 2`` others with their round-trip misfits over 16 draws)."""
+    from radynversion.model.posterior import posterior
+    from radynversion.model.preprocess import input_options
+    from radynversion.model.trust import fit_trust_reference
+
+    fwhm = model.instrument_fwhm_A()
+    y_fit, _ = normalise_profiles(training_set(n, seed), fwhm_A=fwhm, **input_options(model))
+    y_ref, _ = normalise_profiles(training_set(n // 2, seed + 1), fwhm_A=fwhm, **input_options(model))
+    misfit = posterior(model, y_ref, np.arange(y_ref.shape[0]), samples=16, misfit_samples=16).misfit
+    model.trust = fit_trust_reference(y_fit, y_ref, misfit, n_components=6, description="synthetic test profiles")
+    return model

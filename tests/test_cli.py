@@ -84,7 +84,12 @@ def test_a_rerun_names_only_the_options_that_differ_and_overwrite_replaces(scan_
     out = tmp_path / "out.zarr"
     assert _invert(scan_nc, out, model_path, "--workers", "0") == 0
     before = digest(out)
-    capsys.readouterr()
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # the summary counts the pixels the model does not trust, as the store holds them
+    stored = xr.open_zarr(out)
+    n_ok = int((stored["trusted"].values & ~stored["mask"].values).sum())
+    assert summary["trusted_pixels"] == n_ok and summary["untrusted_pixels"] == summary["inverted_pixels"] - n_ok
+    assert summary["trusted_fraction"] == round(n_ok / summary["inverted_pixels"], 4)
     # only --samples changed: the round trip's draws (min(samples, 64)) follow, and are not named
     assert _invert(scan_nc, out, model_path, "--workers", "0", "--samples", "8") == 2
     err = capsys.readouterr().err.strip()

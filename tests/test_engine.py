@@ -141,7 +141,7 @@ def test_one_settings_object_for_every_entry_point(net, model_path, tmp_path):
 
     ds = scan(2, 3)
     st = InversionSettings(samples=32, batch_size=BATCH, misfit_samples=8)
-    assert InversionSettings().draws == 512 and InversionSettings(sampling="plain").draws == 1024
+    assert InversionSettings().draws == 640 and InversionSettings(sampling="plain").draws == 1024
     mem = invert(ds, net, st)
     assert mem.attrs["sampling"] == "sobol" and mem.attrs["samples"] == 32
     # the same settings, as an object or as keywords, give the same numbers everywhere

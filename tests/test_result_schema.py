@@ -44,7 +44,7 @@ def _schema(ds: xr.Dataset) -> dict:
 
 def test_every_front_door_gives_the_same_variables_and_attrs(results):
     mem, lazy, store = results["memory"], results["lazy"], results["store"]
-    assert list(mem.data_vars) == ["log_ne", "log_T", "v", "misfit", "peak", "mask"]
+    assert list(mem.data_vars) == ["log_ne", "log_T", "v", "misfit", "peak", "mask", "ood_score", "trusted"]
     assert "chunk_done" not in store.variables and "chunk" not in store.dims  # bookkeeping hidden
     for other in (lazy, store):
         assert _schema(other) == _schema(mem)
@@ -63,6 +63,10 @@ def test_every_front_door_gives_the_same_variables_and_attrs(results):
     for name in mem.data_vars:
         np.testing.assert_array_equal(store[name].values, mem[name].values)
     assert mem["mask"].values.sum() == 1 and mem["mask"].values[1, 2]
+    # per-pixel trust: scores where inverted, and a masked pixel is never trusted
+    assert mem["trusted"].dtype == bool and mem["ood_score"].dtype == np.float32
+    assert np.isfinite(mem["ood_score"].values[~mem["mask"].values]).all()
+    assert not mem["trusted"].values[1, 2] and mem.attrs["trust_level"] == pytest.approx(0.97)
 
 
 def test_a_model_in_memory_is_identified_the_same_way(net):
@@ -85,7 +89,7 @@ def test_every_map_variable_has_units_that_a_sunpy_header_carries(results):
     obs = open_observation([str(results["path"].parent / f) for f in _observation(results["path"].parent)])
     res = radynversion.invert(obs, model=results["store"].attrs["model"], **KW)
     expect = {"log_ne": "log(cm-3)", "log_T": "log(K)", "v": "km s-1", "misfit": "", "mask": "",
-              "peak": "W Hz-1 sr-1 m-2"}
+              "peak": "W Hz-1 sr-1 m-2", "ood_score": "", "trusted": ""}
     for name, bunit in expect.items():
         meta = map_header(res, variable=name)
         assert meta["BUNIT"] == bunit, name

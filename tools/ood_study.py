@@ -7,7 +7,9 @@ scores, each set so that 97 % of the model's own held-out draws pass:
 * ``misfit``: the round-trip misfit (64 draws);
 * ``pca``: a Gaussian in the PCA space of the standardised observed profiles (training
   observations), plus the residual off that space, as a chi-square-like sum;
-* ``knn``: mean distance to the 10 nearest training observations in the whitened PCA space.
+* ``knn``: mean distance to the 10 nearest training observations in the whitened PCA space;
+* ``model``: the model's own ``ood_score`` (:mod:`radynversion.model.trust`, the reference it
+  carries), trusted where at most 1, as every result's ``trusted``.
 
 For each population: the share of pixels trusted, and the cross-prior score on all pixels
 and on trusted ones.
@@ -48,7 +50,7 @@ def observe(ds, net, seed=1):
 
 def invert(net, y, samples):
     res = posterior(net, y, np.arange(y.shape[0]), samples=samples, quantiles=Q, seed=0, misfit=True,
-                    precision="fp32")
+                    precision="fp32", sampling="sobol")
     q = {v: np.moveaxis(res.quantiles[:, :, k, :], 1, 2) for k, v in enumerate(VARIABLES)}  # (N, H, 5)
     return q, res.misfit
 
@@ -116,9 +118,12 @@ def main() -> None:
         ds, y = ds.isel(sample=np.flatnonzero(ok)), y[ok]
         q, misfit = invert(net, y, a.samples)
         scores = {"misfit": misfit, "pca": scorer.pca(y), "knn": scorer.knn(y)}
+        if net.trust is not None:
+            scores["model"] = net.trust.scores(y, misfit)
         truth = {v: np.asarray(ds[v].values, dtype=float) for v in VARIABLES}
         if name == "held-out":
             thresholds = {k: float(np.quantile(s, 0.97)) for k, s in scores.items()}
+            thresholds["model"] = 1.0  # the model's own threshold
         entry = {"n": int(y.shape[0]), "all": cross_prior_scores(q, truth, h)}
         for k, s in scores.items():
             keep = s <= thresholds[k]

@@ -48,6 +48,7 @@ from ..model.posterior import (
 from ..model.preprocess import input_options, observed_program, sample_dims
 from ..model.result import ResultSchema, RunSettings, VariableSpec, result_dataset, result_schema
 from ..model.settings import InversionSettings, settings_from
+from ..model.trust import trust_scores
 from ..schema import check_intensities, source_name, validate_profiles
 from .workers import ModelPlugin, ModelSpec, model_spec, worker_device, worker_model
 
@@ -125,6 +126,9 @@ def _invert_block(*args: Any) -> dict[str, Any]:
     out["misfit"] = res.misfit.reshape(block_shape)
     out["peak"] = peak.astype(np.float32).reshape(block_shape)
     out["mask"] = ~res.valid.reshape(block_shape)
+    ood, trusted = trust_scores(net.trust, y, res.misfit if st.misfit else None)
+    out["ood_score"] = ood.reshape(block_shape)
+    out["trusted"] = (trusted & res.valid).reshape(block_shape)
     if p.store is None:
         return out
     from .store import write_region

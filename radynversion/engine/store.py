@@ -372,6 +372,29 @@ def _check_existing(out: Path, run: Mapping[str, Any] | None,
     return attrs
 
 
+def trust_summary(out: str | Path) -> dict[str, Any]:
+    """How many pixels of a complete inversion store the model trusts
+    (:mod:`radynversion.model.trust`): ``inverted_pixels``, ``trusted_pixels``,
+    ``untrusted_pixels`` and ``trusted_fraction`` (of the inverted; None where the model
+    carries no trust reference), read chunk by chunk from ``mask`` and ``trusted``."""
+    import zarr
+
+    group = zarr.open_group(str(out), mode="r")
+    if "trusted" not in group or "mask" not in group:
+        return {}
+    mask, trusted = group["mask"], group["trusted"]
+    n_inv = n_ok = 0
+    step = max(1, mask.chunks[0]) if mask.ndim else 1
+    for i in range(0, mask.shape[0] if mask.ndim else 1, step):
+        sel = slice(i, i + step) if mask.ndim else ...
+        m = np.asarray(mask[sel], dtype=bool)
+        n_inv += int((~m).sum())
+        n_ok += int((np.asarray(trusted[sel], dtype=bool) & ~m).sum())
+    judged = not str(group.attrs.get("trust_reference", "")).startswith("none")
+    return {"inverted_pixels": n_inv, "trusted_pixels": n_ok, "untrusted_pixels": n_inv - n_ok,
+            "trusted_fraction": round(n_ok / n_inv, 4) if n_inv and judged else None}
+
+
 def _stored_chunks(out: Path) -> dict[str, int] | None:
     """The chunk sizes (first chunk per dim) an inversion store was made with, if it says."""
     import zarr

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from ..atmosphere import default_height_grid
 from ..lines import LINES
 from .preprocess import N_PROFILE
+from .trust import TrustReference
 
 __all__ = ["PosteriorModel"]
 
@@ -59,6 +60,9 @@ class PosteriorModel(nn.Module):
     metadata : dict
         Plain-Python provenance filled by :func:`radynversion.model.load_model` and
         :func:`radynversion.model.train`.
+    trust : TrustReference or None
+        What the model knows of its training distribution, to flag pixels unlike it
+        (:mod:`radynversion.model.trust`); None where it was never fitted.
     """
 
     #: the model kind written into checkpoints (``"inn"`` or ``"cinn"``)
@@ -90,6 +94,7 @@ class PosteriorModel(nn.Module):
         self.register_buffer("y_mean", torch.zeros(self.n_y))
         self.register_buffer("y_std", torch.ones(self.n_y))
         self.metadata: dict = {}
+        self.trust: TrustReference | None = None
 
     # -- the inference interface ----------------------------------------------------------------
     def condition(self, y: Tensor) -> Tensor:

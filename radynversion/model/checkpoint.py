@@ -46,6 +46,7 @@ from .cinn import ConditionalINN
 from .config import CINNConfig, ModelConfig, TrainConfig
 from .inn import RadynversionINN
 from .preprocess import model_wavelengths
+from .trust import TrustReference
 
 __all__ = [
     "FORMAT",
@@ -241,6 +242,7 @@ def _checkpoint_dict(model: PosteriorModel, train_config: TrainConfig | None = N
         "training_set_sha256": training_set_sha256,
         "provenance": dict(provenance or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **({"trust": model.trust.to_dict()} if getattr(model, "trust", None) is not None else {}),
     }
 
 
@@ -345,8 +347,10 @@ def model_from_checkpoint(
         text = text.removeprefix(f"Error(s) in loading state_dict for {cls.__name__}:").strip()[:240]
         raise CheckpointError(f"{path}: state_dict does not fit its model_config ({text}); expected the "
                               "weights the checkpoint's config builds") from None
-    model.metadata = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training")}
+    model.metadata = {k: v for k, v in ckpt.items() if k not in ("state_dict", "training", "trust")}
     model.metadata["path"] = str(path)
+    if ckpt.get("trust") is not None:
+        model.trust = TrustReference.from_dict(ckpt["trust"], str(path))
     return model
 
 

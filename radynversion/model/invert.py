@@ -52,6 +52,7 @@ from .posterior import (
 from .preprocess import input_options, normalise_profiles, observed_program, sample_dims
 from .result import RunSettings, result_dataset, result_schema
 from .settings import InversionSettings, settings_from
+from .trust import trust_scores
 
 __all__ = ["DEFAULT_QUANTILES", "pixel_seeds", "invert", "resolve_model", "network_input"]
 
@@ -122,7 +123,7 @@ def invert(
     settings : InversionSettings or mapping, optional
         How to invert (:class:`radynversion.model.settings.InversionSettings`: draws and their
         sampling, quantiles, seed, misfit, precision, batch size, instrument convolution,
-        samples); default its defaults: 512 randomised Sobol draws per pixel, quantiles 5, 16,
+        samples); default its defaults: 640 randomised Sobol draws per pixel, quantiles 5, 16,
         50, 84 and 95 %, misfit over 64 draws, ``precision="auto"`` (bf16 where the device
         multiplies it natively and its error on the first 32 valid pixels is at most a quarter
         of the quantiles' Monte Carlo error, else fp32).
@@ -204,4 +205,7 @@ def invert(
     arrays["misfit"] = res.misfit.reshape(shape)
     arrays["peak"] = np.asarray(peak).reshape(shape)
     arrays["mask"] = ~res.valid.reshape(shape)
+    ood, trusted = trust_scores(net.trust, y, res.misfit if st.misfit else None)
+    arrays["ood_score"] = ood.reshape(shape)
+    arrays["trusted"] = (trusted & res.valid).reshape(shape)
     return result_dataset(arrays, schema)

@@ -171,6 +171,15 @@ def _variables(dims: tuple[str, ...], settings: RunSettings, n_heights: int,
         "long_name": "true where nothing was inverted: the profiles were not finite, or negative, or "
                      "nowhere positive in a line",
         "units": "1"})
+    out["ood_score"] = VariableSpec(dims, (), f32, {
+        "long_name": "how unlike the training distribution the pixel is: the larger of its profiles' "
+                     "improbability and its round-trip misfit, each over its in-distribution threshold "
+                     "(<= 1 for trust_level of in-distribution pixels; NaN where the model cannot judge)",
+        "units": "1"})
+    out["trusted"] = VariableSpec(dims, (), np.dtype(bool), {
+        "long_name": "ood_score <= 1: the profiles are like the training distribution's, so the posterior "
+                     "may be believed; false pixels keep their posterior but it may be narrow and wrong",
+        "units": "1"})
     return out
 
 
@@ -236,6 +245,10 @@ def result_attrs(profiles: xr.Dataset, net: PosteriorModel, model: str, model_sh
             {ln.dim: str(profiles[ln.dim].attrs.get("wavelength_medium", "")) for ln in present
              if ln.dim in profiles.coords}, sort_keys=True),
         "input_dims": list(dims),
+        "trust_level": float(net.trust.level) if net.trust is not None else float("nan"),
+        "trust_reference": (net.trust.description if net.trust is not None else
+                            "none: this model carries no trust reference, so ood_score is NaN and no pixel is "
+                            "trusted (radynversion.model.trust)"),
     })
     attrs.setdefault("velocity_frame", "rest")  # radynversion.velocity_frame: set on the input when shifted
     return attrs

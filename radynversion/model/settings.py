@@ -16,7 +16,7 @@ Example
 >>> s.draws, s.sampling, s.with_(sampling="plain").draws
 (256, 'sobol', 256)
 >>> InversionSettings().draws  # sobol's default: as accurate as 1,024 plain draws
-512
+640
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class InversionSettings:
     ----------
     samples : int or None
         Posterior draws per pixel; None = the sampling's default
-        (:data:`radynversion.model.posterior.DEFAULT_SAMPLES`: 512 Sobol points, 1,024 plain
+        (:data:`radynversion.model.posterior.DEFAULT_SAMPLES`: 640 Sobol points, 1,024 plain
         draws, equally accurate quantile maps).
     sampling : {"sobol", "plain"}
         How the latent draws are made (:mod:`radynversion.model.posterior`): randomised Sobol

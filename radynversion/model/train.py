@@ -39,6 +39,7 @@ from .config import CINNConfig, ModelConfig, TrainConfig
 from .posterior import _splitmix64
 from .preprocess import atmosphere_to_array, normalise_profiles
 from .sampling import ObservedSampling
+from .trust import build_trust_reference
 
 __all__ = ["TrainResult", "usable_samples", "sample_labels", "evaluation_split", "train", "plot_history",
            "best_epoch_parts"]
@@ -498,6 +499,15 @@ def train(
         if set(parts) == {"total"}:
             provenance["best_val_total"] = float(best["parts"]["total"]["val"])
     model.eval()
+    # what the model knows of its training distribution: per-pixel trust at inference
+    try:
+        model.trust = build_trust_reference(
+            model, sub.isel(sample=train_pos), sub.isel(sample=val_pos if val_pos.size else train_pos),
+            source=f"training set {data_sha[:12]}")
+        provenance["trust_reference"] = model.trust.description
+    except ValueError as err:
+        model.trust = None
+        provenance["trust_reference"] = f"not fitted: {err}"
     model.metadata = {"train_config": tc_toml, "model_config": mc_toml, "training_set_sha256": data_sha,
                       "provenance": provenance, "path": str(model_path)}
     save_checkpoint(model_path, model, **meta)
