@@ -16,8 +16,7 @@ Example
 
 from __future__ import annotations
 
-__version__ = "0.1.0.dev0"
-
+from ._version import __version__
 from .atmosphere import (  # noqa: E402
     default_height_grid,
     inverse_velocity_transform,

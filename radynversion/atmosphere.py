@@ -27,6 +27,10 @@ __all__ = [
     "velocity_transform",
     "inverse_velocity_transform",
     "atmosphere_dataset",
+    "BANDS",
+    "TR_LOG_T",
+    "PHOTOSPHERE_TOP_MM",
+    "height_bands",
 ]
 
 VARIABLES: tuple[str, ...] = ("log_ne", "log_T", "v")
@@ -99,3 +103,38 @@ def atmosphere_dataset(
         coords={"height": ("height", h, dict(VARIABLE_ATTRS["height"]))},
     )
     return ds
+
+
+# -- layers of an atmosphere ------------------------------------------------------------------
+#: height bands of the report, in order
+BANDS: tuple[str, ...] = ("photosphere", "chromosphere", "corona")
+#: top of the photosphere band [Mm]
+PHOTOSPHERE_TOP_MM: float = 0.5
+#: the transition region starts at the lowest node with log10(T / K) at least this
+TR_LOG_T: float = 4.5
+
+
+def height_bands(log_T: np.ndarray, height_Mm: np.ndarray) -> np.ndarray:
+    """Band index (0 photosphere, 1 chromosphere, 2 corona) of each node of each atmosphere.
+
+    Parameters
+    ----------
+    log_T : ndarray, shape ``(N, H)``
+        True temperatures [dex K] on the nodes.
+    height_Mm : ndarray, shape ``(H,)``
+        Node heights [Mm], increasing.
+
+    Returns
+    -------
+    ndarray of int8, shape ``(N, H)``
+        An atmosphere whose temperature never reaches ``TR_LOG_T`` has no corona; nodes of
+        the photosphere band stay photosphere even if hot.
+    """
+    h = np.asarray(height_Mm, dtype=float)
+    hot = np.asarray(log_T, dtype=float) >= TR_LOG_T
+    hot &= (h >= PHOTOSPHERE_TOP_MM)[None, :]
+    first = np.where(hot.any(axis=1), hot.argmax(axis=1), h.size)
+    idx = np.arange(h.size)[None, :]
+    bands = np.where(idx >= first[:, None], 2, 1).astype(np.int8)
+    bands[:, h < PHOTOSPHERE_TOP_MM] = 0
+    return bands

@@ -407,7 +407,7 @@ _CLUSTER_HELP = ("TOML of cluster settings (ClusterSettings): connect_timeout, w
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``radynversion`` command."""
-    from . import __version__
+    from ._version import __version__
 
     p = argparse.ArgumentParser(prog="radynversion", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"radynversion {__version__}")

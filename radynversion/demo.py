@@ -37,7 +37,7 @@ def truth_scores(result: xr.Dataset, truth: xr.Dataset) -> dict[str, dict[str, f
         band -> ``{"<var>_median_abs_error": ..., "<var>_coverage68": ...,
         "<var>_coverage90": ...}`` (dex for ``log_ne``, ``log_T``; km/s for ``v``).
     """
-    from .model.evaluate import BANDS, height_bands
+    from .atmosphere import BANDS, height_bands
 
     h = np.asarray(result["height"].values, dtype=float)
     t_log_t = np.asarray(truth["log_T"].transpose("y", "x", "height").values, dtype=float)

@@ -814,7 +814,7 @@ def truth_comparison(
     One row per variable: the true map and the posterior-median map at ``height_Mm`` (nearest
     node, one colour scale), their difference, and the median against the truth over every
     pixel and every chromospheric node (0.5 Mm to the transition region of the true
-    atmosphere, :func:`radynversion.model.evaluate.height_bands`): the density of all pixels
+    atmosphere, :func:`radynversion.atmosphere.height_bands`): the density of all pixels
     on a log colour scale, the flaring (ribbon) pixels (``truth["kind"]`` = flare) on top in
     red, and the 1:1 line. Median absolute errors are quoted for all pixels and for the flare
     pixels alone, at ``height_Mm`` and over the chromosphere.
@@ -830,7 +830,7 @@ def truth_comparison(
     """
     from matplotlib.colors import LogNorm
 
-    from .model.evaluate import height_bands
+    from .atmosphere import height_bands
 
     plt = _pyplot()
     med = result.sel(quantile=0.5, method="nearest")

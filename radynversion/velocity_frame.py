@@ -21,6 +21,7 @@ copies them into its output.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from .errors import CalibrationError, ConfigError
 from .lines import LINES, Line
 from .schema import source_name, wavelengths_air_A
 
-__all__ = ["FRAMES", "line_core_A", "frame_shifts_kms", "to_velocity_frame"]
+__all__ = ["in_recorded_frame", "FRAMES", "line_core_A", "frame_shifts_kms", "to_velocity_frame"]
 
 #: the named frames (a number is an offset in km/s)
 FRAMES: tuple[str, ...] = ("rest", "quiet")
@@ -166,4 +167,25 @@ def to_velocity_frame(ds: xr.Dataset, frame: str | float = "rest", quiet: Any = 
         out = out.assign_coords({ln.dim: (ln.dim, np.asarray(coord.values, dtype=float) * factor, dict(coord.attrs))})
         out.attrs[f"velocity_frame_shift_kms_{ln.key}"] = shifts[ln.key]
     out.attrs["velocity_frame"] = str(frame)
+    return out
+
+
+def in_recorded_frame(ds: xr.Dataset, attrs: Mapping[str, Any]) -> xr.Dataset:
+    """``ds`` in the velocity frame a result's ``attrs`` record (:func:`to_velocity_frame`'s
+    ``velocity_frame`` and ``velocity_frame_shift_kms_<line>``), so that profiles compared with
+    that result's atmospheres are in the frame they were inverted in; ``ds`` itself when the
+    result was inverted at rest or ``ds`` is already in that frame."""
+    frame = str(attrs.get("velocity_frame", "rest"))
+    if frame == "rest" or str(ds.attrs.get("velocity_frame", "rest")) == frame:
+        return ds
+    out = ds.copy()
+    for ln in LINES:
+        key = f"velocity_frame_shift_kms_{ln.key}"
+        if ln.dim not in ds.coords or key not in attrs:
+            continue
+        coord = ds[ln.dim]
+        factor = 1.0 - float(attrs[key]) / C_KM_S
+        out = out.assign_coords({ln.dim: (ln.dim, np.asarray(coord.values, dtype=float) * factor, dict(coord.attrs))})
+        out.attrs[key] = float(attrs[key])
+    out.attrs["velocity_frame"] = frame
     return out

@@ -27,10 +27,12 @@ import xarray as xr
 
 from .atmosphere import VARIABLES
 from .lines import LINES
-from .model.preprocess import normalise_profiles, sample_dims
+from .model.coverage import renormalise
+from .model.preprocess import input_options, normalise_profiles, sample_dims
 from .schema import RADIANCE_PER_HZ, profile_dataset
 from .synth.nlte import STATUS_NAMES, NLTEConfig, synthesise
 from .synth.prior import FlareAtmosphere, _falc, _ionisation
+from .velocity_frame import in_recorded_frame
 
 __all__ = ["atmosphere_from_nodes", "round_trip_of", "verify"]
 
@@ -103,8 +105,27 @@ def _pick_pixels(result: xr.Dataset, dims: tuple[str, ...], pixels: int | Sequen
     return flat
 
 
+def result_model(result: xr.Dataset, model: Any = None) -> Any:
+    """The network of an inversion: ``model`` (loaded if a path), else the checkpoint named in
+    ``result.attrs["model"]`` when that file exists and its SHA-256 is the result's
+    ``model_sha256``; None when neither is available."""
+    if model is None:
+        path = Path(str(result.attrs.get("model", "")))
+        if path.is_file():
+            from .model.checkpoint import file_sha256
+
+            sha = str(result.attrs.get("model_sha256", ""))
+            model = path if not sha or file_sha256(path) == sha else None
+    if model is None:
+        return None
+    from .model.checkpoint import load_model
+
+    return load_model(model) if isinstance(model, str | Path) else model
+
+
 def round_trip_of(result: xr.Dataset, atmospheres: np.ndarray, model: Any = None) -> np.ndarray:
-    """The INN's forward emulator on atmospheres of ``result`` (its round trip), joint-peak units.
+    """The INN's forward emulator on atmospheres of ``result`` (its round trip), normalised as
+    the model's input.
 
     Parameters
     ----------
@@ -113,8 +134,7 @@ def round_trip_of(result: xr.Dataset, atmospheres: np.ndarray, model: Any = None
     atmospheres : ndarray, shape ``(N, 3, H)``
         ``[log_ne, log_T, v]`` (v in km/s), e.g. posterior medians.
     model : PosteriorModel or path, optional
-        The network; default the checkpoint named in ``result.attrs["model"]`` when that file
-        exists and its SHA-256 is the result's ``model_sha256``.
+        The network; default :func:`result_model`.
 
     Returns
     -------
@@ -122,19 +142,11 @@ def round_trip_of(result: xr.Dataset, atmospheres: np.ndarray, model: Any = None
         H-alpha's 30 model-window points, then Ca II 8542's; all NaN without a model.
     """
     n_prof = sum(ln.model_points for ln in LINES)
-    if model is None:
-        path = Path(str(result.attrs.get("model", "")))
-        if path.is_file():
-            from .model.checkpoint import file_sha256
-
-            sha = str(result.attrs.get("model_sha256", ""))
-            model = path if not sha or file_sha256(path) == sha else None
-    if model is None or len(atmospheres) == 0:
+    net = result_model(result, model)
+    if net is None or len(atmospheres) == 0:
         return np.full((len(atmospheres), n_prof), np.nan)
-    from .model.checkpoint import load_model
     from .model.evaluate import round_trip_profiles
 
-    net = load_model(model) if isinstance(model, str | Path) else model
     return round_trip_profiles(net, np.asarray(atmospheres, dtype=float))
 
 
@@ -163,10 +175,17 @@ def verify(
     client : distributed.Client, optional
         Run the syntheses as Dask tasks; default in this process, one after another.
     fwhm_A : dict, optional
-        Instrument FWHM per line [A] for the synthetic profiles (default CRISP's, as in training).
+        Instrument FWHM per line [A] for the synthetic profiles (default the model's, else
+        CRISP's, as in training).
     model : PosteriorModel or path, optional
-        The network whose emulator gives ``y_round_trip`` (:func:`round_trip_of`); default the
-        checkpoint the result names, if it is still there.
+        The network whose emulator gives ``y_round_trip`` (:func:`round_trip_of`) and whose input
+        normalisation (joint or per-line peak, unobserved points as NaN) the profiles are
+        compared in; default the checkpoint the result names, if it is still there (else the
+        joint-peak normalisation of the original models).
+
+    The observation is compared in the velocity frame the result was inverted in (its
+    ``velocity_frame`` attrs, :func:`radynversion.velocity_frame.in_recorded_frame`), and the
+    NLTE misfit is the RMS over the points the observation covers.
 
     Returns
     -------
@@ -192,21 +211,31 @@ def verify(
         vals = [np.asarray(med[name].isel(sel).values, dtype=float) for name in VARIABLES]
         nodes.append(vals)
         atmospheres.append(atmosphere_from_nodes(*vals, heights))
-    y_round_trip = round_trip_of(result, np.asarray(nodes, dtype=float).reshape(-1, 3, heights.size), model)
+    net = result_model(result, model)
+    opts = input_options(net) if net is not None else {}
+    unit = net.config.intensity_unit if net is not None else RADIANCE_PER_HZ
+    y_round_trip = round_trip_of(result, np.asarray(nodes, dtype=float).reshape(-1, 3, heights.size), net)
     if client is not None:
         runs = client.gather(client.map(_synthesise, atmospheres, config=cfg, pure=False))
     else:
         runs = [_synthesise(a, cfg) for a in atmospheres]
-    fwhm = fwhm_A or {ln.key: ln.crisp_fwhm_A for ln in LINES}
+    fwhm = fwhm_A or (net.instrument_fwhm_A() if net is not None else {ln.key: ln.crisp_fwhm_A for ln in LINES})
     synth = profile_dataset({ln.key: ln.synth_wavelengths() for ln in LINES},
                             {ln.key: np.stack([r.intensity[ln.key] for r in runs]) if runs
                              else np.zeros((0, ln.synth_wavelengths().size)) for ln in LINES},
                             RADIANCE_PER_HZ, dims=("pixel",))
-    y_nlte, _ = normalise_profiles(synth, fwhm_A=fwhm, degrade=True) if runs else (np.zeros((0, 60)), None)
-    obs = observation.transpose(*dims, ...)
+    y_nlte = (normalise_profiles(synth, unit=unit, fwhm_A=fwhm, degrade=True, **opts)[0] if runs
+              else np.zeros((0, 60)))
+    obs = in_recorded_frame(observation, result.attrs).transpose(*dims, ...)
     obs_sel = obs.isel({d: xr.DataArray(idx[i], dims="pixel") for i, d in enumerate(dims)})
-    y_obs, _ = normalise_profiles(obs_sel, fwhm_A=fwhm)
-    misfit_nlte = np.sqrt(np.mean((y_nlte - y_obs) ** 2, axis=1))
+    y_obs, _ = normalise_profiles(obs_sel, unit=unit, fwhm_A=fwhm, **opts)
+    if opts.get("partial") and runs:  # the synthetic profiles where the observation has points
+        import torch
+
+        seen = np.where(np.isfinite(y_obs), y_nlte, np.nan)
+        y_nlte = renormalise(torch.as_tensor(seen), opts.get("normalisation") == "per_line").numpy()
+    with np.errstate(invalid="ignore"):
+        misfit_nlte = np.sqrt(np.nanmean((y_nlte - y_obs) ** 2, axis=1)) if runs else np.zeros(0)
     out = xr.Dataset(
         {
             "misfit": ("pixel", np.asarray(res["misfit"].values, dtype=float).ravel()[flat]),

@@ -31,6 +31,7 @@ import radynversion
 from radynversion import cli
 from radynversion.atmosphere import default_height_grid
 from radynversion.engine import invert_to_zarr, open_input
+from radynversion.engine import core as core_mod
 from radynversion.engine import store as store_mod
 from radynversion.errors import (
     CheckpointError,
@@ -665,7 +666,7 @@ def test_disk_full_mid_run_is_one_line(tmp_path, model_path, capsys, monkeypatch
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "out.zarr" / "log_T"))
 
-    monkeypatch.setattr(store_mod, "write_region", full)  # as the chunk tasks' writes would fail
+    monkeypatch.setattr(core_mod, "write_region", full)  # as the chunk tasks' writes would fail
     assert cli_invert([path], tmp_path / "out.zarr", model_path) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err and "--debug" in err, err

@@ -126,3 +126,20 @@ def test_radynversion_calibrate_writes_calibrated_profiles(crispy_pair, tmp_path
     assert "calibrated.nc: exists; expected a new file" in capsys.readouterr().err
     assert main(["calibrate", str(ha), str(ca), "-o", str(tmp_path / "b.nc"), "--quiet", "y=0"]) == 2
     assert "expected e.g. 'y=0:20,x=40:64'" in capsys.readouterr().err
+
+
+def test_writing_counts_refuses_what_int16_cannot_hold(tmp_path):
+    from radynversion.errors import ConfigError, ProfileSchemaError
+
+    scan = example_observation().isel(time=0, y=slice(0, 3), x=slice(0, 3))
+    peak = float(scan[HALPHA.var].max())
+    holed = scan.copy(deep=True)
+    one = (holed.y == holed.y[1]) & (holed.x == holed.x[2])
+    holed[HALPHA.var] = holed[HALPHA.var].where(~one)
+    with pytest.raises(ProfileSchemaError, match="I_halpha has 1 pixel.s. with NaN or inf"):
+        write_pair_file(tmp_path / "a.fits", holed, HALPHA, "2014-09-06T15:27:24.000", gain=peak / 20000)
+    with pytest.raises(ConfigError, match="expected -32768 to 32767"):
+        write_pair_file(tmp_path / "b.fits", scan, HALPHA, "2014-09-06T15:27:24.000", gain=peak / 40000)
+    with pytest.raises(ConfigError, match="expected -32768 to 32767"):
+        write_pair_file(tmp_path / "c.fits", scan, HALPHA, "2014-09-06T15:27:24.000", gain=-peak / 40000)
+    assert not any(tmp_path.iterdir())  # nothing half-written

@@ -109,3 +109,15 @@ def test_quiet_frame_of_a_lazy_scan_and_numpy_offsets():
     lazy = ds.chunk({"y": 1})
     assert frame_shifts_kms(lazy, "quiet", quiet=quiet) == pytest.approx(frame_shifts_kms(ds, "quiet", quiet=quiet))
     assert frame_shifts_kms(ds, np.float32(2.0))[HALPHA.key] == pytest.approx(2.0)
+
+
+def test_a_result_recorded_frame_is_applied_to_the_observation_again():
+    from radynversion.velocity_frame import in_recorded_frame
+
+    ds = _field(3.0)
+    framed = to_velocity_frame(ds, 3.0)
+    again = in_recorded_frame(ds, framed.attrs)  # e.g. verify comparing the observation with a result
+    for ln in LINES:
+        np.testing.assert_allclose(again[ln.dim].values, framed[ln.dim].values, rtol=1e-14)
+    assert in_recorded_frame(framed, framed.attrs) is framed  # already in that frame: untouched
+    assert in_recorded_frame(ds, {"velocity_frame": "rest"}) is ds

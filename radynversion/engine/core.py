@@ -131,12 +131,28 @@ def _invert_block(*args: Any) -> dict[str, Any]:
     out["trusted"] = (trusted & res.valid).reshape(block_shape)
     if p.store is None:
         return out
-    from .store import write_region
-
     number, _ = p.chunk_number(idx)
     region = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
     write_region(p.store, region, out)
     return {"chunk": number}
+
+
+def write_region(store: str | Path, region: tuple[slice, ...], arrays: Mapping[str, np.ndarray]) -> None:
+    """Write one chunk's arrays into their region of the store's variables.
+
+    Parameters
+    ----------
+    store : path
+        The Zarr store.
+    region : tuple of slice
+        The chunk's extent along the non-spectral dims.
+    arrays : mapping variable -> ndarray, shape ``(*chunk shape, ...)``
+    """
+    import zarr
+
+    for name, arr in arrays.items():
+        z = zarr.open_array(str(Path(store) / name), mode="r+")
+        z[region + (slice(None),) * (arr.ndim - len(region))] = arr
 
 
 def _pick(block: dict[str, np.ndarray], name: str) -> np.ndarray:

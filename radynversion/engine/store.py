@@ -50,7 +50,7 @@ from ..model.posterior import DEFAULT_MISFIT_SAMPLES, misfit_draws
 from ..model.result import result_dataset
 from ..model.settings import InversionSettings, settings_from
 from ..schema import check_intensities
-from .core import Plan, plan_inversion
+from .core import Plan, plan_inversion, write_region
 from .workers import model_spec
 
 __all__ = ["STORE_KIND", "STORE_ATTRS", "BOOKKEEPING_GROUP", "invert_to_zarr", "open_result", "check_output", "check_free_space", "estimate_store_bytes",
@@ -64,24 +64,6 @@ STORE_ATTRS = ("radynversion_store", "radynversion_complete", "radynversion_run"
 #: subgroup of the store's bookkeeping arrays
 BOOKKEEPING_GROUP = "bookkeeping"
 _FLAG_CHUNK = 1024
-
-
-def write_region(store: str | Path, region: tuple[slice, ...], arrays: Mapping[str, np.ndarray]) -> None:
-    """Write one chunk's arrays into their region of the store's variables.
-
-    Parameters
-    ----------
-    store : path
-        The Zarr store.
-    region : tuple of slice
-        The chunk's extent along the non-spectral dims.
-    arrays : mapping variable -> ndarray, shape ``(*chunk shape, ...)``
-    """
-    import zarr
-
-    for name, arr in arrays.items():
-        z = zarr.open_array(str(Path(store) / name), mode="r+")
-        z[region + (slice(None),) * (arr.ndim - len(region))] = arr
 
 
 def _flags_path(store: str | Path) -> Path:

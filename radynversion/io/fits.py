@@ -1243,8 +1243,15 @@ def write_crispy_l2(
     flat = arr.reshape(-1, arr.shape[-1])
     cube = np.stack([np.interp(wl_air, wl_src[order], row) for row in flat]).T.reshape(wl_air.size, *arr.shape[:2])
     counts = np.round(cube / gain)
-    if np.nanmax(counts) > np.iinfo(np.int16).max:
-        raise ConfigError(f"write_crispy_l2: gain {gain:g} gives {np.nanmax(counts):.0f} counts; expected at most 32767")
+    bad = ~np.isfinite(counts)
+    if bad.any():
+        raise ProfileSchemaError(
+            f"write_crispy_l2: {line.var} has {int(bad.any(axis=0).sum())} pixel(s) with NaN or inf at the tunings; "
+            "expected finite radiances (int16 counts cannot hold them: select or fill those pixels first)")
+    lo, hi = np.iinfo(np.int16).min, np.iinfo(np.int16).max
+    if counts.max() > hi or counts.min() < lo:
+        raise ConfigError(f"write_crispy_l2: gain {gain:g} gives {line.var} counts from {counts.min():.0f} to "
+                          f"{counts.max():.0f}; expected {lo} to {hi} (int16): choose another gain")
     wl_vac = air_to_vacuum(wl_air)
     mid = wl_air.size // 2
     hdu = fits.PrimaryHDU(counts.astype(np.int16))

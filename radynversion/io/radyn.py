@@ -871,7 +871,7 @@ def import_radyn(
     result = xr.concat(parts, dim="sample", data_vars="all", coords="different", compat="equals",
                        join="exact", combine_attrs="override") if len(parts) > 1 else first.copy()
     result = result.assign_coords(sample=("sample", np.arange(result.sizes["sample"])))
-    from .. import __version__
+    from .._version import __version__
 
     mus = sorted({float(p.attrs.get("mu", np.nan)) for p in parts if np.isfinite(p.attrs.get("mu", np.nan))})
     result.attrs = {

@@ -24,7 +24,7 @@ Training (:func:`radynversion.model.train`) uses :meth:`PosteriorModel.training_
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,7 +33,6 @@ from torch import Tensor, nn
 from ..atmosphere import default_height_grid
 from ..lines import LINES
 from .preprocess import N_PROFILE
-from .trust import TrustReference
 
 __all__ = ["PosteriorModel"]
 
@@ -94,7 +93,7 @@ class PosteriorModel(nn.Module):
         self.register_buffer("y_mean", torch.zeros(self.n_y))
         self.register_buffer("y_std", torch.ones(self.n_y))
         self.metadata: dict = {}
-        self.trust: TrustReference | None = None
+        self.trust: Any = None  # radynversion.model.trust.TrustReference, set by load_model / train
 
     # -- the inference interface ----------------------------------------------------------------
     def condition(self, y: Tensor) -> Tensor:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..atmosphere import default_height_grid
 from ..config import from_toml, to_toml
 from ..errors import CheckpointError, ConfigError

@@ -56,8 +56,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import __version__
-from ..atmosphere import VARIABLES, velocity_transform
+from .._version import __version__
+from ..atmosphere import BANDS, PHOTOSPHERE_TOP_MM, TR_LOG_T, VARIABLES, height_bands, velocity_transform
 from ..config import from_toml
 from ..datasets import DEFAULT_SET_LABELS, source_label, training_set
 from ..errors import ConfigError, ProfileSchemaError, StoreError
@@ -67,6 +67,7 @@ from ..schema import source_name
 from .base import PosteriorModel
 from .checkpoint import DEFAULT_MODEL_PATH, file_sha256, load_model
 from .config import TrainConfig
+from .coverage import renormalise
 from .invert import invert
 from .preprocess import atmosphere_to_array, input_options, normalise_profiles
 from .train import evaluation_split, sample_labels, usable_samples
@@ -75,12 +76,6 @@ __all__ = ["BANDS", "CROSS_PRIOR_TOP_MM", "SPLITS", "TR_LOG_T", "EvaluationResul
            "cross_prior_layer", "cross_prior_lines", "cross_prior_scores", "evaluate", "forward_profiles",
            "height_bands", "open_population", "round_trip_profiles", "transition_region_heights"]
 
-#: height bands of the report, in order
-BANDS: tuple[str, ...] = ("photosphere", "chromosphere", "corona")
-#: top of the photosphere band [Mm]
-PHOTOSPHERE_TOP_MM: float = 0.5
-#: the transition region starts at the lowest node with log10(T / K) at least this
-TR_LOG_T: float = 4.5
 #: quantiles the evaluation asks for (5, 16, 50, 84, 95 %)
 _Q = (0.05, 0.16, 0.5, 0.84, 0.95)
 #: how figures name each model kind
@@ -201,32 +196,6 @@ class EvaluationResult:
     summary: dict[str, Any]
     per_height: xr.Dataset
     pixel: xr.Dataset
-
-
-def height_bands(log_T: np.ndarray, height_Mm: np.ndarray) -> np.ndarray:
-    """Band index (0 photosphere, 1 chromosphere, 2 corona) of each node of each atmosphere.
-
-    Parameters
-    ----------
-    log_T : ndarray, shape ``(N, H)``
-        True temperatures [dex K] on the nodes.
-    height_Mm : ndarray, shape ``(H,)``
-        Node heights [Mm], increasing.
-
-    Returns
-    -------
-    ndarray of int8, shape ``(N, H)``
-        An atmosphere whose temperature never reaches ``TR_LOG_T`` has no corona; nodes of
-        the photosphere band stay photosphere even if hot.
-    """
-    h = np.asarray(height_Mm, dtype=float)
-    hot = np.asarray(log_T, dtype=float) >= TR_LOG_T
-    hot &= (h >= PHOTOSPHERE_TOP_MM)[None, :]
-    first = np.where(hot.any(axis=1), hot.argmax(axis=1), h.size)
-    idx = np.arange(h.size)[None, :]
-    bands = np.where(idx >= first[:, None], 2, 1).astype(np.int8)
-    bands[:, h < PHOTOSPHERE_TOP_MM] = 0
-    return bands
 
 
 def transition_region_heights(log_T: np.ndarray, height_Mm: np.ndarray) -> np.ndarray:
@@ -823,6 +792,10 @@ def evaluate(
                                   **input_options(net))
     draws = np.stack([np.asarray(px[f"{v}_samples"].values[0], dtype=float) for v in VARIABLES], axis=1)
     rt = round_trip_profiles(net, draws[:256])
+    # shown as the observation is normalised: over its observed points, per line or jointly
+    opts = input_options(net)
+    seen = np.where(np.isfinite(y_obs[0])[None, :], rt, np.nan)
+    rt = renormalise(torch.as_tensor(seen), opts["normalisation"] == "per_line").numpy()
     pixel = xr.Dataset(
         {**{f"{v}_samples": (("draw", "height"), draws[:, k]) for k, v in enumerate(VARIABLES)},
          **{f"truth_{v}": ("height", truth[v][pick]) for v in VARIABLES},

@@ -19,15 +19,12 @@ from the target, with squared distances scaled by the dimension of the compared 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from .base import PosteriorModel
 from .config import TrainConfig
-
-if TYPE_CHECKING:
-    from .inn import RadynversionINN
 
 __all__ = ["LOSS_NAMES", "mmd_imq", "inn_losses", "noisy_profiles"]
 
@@ -103,7 +100,7 @@ def noisy_profiles(y: Tensor, config: TrainConfig, unit_noise: Tensor) -> Tensor
 
 
 def inn_losses(
-    model: RadynversionINN,
+    model: PosteriorModel,
     atm: Tensor,
     y: Tensor,
     config: TrainConfig,
@@ -115,7 +112,7 @@ def inn_losses(
 
     Parameters
     ----------
-    model : RadynversionINN
+    model : PosteriorModel
     atm : Tensor, shape ``(B, 3 H)``
         ``[log_ne, log_T, v']`` (physical, not standardised).
     y : Tensor, shape ``(B, 60)``

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .. import __version__
+from .._version import __version__
 from ..atmosphere import VARIABLE_ATTRS, VARIABLES
 from ..lines import LINES
 from .base import PosteriorModel

@@ -186,7 +186,7 @@ def _template(cfg: SynthConfig) -> xr.Dataset:
                                {"long_name": "1 once the shard is completely written"})
     import lightweaver
 
-    from .. import __version__
+    from .._version import __version__
 
     attrs = {
         "radynversion_store": STORE_KIND,
