@@ -71,7 +71,7 @@ _LAZY = {
 
 #: the package's submodules, served as attributes on first access (``rv.datasets``, ``rv.io``...)
 _SUBMODULES = (
-    "atmosphere", "calibration", "cli", "config", "datasets", "demo", "engine", "errors",
+    "atmosphere", "calibration", "cli", "config", "datasets", "demo", "engine", "errors", "evaluate",
     "instrument", "io", "lines", "model", "plot", "schema", "synth", "velocity_frame", "verify",
 )
 

@@ -110,9 +110,9 @@ def _read_tunings(path: Path) -> dict:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .errors import ConfigError
+    from .evaluate import EvaluationSettings, cross_prior_lines, evaluate, open_population, write_report
     from .lines import LINES
     from .model import load_model
-    from .model.evaluate import EvaluationSettings, cross_prior_lines, evaluate, open_population, write_report
     from .model.preprocess import check_window, input_options
 
     data = _first_draws(open_population(args.data), args.first)

@@ -81,8 +81,8 @@ def demo_figures(result: xr.Dataset, scan: xr.Dataset, truth: xr.Dataset, net: A
     """The demo's PNGs in ``out``: ``maps.png``, ``truth.png``, ``pixel.png`` (a ribbon pixel's
     posterior with 2048 draws); returns their paths and the pixel ``(y, x)``."""
     from . import plot
+    from .evaluate import round_trip_profiles
     from .model import invert
-    from .model.evaluate import round_trip_profiles
     from .model.preprocess import normalise_profiles
 
     figures = {"maps": out / "maps.png", "truth": out / "truth.png", "pixel": out / "pixel.png"}

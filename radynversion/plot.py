@@ -8,7 +8,7 @@
   round-trip misfit, as images with helioprojective axes when the result carries a map header;
 * :func:`verification`: observed profiles against the NLTE re-synthesis of inferred atmospheres;
 * :func:`evaluation_coverage`, :func:`evaluation_errors`: calibration and accuracy of a model
-  against height (:func:`radynversion.model.evaluate.evaluate`);
+  against height (:func:`radynversion.evaluate.evaluate`);
 * :func:`truth_comparison`: an inversion of a synthetic scan against its true atmospheres.
 
 All functions take xarray objects or arrays, draw with matplotlib (Agg backend is fine) and
@@ -720,7 +720,7 @@ def verification(report: xr.Dataset, path: str | Path | None = None, title: str 
 
 
 def evaluation_coverage(per_height: xr.Dataset, path: str | Path | None = None, title: str | None = None):
-    """Calibration against height (:func:`radynversion.model.evaluate.evaluate`): the fraction
+    """Calibration against height (:func:`radynversion.evaluate.evaluate`): the fraction
     of true values inside the posterior's central 68 % and 90 % intervals, with the nominal
     levels, the +-0.05 tolerance and the prior-only baseline (thin grey)."""
     plt = _pyplot()
@@ -750,7 +750,7 @@ def evaluation_coverage(per_height: xr.Dataset, path: str | Path | None = None, 
 
 def evaluation_errors(per_height: xr.Dataset, path: str | Path | None = None, title: str | None = None,
                       label: str = "posterior median"):
-    """Accuracy against height (:func:`radynversion.model.evaluate.evaluate`): top, the median
+    """Accuracy against height (:func:`radynversion.evaluate.evaluate`): top, the median
     absolute error of the posterior median (legend ``label``) and of the prior-only baseline;
     bottom, the posterior's 68 % width over the prior's (near 1: the profiles do not constrain
     it)."""

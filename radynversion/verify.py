@@ -145,7 +145,7 @@ def round_trip_of(result: xr.Dataset, atmospheres: np.ndarray, model: Any = None
     net = result_model(result, model)
     if net is None or len(atmospheres) == 0:
         return np.full((len(atmospheres), n_prof), np.nan)
-    from .model.evaluate import round_trip_profiles
+    from .evaluate import round_trip_profiles
 
     return round_trip_profiles(net, np.asarray(atmospheres, dtype=float))
 

@@ -30,8 +30,8 @@ from synthetic import TINY, scan, tiny_model
 import radynversion
 from radynversion import cli
 from radynversion.atmosphere import default_height_grid
-from radynversion.engine import invert_to_zarr, open_input
 from radynversion.engine import core as core_mod
+from radynversion.engine import invert_to_zarr, open_input
 from radynversion.engine import store as store_mod
 from radynversion.errors import (
     CheckpointError,

@@ -18,6 +18,7 @@ from synthetic import FAST, TINY_C, scan, tiny_cinn, training_set  # tests/synth
 from radynversion.config import to_toml
 from radynversion.engine import invert_to_zarr
 from radynversion.errors import CheckpointError, ConfigError
+from radynversion.evaluate import evaluate
 from radynversion.lines import LINES
 from radynversion.model import (
     CINNConfig,
@@ -33,7 +34,6 @@ from radynversion.model import (
     train,
 )
 from radynversion.model.config import model_config_table
-from radynversion.model.evaluate import evaluate
 from radynversion.model.train import plot_history
 
 

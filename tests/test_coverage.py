@@ -251,9 +251,9 @@ def test_the_cli_inverts_one_fits_line_and_a_short_program(tmp_path):
 
 
 def test_evaluate_observes_one_line_and_dn_for_a_partial_per_line_model(tmp_path):
+    from radynversion.evaluate import EvaluationSettings, evaluate
     from radynversion.instrument import crisp_tunings
     from radynversion.model import load_model
-    from radynversion.model.evaluate import EvaluationSettings, evaluate
 
     net = load_model(_tiny_partial(tmp_path, "per_line"))
     data = _split_information(40, 11)

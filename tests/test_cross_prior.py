@@ -12,8 +12,7 @@ from synthetic import FAST, TINY_C, synthetic_atmospheres, tiny_cinn, training_s
 
 from radynversion.cli import main
 from radynversion.errors import ConfigError, ProfileSchemaError
-from radynversion.model import save_checkpoint, train
-from radynversion.model.evaluate import (
+from radynversion.evaluate import (
     _Q,
     CROSS_PRIOR_TOP_MM,
     EvaluationSettings,
@@ -22,6 +21,7 @@ from radynversion.model.evaluate import (
     evaluate,
     open_population,
 )
+from radynversion.model import save_checkpoint, train
 
 FAST_EVAL = EvaluationSettings(split="all", samples=16, pixel_samples=16)
 

@@ -13,9 +13,7 @@ from synthetic import TINY, training_set  # tests/synthetic.py
 
 from radynversion.cli import main
 from radynversion.errors import ConfigError, ProfileSchemaError
-from radynversion.lines import LINES
-from radynversion.model import TrainConfig, evaluation_split, train
-from radynversion.model.evaluate import (
+from radynversion.evaluate import (
     BANDS,
     STRONG_FLOW_KMS,
     _by_flow,
@@ -29,6 +27,8 @@ from radynversion.model.evaluate import (
     transition_region_heights,
     write_report,
 )
+from radynversion.lines import LINES
+from radynversion.model import TrainConfig, evaluation_split, train
 
 CFG = TrainConfig(epochs=30, batch_size=32, val_fraction=0.1, test_fraction=0.2, lr_final_fraction=0.2,
                   seed=0)

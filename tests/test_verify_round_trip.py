@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from synthetic import training_set
 
+from radynversion.evaluate import round_trip_profiles
 from radynversion.model.checkpoint import file_sha256
-from radynversion.model.evaluate import round_trip_profiles
 from radynversion.verify import round_trip_of
 
 

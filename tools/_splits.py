@@ -8,8 +8,8 @@ import numpy as np
 import xarray as xr
 
 from radynversion.datasets import training_set
+from radynversion.evaluate import _select
 from radynversion.model import PosteriorModel, load_model
-from radynversion.model.evaluate import _select
 from radynversion.model.train import sample_labels
 
 

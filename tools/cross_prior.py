@@ -1,6 +1,6 @@
 """Train-on-X / test-on-Y: the cross-prior score of several models on several populations.
 
-Every model is scored on every population by ``radynversion.model.evaluate.evaluate``, as
+Every model is scored on every population by ``radynversion.evaluate.evaluate``, as
 ``radynversion evaluate`` scores one pair (CRISP's default program, the model's transmission,
 1 % noise): on the population's held-out split where the model was trained on that store
 (its own evaluation split), on the whole population otherwise. The table holds the issue 23
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from radynversion.datasets import DEFAULT_SET_LABELS, training_set_path
+from radynversion.evaluate import EvaluationSettings, cross_prior_lines, evaluate, open_population
 from radynversion.model import load_model, sample_labels
-from radynversion.model.evaluate import EvaluationSettings, cross_prior_lines, evaluate, open_population
 
 VARIABLES = ("log_T", "log_ne", "v")  # the issue's order
 

@@ -35,10 +35,10 @@ from _splits import add_split_arguments, model_splits  # tools/_splits.py
 from torch import nn
 
 from radynversion.atmosphere import inverse_velocity_transform
+from radynversion.evaluate import height_bands
 from radynversion.instrument import crisp_tunings, degrade
 from radynversion.lines import LINES
 from radynversion.model import normalise_profiles
-from radynversion.model.evaluate import height_bands
 from radynversion.model.preprocess import atmosphere_to_array
 from radynversion.model.sampling import ObservedSampling
 

@@ -16,6 +16,11 @@ and on trusted ones.
 
     .venv/bin/python tools/ood_study.py --first 12000 --population check=../shared/external/check_v1.nc \\
         --population smooth=data/smooth.zarr --out runs/ood_study.json
+
+A population ``NAME=UNION.toml:COMPONENT`` is that component of a training union
+(:func:`radynversion.datasets.training_union`, with the union's sample labels), and
+``--held-out`` keeps only the draws of each such population in its evaluation split: how a
+model trained on that union is scored on the generators it saw, without its training draws.
 """
 
 from __future__ import annotations
@@ -29,11 +34,11 @@ import torch
 
 from radynversion import load_model
 from radynversion.atmosphere import VARIABLES
-from radynversion.datasets import training_set
+from radynversion.datasets import training_set, training_union
+from radynversion.evaluate import cross_prior_scores, open_population
 from radynversion.instrument import crisp_tunings, degrade
 from radynversion.lines import LINES
 from radynversion.model import evaluation_split, sample_labels
-from radynversion.model.evaluate import cross_prior_scores, open_population
 from radynversion.model.posterior import posterior
 from radynversion.model.preprocess import normalise_profiles
 
@@ -94,6 +99,8 @@ def main() -> None:
     ap.add_argument("--train-obs", type=int, default=5000)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--held-out", dest="held_out", action="store_true",
+                    help="union populations: only their evaluation split")
     a = ap.parse_args()
     net = load_model(a.model)
     torch.set_num_threads(1)
@@ -108,7 +115,15 @@ def main() -> None:
     pops = {"held-out": data.isel(sample=np.flatnonzero(held))}
     for spec in a.population:
         name, path = spec.split("=", 1)
-        pops[name] = open_population(path)
+        if ".toml:" in path:
+            union, component = path.split(".toml:", 1)
+            ds = training_union(union + ".toml")
+            ds = ds.isel(sample=np.flatnonzero(np.asarray(ds["population"].values) == component))
+            if a.held_out:
+                ds = ds.isel(sample=np.flatnonzero(evaluation_split(sample_labels(ds))))
+            pops[name] = ds
+        else:
+            pops[name] = open_population(path)
     h = net.height_Mm.cpu().numpy()
     report = {}
     thresholds = {}

@@ -1,6 +1,6 @@
 """Score models by observing program: both lines, each alone, short windows, gaps, DN.
 
-For each ``--case NAME=MODEL[:PROGRAM.toml][:dn]`` runs ``radynversion.model.evaluate`` on the
+For each ``--case NAME=MODEL[:PROGRAM.toml][:dn]`` runs ``radynversion.evaluate`` on the
 model's held-out split of the prior's first ``--first`` draws (1 % noise, 512 draws, fp32) and
 writes a markdown table of the chromosphere band (0.5 Mm to the TR): 68 / 90 % coverage and the
 median error of the posterior median, against the prior-only baseline, plus the mean width of
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from radynversion.datasets import training_set
+from radynversion.evaluate import EvaluationSettings, evaluate
 from radynversion.model import load_model, sample_labels
-from radynversion.model.evaluate import EvaluationSettings, evaluate
 
 warnings.filterwarnings("ignore")
 VARS = ("log_T", "log_ne", "v")

@@ -38,7 +38,7 @@ compared in km/s (positive = downflow).
 
 Example
 -------
->>> from radynversion.model.evaluate import EvaluationSettings, cross_prior_lines, evaluate
+>>> from radynversion.evaluate import EvaluationSettings, cross_prior_lines, evaluate
 >>> s = evaluate(None, "population.nc", EvaluationSettings(split="all")).summary  # doctest: +SKIP
 >>> for line in cross_prior_lines(s):  # doctest: +SKIP
 ...     print(line)
@@ -56,21 +56,21 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .._version import __version__
-from ..atmosphere import BANDS, PHOTOSPHERE_TOP_MM, TR_LOG_T, VARIABLES, height_bands, velocity_transform
-from ..config import from_toml
-from ..datasets import DEFAULT_SET_LABELS, source_label, training_set
-from ..errors import ConfigError, ProfileSchemaError, StoreError
-from ..instrument import crisp_tunings, degrade
-from ..lines import LINES
-from ..schema import source_name
-from .base import PosteriorModel
-from .checkpoint import DEFAULT_MODEL_PATH, file_sha256, load_model
-from .config import TrainConfig
-from .coverage import renormalise
-from .invert import invert
-from .preprocess import atmosphere_to_array, input_options, normalise_profiles
-from .train import evaluation_split, sample_labels, usable_samples
+from ._version import __version__
+from .atmosphere import BANDS, PHOTOSPHERE_TOP_MM, TR_LOG_T, VARIABLES, height_bands, velocity_transform
+from .config import from_toml
+from .datasets import DEFAULT_SET_LABELS, source_label, training_set
+from .errors import ConfigError, ProfileSchemaError, StoreError
+from .instrument import crisp_tunings, degrade
+from .lines import LINES
+from .model.base import PosteriorModel
+from .model.checkpoint import DEFAULT_MODEL_PATH, file_sha256, load_model
+from .model.config import TrainConfig
+from .model.coverage import renormalise
+from .model.invert import invert
+from .model.preprocess import atmosphere_to_array, input_options, normalise_profiles
+from .model.train import evaluation_split, sample_labels, usable_samples
+from .schema import source_name
 
 __all__ = ["BANDS", "CROSS_PRIOR_TOP_MM", "SPLITS", "TR_LOG_T", "EvaluationResult", "EvaluationSettings",
            "cross_prior_layer", "cross_prior_lines", "cross_prior_scores", "evaluate", "forward_profiles",
@@ -868,7 +868,7 @@ def write_report(result: EvaluationResult, path: str | Path) -> dict[str, Path]:
 
     Returns the paths: ``report``, ``per_height``, ``coverage``, ``errors``, ``pixel``.
     """
-    from .. import plot
+    from . import plot
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
