@@ -59,12 +59,14 @@ __all__ = [
     "CalibrationError",
     "open_observation",
     "invert",
+    "InversionSettings",
     "load_model",
 ]
 
 #: public names re-exported lazily from submodules (importing them pulls in torch)
 _LAZY = {
     "invert": "radynversion.model.invert",
+    "InversionSettings": "radynversion.model.settings",
     "load_model": "radynversion.model.checkpoint",
     "open_observation": "radynversion.io.observation",
 }
