@@ -94,9 +94,9 @@ def device_choice(value: str) -> str:
 
 def precisions_for(device: str, requested: Sequence[str] | None = None) -> list[str]:
     """Precisions to time: the requested ones, else fp32 and those faster than fp32 on the
-    device (:func:`radynversion.model.posterior.reduced_precisions`: tf32 and bf16 on CUDA,
+    device (:func:`radynversion.model.precision.reduced_precisions`: tf32 and bf16 on CUDA,
     bf16 on CPUs with AMX or AVX-512 BF16)."""
-    from radynversion.model.posterior import reduced_precisions
+    from radynversion.model.precision import reduced_precisions
 
     if requested:
         return list(requested)

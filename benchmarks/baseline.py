@@ -60,7 +60,8 @@ from _common import (
 from radynversion.datasets import example_scan
 from radynversion.engine import invert_to_zarr, open_input
 from radynversion.model import DEFAULT_QUANTILES, normalise_profiles
-from radynversion.model.posterior import pixel_seeds, precision_context, reduced_precisions
+from radynversion.model.posterior import pixel_seeds, precision_context
+from radynversion.model.precision import reduced_precisions
 from radynversion.model.preprocess import sample_dims
 
 

@@ -223,7 +223,9 @@ def main() -> None:
         vals = [r[key] for r in first if r[key] is not None]
         out[key] = round(float(np.median(vals)), 3) if vals else None
     out["goal"] = "efficiency >= 0.6 on CPU"
-    out["goal_met"] = bool(out["efficiency"] >= 0.6) if not cuda else None
+    # a limit the engine itself set (the matmul ran under more load) cannot judge the goal
+    judged = not cuda and not any(r["limit_from_engine"] for r in first)
+    out["goal_met"] = bool(out["efficiency"] >= 0.6) if judged else None
     if args.profile:
         out["profile_posterior_core"] = profile_chunk(net, samples, batch, mis)
     out["note"] = ("limit = the best sustained window of torch.mm at the model's hidden-layer shape (8192 rows and "

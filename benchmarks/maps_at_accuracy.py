@@ -44,7 +44,8 @@ from _common import bench_model, emit, engine_client, log, machine, model_file, 
 from radynversion.datasets import example_observation, example_truth
 from radynversion.engine import invert_to_zarr
 from radynversion.model.invert import network_input
-from radynversion.model.posterior import DEFAULT_QUANTILES, posterior, select_precision
+from radynversion.model.posterior import DEFAULT_QUANTILES, posterior
+from radynversion.model.precision import select_precision
 
 VARS = ("log_ne", "log_T", "v")
 #: draw counts tried per method (the bar: plain 1,024)

@@ -16,6 +16,7 @@ Example
 
 from __future__ import annotations
 
+from . import errors as _errors  # noqa: E402
 from ._version import __version__
 from .atmosphere import (  # noqa: E402
     default_height_grid,
@@ -23,19 +24,16 @@ from .atmosphere import (  # noqa: E402
     velocity_transform,
 )
 from .engine import accessor as _accessor  # noqa: E402,F401  (registers ds.radyn)
-from .errors import (  # noqa: E402
-    CalibrationError,
-    CheckpointError,
-    ConfigError,
-    DataFileError,
-    ProfileSchemaError,
-    RadynversionError,
-    SelectionTooLargeError,
-    StoreError,
-    SynthesisError,
-    UnitsError,
-)
+from .errors import *  # noqa: E402,F403  (the error hierarchy, errors.__all__)
 from .lines import CA8542, HALPHA, LINES, air_to_vacuum, vacuum_to_air  # noqa: E402
+
+#: public names re-exported lazily from submodules (importing them pulls in torch)
+_LAZY = {
+    "invert": "radynversion.model.invert",
+    "InversionSettings": "radynversion.model.settings",
+    "load_model": "radynversion.model.checkpoint",
+    "open_observation": "radynversion.io.observation",
+}
 
 __all__ = [
     "__version__",
@@ -47,29 +45,10 @@ __all__ = [
     "LINES",
     "air_to_vacuum",
     "vacuum_to_air",
-    "RadynversionError",
-    "ConfigError",
-    "ProfileSchemaError",
-    "UnitsError",
-    "DataFileError",
-    "SynthesisError",
-    "StoreError",
-    "CheckpointError",
-    "SelectionTooLargeError",
-    "CalibrationError",
-    "open_observation",
-    "invert",
-    "InversionSettings",
-    "load_model",
+    *_errors.__all__,
+    *_LAZY,
 ]
 
-#: public names re-exported lazily from submodules (importing them pulls in torch)
-_LAZY = {
-    "invert": "radynversion.model.invert",
-    "InversionSettings": "radynversion.model.settings",
-    "load_model": "radynversion.model.checkpoint",
-    "open_observation": "radynversion.io.observation",
-}
 
 #: the package's submodules, served as attributes on first access (``rv.datasets``, ``rv.io``...)
 _SUBMODULES = (

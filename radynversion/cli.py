@@ -383,7 +383,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                             args.gpus, settings) as client:
             stats = invert_to_zarr(ds, args.out, client=client, **kwargs)
     record_cluster(args.out, settings, _cluster_mode(args), args.scheduler, args.workers)
-    stats.update(trust_summary(args.out))
+    if stats.get("complete"):  # an incomplete store's unwritten chunks would count as untrusted
+        stats.update(trust_summary(args.out))
     stats["model"] = str(model)
     if args.model is None and model != DEFAULT_MODEL_PATH:
         stats["model_chosen_for"] = default_model_reason(ds)

@@ -61,9 +61,23 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build config dataclass ``cls`` from a ``dict``; unknown keys are an error."""
+    """Build config dataclass ``cls`` from a ``dict``; unknown keys are an error.
+
+    Fields a class has retired (its ``RETIRED`` mapping: name -> the value under which the
+    option did nothing, or None for any value) are accepted and dropped when the value is that
+    inert one, so that artefacts written before an option was removed still load; any other
+    value is refused: this version cannot reproduce what it did.
+    """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    retired = dict(getattr(cls, "RETIRED", {}) or {})
+    data = dict(data)
+    for key in sorted(set(data) & set(retired)):
+        inert = retired[key]
+        if inert is not None and data[key] != inert:
+            raise ConfigError(f"{where}: {key} = {data[key]!r} was an experiment option of {cls.__name__}, since "
+                              f"removed; expected it absent or {inert!r} (an older radynversion reproduces it)")
+        del data[key]
     unknown = set(data) - names
     if unknown:
         raise ConfigError(

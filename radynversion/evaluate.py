@@ -72,7 +72,7 @@ from .model.preprocess import atmosphere_to_array, input_options, normalise_prof
 from .model.train import evaluation_split, sample_labels, usable_samples
 from .schema import source_name
 
-__all__ = ["BANDS", "CROSS_PRIOR_TOP_MM", "SPLITS", "TR_LOG_T", "EvaluationResult", "EvaluationSettings",
+__all__ = ["evaluation_rows", "BANDS", "CROSS_PRIOR_TOP_MM", "SPLITS", "TR_LOG_T", "EvaluationResult", "EvaluationSettings",
            "cross_prior_layer", "cross_prior_lines", "cross_prior_scores", "evaluate", "forward_profiles",
            "height_bands", "open_population", "round_trip_profiles", "transition_region_heights"]
 
@@ -259,18 +259,9 @@ def cross_prior_layer(log_T: np.ndarray, height_Mm: np.ndarray, top_Mm: float = 
     0.5 Mm up to, not including, the lowest node with ``log_T >= TR_LOG_T``) no higher than
     ``top_Mm``.
 
-    Parameters
-    ----------
-    log_T : ndarray, shape ``(N, H)``
-        True temperatures [dex K] on the nodes.
-    height_Mm : ndarray, shape ``(H,)``
-        Node heights [Mm], increasing.
-    top_Mm : float
-        Highest height of the layer [Mm].
-
-    Returns
-    -------
-    ndarray of bool, shape ``(N, H)``
+    ``log_T`` ``(N, H)`` and ``height_Mm`` ``(H,)`` as for
+    :func:`radynversion.atmosphere.height_bands`; ``top_Mm`` is the layer's highest height [Mm].
+    Returns a boolean mask ``(N, H)``.
 
     Example
     -------
@@ -546,9 +537,11 @@ def _strong_flow(m_post: dict[str, np.ndarray], m_prior: dict[str, np.ndarray], 
             "prior_coverage90": _mean(m_prior["in90"][strong])}
 
 
-def _select(data: xr.Dataset, model: PosteriorModel, all_samples: bool, max_samples: int | None,
-            src: str) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the evaluated samples and of the prior (training) samples."""
+def evaluation_rows(data: xr.Dataset, model: PosteriorModel, all_samples: bool, max_samples: int | None,
+                    src: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions along ``sample`` of the draws to evaluate ``model`` on (its held-out split of
+    ``data``, or all usable draws with ``all_samples``; at most ``max_samples``) and of the
+    prior draws (the rest), refusing a held-out split the model was trained on."""
     labels = sample_labels(data)
     usable = np.zeros(data.sizes["sample"], dtype=bool)
     usable[usable_samples(data)] = True
@@ -652,7 +645,7 @@ def evaluate(
                                  f"model's are {h.size} from {h[0]:.3f} to {h[-1]:.3f} Mm")
     all_samples = cfg.split == "all"
     samples, noise, seed, precision, tunings = cfg.samples, cfg.noise, cfg.seed, cfg.precision, cfg.tunings
-    evals, prior_pos = _select(data, net, all_samples, cfg.max_samples, src)
+    evals, prior_pos = evaluation_rows(data, net, all_samples, cfg.max_samples, src)
     sub = data.isel(sample=evals)
     prior_ds = prior if prior is not None else data.isel(sample=prior_pos)
     fwhm = net.instrument_fwhm_A()
@@ -817,6 +810,7 @@ def evaluate(
         "n_evaluated": int(evals.size),
         "n_prior": int(prior_ds.sizes["sample"]),
         "samples_per_pixel": int(samples),
+        "sampling": str(res.attrs.get("sampling", "plain")),
         "precision": str(res.attrs.get("precision", precision)),
         "noise_fraction_of_peak": float(noise),
         "instrument": {"tunings": {k: int(wl.size) for k, wl in program.items()},

@@ -651,8 +651,8 @@ def maps(
                 for ax in axes:
                     ax.contour(bad, levels=[0.5], colors="black", linewidths=0.6)
         else:
-            panel(last, 2, np.zeros_like(score), "Greys", "", "OOD score: the model carries no trust reference",
-                  vmin=0.0, vmax=1.0)
+            why = ("no pixel was inverted" if n_inv == 0 else "the model carries no trust reference")
+            panel(last, 2, np.zeros_like(score), "Greys", "", f"OOD score: {why}", vmin=0.0, vmax=1.0)
     when = observation_time(ds)
     fig.suptitle((title or "Posterior maps" + (f" (time index {time or 0})" if "time" in result.dims else ""))
                  + (f"\nobserved {when}" if when else ""))

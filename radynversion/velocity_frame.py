@@ -176,8 +176,12 @@ def in_recorded_frame(ds: xr.Dataset, attrs: Mapping[str, Any]) -> xr.Dataset:
     that result's atmospheres are in the frame they were inverted in; ``ds`` itself when the
     result was inverted at rest or ``ds`` is already in that frame."""
     frame = str(attrs.get("velocity_frame", "rest"))
-    if frame == "rest" or str(ds.attrs.get("velocity_frame", "rest")) == frame:
+    have = str(ds.attrs.get("velocity_frame", "rest"))
+    if frame == "rest" and have == "rest" or have == frame:
         return ds
+    if have != "rest":
+        raise ConfigError(f"{source_name(ds)}: is in the velocity frame {have!r}, the result in {frame!r}; "
+                          "expected the observation as read (rest frame) or in the result's frame")
     out = ds.copy()
     for ln in LINES:
         key = f"velocity_frame_shift_kms_{ln.key}"

@@ -30,8 +30,9 @@ from .lines import LINES
 from .model.coverage import renormalise
 from .model.preprocess import input_options, normalise_profiles, sample_dims
 from .schema import RADIANCE_PER_HZ, profile_dataset
+from .synth.hydrostatic import falc_tables, ionisation_particles
 from .synth.nlte import STATUS_NAMES, NLTEConfig, synthesise
-from .synth.prior import FlareAtmosphere, _falc, _ionisation
+from .synth.prior import FlareAtmosphere
 from .velocity_frame import in_recorded_frame
 
 __all__ = ["atmosphere_from_nodes", "round_trip_of", "verify"]
@@ -81,11 +82,11 @@ def atmosphere_from_nodes(log_ne: np.ndarray, log_T: np.ndarray, v: np.ndarray, 
     z_up = np.linspace(h[0], h[-1], points)  # bottom -> top
     T = 10 ** np.interp(z_up, h, np.asarray(log_T, dtype=float))
     vel = np.interp(z_up, h, np.asarray(v, dtype=float))
-    f = _falc()
+    f = falc_tables()
     zf = f["z"][::-1] / 1e6
     nh0 = 10 ** np.interp(h[0], zf, np.log10(f["nH"][::-1]))
     vturb = np.interp(z_up, zf, f["vt"][::-1])
-    n_p = _ionisation(T)
+    n_p = ionisation_particles(T)
     inv_scale = _MU_H * _M_H * _G_SUN / (_K_B * T * n_p)  # 1/m
     dz = np.diff(z_up) * 1e6
     lnP = np.log(_K_B * T[0] * nh0 * n_p[0]) - np.concatenate([[0.0], np.cumsum(dz * 0.5 * (inv_scale[1:] + inv_scale[:-1]))])
@@ -234,7 +235,8 @@ def verify(
 
         seen = np.where(np.isfinite(y_obs), y_nlte, np.nan)
         y_nlte = renormalise(torch.as_tensor(seen), opts.get("normalisation") == "per_line").numpy()
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # a pixel with no observed point: NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
         misfit_nlte = np.sqrt(np.nanmean((y_nlte - y_obs) ** 2, axis=1)) if runs else np.zeros(0)
     out = xr.Dataset(
         {

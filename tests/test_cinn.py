@@ -232,59 +232,6 @@ def test_keep_best_resumes_from_a_checkpoint_of_the_single_best_epoch_format(tmp
         assert prov["best_epochs"][part] == 2 + int(np.argmin(res.history[f"val_{part}"][2:]))
 
 
-def test_emulator_noise_perturbs_only_the_emulator_inputs():
-    """emulator_noise adds noise to the atmospheres the emulator is trained on; the flow's
-    NLL (its noise drawn first from the same generator) is unchanged, and 0 is the old loss."""
-    from radynversion.model.cinn import cinn_losses
-
-    net = tiny_cinn()
-    ds = training_set(16)
-    atm = torch.as_tensor(atmosphere_to_array(ds))
-    y = torch.as_tensor(normalise_profiles(ds, fwhm_A=FAST.fwhm_A())[0])
-
-    def losses(cfg: TrainConfig) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            return cinn_losses(net, atm, y, cfg, torch.Generator().manual_seed(3))
-
-    plain, noisy = losses(FAST), losses(dataclasses.replace(FAST, emulator_noise=0.5))
-    assert float(noisy["nll"]) == float(plain["nll"])
-    assert float(noisy["forward_l2"]) != float(plain["forward_l2"])
-    with pytest.raises(ConfigError, match="noise"):
-        TrainConfig(emulator_noise=-0.1)
-
-
-def test_emulator_on_flow_noise_feeds_it_the_flows_noisy_atmospheres_and_leaves_the_flow_alone(tmp_path):
-    """emulator_on_flow_noise trains the emulator on x + the flow's pad noise (the same
-    numbers the flow saw), draws nothing more, so a training run's flow is bit for bit the
-    same as without it while its emulator differs."""
-    from radynversion.model.cinn import cinn_losses
-
-    net = tiny_cinn()
-    ds = training_set(16)
-    atm = torch.as_tensor(atmosphere_to_array(ds))
-    y = torch.as_tensor(normalise_profiles(ds, fwhm_A=FAST.fwhm_A())[0])
-    cfg = dataclasses.replace(FAST, pad_noise=0.2, pad_noise_scale=(1.0, 0.5, 3.0), emulator_on_flow_noise=True)
-    with torch.no_grad():
-        got = cinn_losses(net, atm, y, cfg, torch.Generator().manual_seed(3))
-        plain = cinn_losses(net, atm, y, dataclasses.replace(cfg, emulator_on_flow_noise=False),
-                            torch.Generator().manual_seed(3))
-        x = net.atmosphere_to_x(atm)
-        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))  # the flow's, drawn first
-        scale = torch.tensor([1.0, 0.5, 3.0]).repeat_interleave(x.shape[1] // 3)
-        want = ((net.emulator(x + 0.2 * noise * scale) - net.standardise_y(y)) ** 2).mean()
-    assert float(got["nll"]) == float(plain["nll"])
-    torch.testing.assert_close(got["forward_l2"], want)
-    assert float(got["forward_l2"]) != float(plain["forward_l2"])
-
-    data = training_set(40)
-    runs = [train(data, tmp_path / str(on), TINY_C,
-                  dataclasses.replace(cfg, epochs=2, keep_best=False, emulator_on_flow_noise=on),
-                  progress=False).model.state_dict() for on in (False, True)]
-    flow = [k for k in runs[0] if not k.startswith("emulator.")]
-    assert all(torch.equal(runs[0][k], runs[1][k]) for k in flow)
-    assert not all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0] if k.startswith("emulator."))
-
-
 def test_renormalise_noisy_feeds_profiles_peaking_at_one_as_observed_ones_do():
     """With renormalise_noisy the condition sees y + noise divided by its own joint peak (as
     normalise_profiles treats an observation); without it, y + noise itself. The noise draws,
@@ -351,36 +298,6 @@ def test_pad_noise_scale_sets_the_atmosphere_noise_per_variable():
         from_toml(TrainConfig, "[train]\npad_noise_scale = [1.0]\n", table="train", where="cfg.toml")
 
 
-def test_height_jitter_shifts_atmospheres_along_height_to_first_order():
-    """height_jitter_Mm adds dz dx/dh: exact for profiles linear in height on the non-uniform
-    node grid, nothing where an atmosphere is flat; off (0) leaves the loss untouched."""
-    from radynversion.model.cinn import _height_shift, cinn_losses
-
-    net = tiny_cinn()
-    h = net.height_Mm.float()
-    slopes = torch.tensor([[2.0, -1.0, 0.0], [0.5, 0.0, 3.0]])  # per atmosphere and variable
-    x = (slopes[:, :, None] * h[None, None, :] + 7.0).reshape(2, -1)
-    dz = torch.tensor([0.1, -0.3])
-    want = (dz[:, None, None] * slopes[:, :, None]).expand(2, 3, h.numel()).reshape(2, -1)
-    torch.testing.assert_close(_height_shift(x, h, dz), want, atol=1e-4, rtol=1e-4)
-    flat = _height_shift(torch.full((1, x.shape[1]), 3.0), h, torch.tensor([0.5]))
-    torch.testing.assert_close(flat, torch.zeros_like(flat), atol=1e-5, rtol=0)
-
-    ds = training_set(16)
-    atm = torch.as_tensor(atmosphere_to_array(ds))
-    y = torch.as_tensor(normalise_profiles(ds, fwhm_A=FAST.fwhm_A())[0])
-
-    def nll(**kw: object) -> float:
-        with torch.no_grad():
-            return float(cinn_losses(net, atm, y, dataclasses.replace(FAST, **kw),
-                                     torch.Generator().manual_seed(3))["nll"])
-
-    assert nll(height_jitter_Mm=0.0) == nll()
-    assert nll(height_jitter_Mm=0.05) != nll()
-    with pytest.raises(ConfigError, match="noise levels"):
-        TrainConfig(height_jitter_Mm=-0.1)
-
-
 def test_training_with_dropout_is_reproducible_and_leaves_the_global_rng_alone(tmp_path):
     """Dropout draws from torch's global RNG; train() seeds it per epoch, so two runs give the
     same weights (the shipped model can be re-made), and the caller's RNG state is kept."""
@@ -414,41 +331,6 @@ def test_emulator_dropout_round_trips_and_is_off_at_inference(tmp_path):
     assert plain == {f"emulator.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")}  # 1 hidden layer
     with pytest.raises(ConfigError, match="emulator_dropout"):
         CINNConfig(emulator_dropout=1.0)
-
-
-def test_height_conv_emulator_trains_round_trips_and_shares_its_filters_across_heights(tmp_path):
-    """emulator_conv_channels builds an emulator that convolves [log_ne, log_T, v'] along
-    height: its features move with the atmosphere, it trains, and its checkpoint loads back."""
-    from radynversion.model.cinn import HeightConvEmulator
-
-    cfg = dataclasses.replace(TINY_C, emulator_conv_channels=8, emulator_conv_layers=2,
-                              emulator_conv_kernel=3, emulator_dropout=0.1)
-    net = ConditionalINN(cfg).eval()
-    assert isinstance(net.emulator, HeightConvEmulator)
-    # the input is read as 3 variables x 50 heights: moving the atmosphere up by one node moves
-    # the convolution features by one node (away from the zero-padded ends)
-    x = torch.randn(2, 3, 50)
-    with torch.no_grad():
-        f = net.emulator.conv(x)
-        f_up = net.emulator.conv(torch.roll(x, 1, dims=2))
-    torch.testing.assert_close(f_up[..., 3:-3], f[..., 2:-4])
-    assert not torch.allclose(net.emulator.conv(x.transpose(1, 2).reshape(2, 3, 50)), f)
-
-    data = training_set(40)
-    res = train(data, tmp_path, cfg, dataclasses.replace(FAST, epochs=6, lr=1e-2), progress=False)
-    hist = res.history["train_forward_l2"]
-    assert hist[-1] < 0.8 * hist[0]
-    back = load_model(res.model_path)
-    assert back.config.emulator_conv_channels == 8 and isinstance(back.emulator, HeightConvEmulator)
-    atm = torch.as_tensor(atmosphere_to_array(training_set(4)))
-    with torch.no_grad():
-        torch.testing.assert_close(back.emulate(atm), res.model.eval().emulate(atm))
-        torch.testing.assert_close(back.emulate(atm), back.emulate(atm))  # no dropout at inference
-    out = invert(scan(2, 3), back, samples=32)
-    assert np.isfinite(out.misfit.values).all()
-    for bad in ({"emulator_conv_kernel": 4}, {"emulator_conv_channels": -1}, {"emulator_conv_layers": 0}):
-        with pytest.raises(ConfigError, match=next(iter(bad))):
-            CINNConfig(**bad)
 
 
 def test_keep_best_needs_a_validation_split():
@@ -523,3 +405,24 @@ def test_cli_train_with_a_cinn_table(tmp_path):
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert "train_nll" in res["last_epoch"]
     assert isinstance(load_model(res["model"]), ConditionalINN)
+
+
+def test_retired_experiment_options_load_only_where_they_did_nothing():
+    """Checkpoints written before the experiment options were removed still load (the options
+    at their inert values are dropped); a config that used one is refused, not misread."""
+    from radynversion.config import from_toml
+
+    old = to_toml(TINY_C) + "\nemulator_conv_channels = 0\nemulator_conv_layers = 3\nemulator_conv_kernel = 5\n"
+    assert from_toml(CINNConfig, old) == TINY_C
+    old_train = to_toml(FAST) + "\nheight_jitter_Mm = 0.0\nemulator_noise = 0.0\nemulator_on_flow_noise = false\n"
+    assert from_toml(TrainConfig, old_train) == FAST
+    for bad in ("emulator_conv_channels = 8", ):
+        with pytest.raises(ConfigError, match="emulator_conv_channels = 8 was an experiment option of CINNConfig"):
+            from_toml(CINNConfig, to_toml(TINY_C) + "\n" + bad)
+    with pytest.raises(ConfigError, match="emulator_noise = 0.5 was an experiment option"):
+        from_toml(TrainConfig, to_toml(FAST) + "\nemulator_noise = 0.5")
+    # the packaged models were written with them: they load
+    from radynversion.model import load_model
+    from radynversion.model.checkpoint import DEFAULT_MODEL_PATH
+
+    assert load_model(DEFAULT_MODEL_PATH).config.n_blocks == 10

@@ -118,19 +118,23 @@ def test_overwrite_never_replaces_what_is_not_an_inversion_store(scan_nc, tmp_pa
 
 
 @pytest.mark.slow
-def test_resume_on_a_cluster_of_another_size_and_close_it_quietly(scan_nc, tmp_path, model_path):
+def test_resume_on_a_cluster_of_another_size_and_close_it_quietly(scan_nc, tmp_path, model_path, capsys):
     """A store begun in this process (threads: 2 chunks per core) is finished on a real
     LocalCluster of one worker (2 chunks per worker thread) with the same explicit options: its
     chunks are the store's, not new ones for the cluster's size; the run's stderr has no
     warning of workers killed at the end."""
     out = tmp_path / "out.zarr"
+    capsys.readouterr()
     assert _invert(scan_nc, out, model_path, "--workers", "0", "--max-chunks", "1") == 0
     assert not xr.open_zarr(out).attrs["radynversion_complete"]
+    partial = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "trusted_pixels" not in partial  # unwritten chunks are not counted as untrusted
     run = subprocess.run([sys.executable, "-m", "radynversion.cli", "invert", str(scan_nc), "-o", str(out),
                           "--model", str(model_path), *FAST, "--workers", "1"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout.strip().splitlines()[-1])["complete"]
+    done = json.loads(run.stdout.strip().splitlines()[-1])
+    assert done["complete"] and done["inverted_pixels"] == done["trusted_pixels"] + done["untrusted_pixels"]
     assert "still alive" not in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 

@@ -47,11 +47,10 @@ from radynversion.errors import (
     StoreError,
 )
 from radynversion.model import ModelConfig, RadynversionINN, invert, posterior, save_checkpoint
-from radynversion.model.posterior import (
+from radynversion.model.posterior import pass_layout, pixel_seeds
+from radynversion.model.precision import (
     MAX_NOISE_RATIO,
     cpu_has_native_bf16,
-    pass_layout,
-    pixel_seeds,
     precision_error,
     precision_noise_ratio,
     reduced_precisions,

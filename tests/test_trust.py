@@ -111,3 +111,17 @@ def test_training_fits_a_reference(tmp_path):
     res = train(training_set(160), tmp_path / "run", model_config=TINY, train_config=FAST, progress=False)
     assert res.model.trust is not None and res.model.trust.n_reference >= 20
     assert load_model(res.model_path).trust is not None
+
+
+def test_a_store_without_the_trust_variables_is_refused_not_half_resumed(net, model_path, tmp_path):
+    import shutil
+
+    from radynversion.errors import StoreError
+
+    ds = _scan(np.random.default_rng(6).uniform(0, 1, size=(6, 3)), 2, 3)
+    out = tmp_path / "old.zarr"
+    invert_to_zarr(ds, out, model=model_path, progress=False, max_chunks=1, chunks={"y": 1}, **KW)
+    for name in ("ood_score", "trusted"):  # as a store of an older radynversion
+        shutil.rmtree(out / name)
+    with pytest.raises(StoreError, match="older radynversion .no ood_score, trusted."):
+        invert_to_zarr(ds, out, model=model_path, progress=False, chunks={"y": 1}, **KW)

@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 
 from radynversion.datasets import training_set
-from radynversion.evaluate import _select
+from radynversion.evaluate import evaluation_rows
 from radynversion.model import PosteriorModel, load_model
 from radynversion.model.train import sample_labels
 
@@ -65,7 +65,7 @@ def model_splits(model: str | None, first: int | None, train_fraction: float = 1
     labels = sample_labels(data)
     pos = {int(lab): i for i, lab in enumerate(labels)}
     # the split is a hash of each label: one selection over all the draws, cut at `first`
-    held, prior = _select(data, net, False, None, "training set")
+    held, prior = evaluation_rows(data, net, False, None, "training set")
     if first:
         held, kept, prior = held[labels[held] < first], prior[labels[prior] >= first], prior[labels[prior] < first]
     prov = net.metadata["provenance"]

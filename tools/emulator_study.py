@@ -1,7 +1,7 @@
 """Which forward emulator generalises best from this training set? Emulators alone, compared.
 
-Trains one emulator (the package's own classes: the dense ``_dropout_mlp`` of v2-v7, or
-:class:`radynversion.model.cinn.HeightConvEmulator` with ``--conv-channels``) by L2 on the
+Trains one emulator (the dense layout of the v2-v7 emulators, or the convolutional
+:class:`HeightConvEmulator` below with ``--conv-channels``) by L2 on the
 standardised profiles, on the model's own training split (from the checkpoint's provenance),
 keeps the epoch of the lowest validation error, and prints the median RMS error per line (% of
 the joint peak) on the training, validation and held-out splits, as ``radynversion evaluate``
@@ -31,9 +31,88 @@ import numpy as np
 import torch
 from _doppler import add_doppler_arguments, doppler_copies  # tools/_doppler.py
 from _splits import add_split_arguments, model_splits  # tools/_splits.py
+from torch import Tensor, nn
 
 from radynversion.model import atmosphere_to_array, normalise_profiles
-from radynversion.model.cinn import HeightConvEmulator, _dropout_mlp
+
+
+def _dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
+                 dropout: float) -> nn.Sequential:
+    """Fully connected, leaky ReLU, with dropout before every linear layer after the first.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output sizes.
+    hidden, layers : int
+        Hidden width and number of hidden layers.
+    slope : float
+        Negative slope of the leaky ReLU.
+    dropout : float
+        Dropout probability (active in training mode only).
+
+    Returns
+    -------
+    torch.nn.Sequential
+        ``(N, n_in) -> (N, n_out)``; torch's default initialisation.
+    """
+    mods: list[nn.Module] = [nn.Linear(n_in, hidden), nn.LeakyReLU(slope)]
+    for _ in range(layers - 1):
+        mods += [nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.LeakyReLU(slope)]
+    mods += [nn.Dropout(dropout), nn.Linear(hidden, n_out)]
+    return nn.Sequential(*mods)
+
+
+class HeightConvEmulator(nn.Module):
+    """Forward emulator that convolves the atmosphere along height before its dense layers.
+
+    ``x`` ``(N, 3 H)`` (``[log_ne, log_T, v']`` standardised, each on the ``H`` nodes) is read as
+    3 channels over ``H`` heights. ``conv_layers`` 1D convolutions (``kernel`` nodes wide, zero
+    padded to keep ``H``, leaky ReLU; the last one to ``channels // 2`` features) share their
+    filters across heights, so a structure (a transition region, a condensation) is learnt once
+    for every height it may sit at. The features at all heights, next to ``x`` itself, feed
+    fully connected layers (:func:`_dropout_mlp`) that integrate along the line of sight.
+
+    Parameters
+    ----------
+    n_heights : int
+        ``H``, nodes per variable.
+    n_out : int
+        Profile points (60).
+    channels, conv_layers, kernel : int
+        Convolution width, depth and kernel size (odd, in nodes).
+    hidden, layers : int
+        Hidden width and number of hidden layers of the dense part.
+    slope : float
+        Negative slope of the leaky ReLUs.
+    dropout : float
+        Dropout of the dense part (training mode only).
+
+    Example
+    -------
+    >>> import torch
+    >>> emu = HeightConvEmulator(50, 60, channels=8, conv_layers=2, kernel=3, hidden=16, layers=2,
+    ...                          slope=0.1, dropout=0.0)
+    >>> emu(torch.zeros(4, 150)).shape
+    torch.Size([4, 60])
+    """
+
+    def __init__(self, n_heights: int, n_out: int, channels: int, conv_layers: int, kernel: int,
+                 hidden: int, layers: int, slope: float, dropout: float) -> None:
+        super().__init__()
+        self.n_heights = n_heights
+        features = max(1, channels // 2)
+        widths = [3] + [channels] * (conv_layers - 1) + [features]
+        convs: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
+            convs += [nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.LeakyReLU(slope)]
+        self.conv = nn.Sequential(*convs)
+        self.dense = _dropout_mlp((features + 3) * n_heights, n_out, hidden, layers, slope, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``(N, 3 H)`` -> standardised profiles ``(N, n_out)``."""
+        h = self.conv(x.reshape(-1, 3, self.n_heights)).flatten(1)
+        return self.dense(torch.cat([h, x], dim=1))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -43,8 +43,8 @@ from ..model.posterior import (
     check_samples_size,
     default_batch_size,
     posterior,
-    select_precision,
 )
+from ..model.precision import select_precision
 from ..model.preprocess import input_options, observed_program, sample_dims
 from ..model.result import ResultSchema, RunSettings, VariableSpec, result_dataset, result_schema
 from ..model.settings import InversionSettings, settings_from
@@ -182,10 +182,11 @@ def ensure_plugin(client: Any, spec: ModelSpec) -> None:
 
 def _runtime_info(spec: ModelSpec, precision: str, batch_size: int | None,
                   probe: np.ndarray | None = None, samples: int = 1024,
-                  compile: bool = False) -> dict[str, Any]:
+                  compile: bool = False, sampling: str = "plain") -> dict[str, Any]:
     net = worker_model(spec)
     dev = worker_device(spec)
-    prec = select_precision(net, probe, samples=samples, compile=compile) if precision == "auto" else precision
+    prec = (select_precision(net, probe, samples=samples, compile=compile, sampling=sampling)
+            if precision == "auto" else precision)
     if compile:  # compile the run's pass shape now: a tool chain that cannot fails before any chunk runs
         y = np.full((1, net.n_y), 0.5, np.float32) if probe is None else probe[:1]
         posterior(net, y, np.arange(1), samples=int(samples), precision=prec,
@@ -196,14 +197,14 @@ def _runtime_info(spec: ModelSpec, precision: str, batch_size: int | None,
 
 def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int | None = None,
                      client: Any = None, probe: np.ndarray | None = None,
-                     samples: int = 1024, compile: bool = False) -> dict[str, Any]:
+                     samples: int = 1024, compile: bool = False, sampling: str = "plain") -> dict[str, Any]:
     """Resolve ``precision="auto"`` and the default ``batch_size`` where the model runs: on a
     worker of ``client`` (or of the current default client), else in this process.
 
     ``"auto"`` runs the fastest precision of the workers' device whose arithmetic error is at
     most a quarter of the Monte Carlo error of the quantiles at ``samples`` draws on ``probe``
     (normalised profiles ``(N, 60)``, e.g. a few pixels of the data;
-    :func:`radynversion.model.posterior.select_precision`): bf16 on CUDA and on CPUs with AMX
+    :func:`radynversion.model.precision.select_precision`): bf16 on CUDA and on CPUs with AMX
     or AVX-512 BF16, else fp32. With ``compile`` the check runs the compiled passes (and a compiler that
     fails here fails before any chunk runs).
 
@@ -219,8 +220,8 @@ def runtime_settings(spec: ModelSpec, precision: str = "auto", batch_size: int |
         raise ConfigError(f"batch_size = {batch_size}; expected >= 1")
     client = client if client is not None else _current_client()
     if client is None:
-        return _runtime_info(spec, precision, batch_size, probe, samples, compile)
-    args = (_runtime_info, spec, precision, batch_size, probe, samples, compile)
+        return _runtime_info(spec, precision, batch_size, probe, samples, compile, sampling)
+    args = (_runtime_info, spec, precision, batch_size, probe, samples, compile, sampling)
     workers = sorted(client.scheduler_info().get("workers", {}))
     if not compile or not workers:
         return client.submit(*args, pure=False).result()
@@ -481,7 +482,7 @@ def plan_inversion(
     if client is not None:
         ensure_plugin(client, spec_)
     probe = _probe_profiles(profiles, dims, net, st.degrade) if st.precision == "auto" or st.compile else None
-    rt = runtime_settings(spec_, st.precision, st.batch_size, client, probe, samples, st.compile)
+    rt = runtime_settings(spec_, st.precision, st.batch_size, client, probe, samples, st.compile, st.sampling)
     st = st.with_(precision=str(rt["precision"]), batch_size=int(rt["batch_size"]))
     sp_chunks = _normalise_chunks(profiles, dims, shape, chunks, regular,
                                   min_chunks=2 * _worker_threads(client))
@@ -524,16 +525,8 @@ def plan_inversion(
                 params=params, spec=spec_, net=net)
 
 
-def invert(
-    profiles: xr.Dataset,
-    model: PosteriorModel | str | Path | None = None,
-    settings: InversionSettings | Mapping[str, Any] | None = None,
-    *,
-    chunks: Mapping[str, int | None] | None = None,
-    device: str | None = None,
-    client: Any = None,
-    **overrides: Any,
-) -> xr.Dataset:
+def invert(profiles: xr.Dataset, model: PosteriorModel | str | Path | None = None,
+           settings: InversionSettings | Mapping[str, Any] | None = None, **kwargs: Any) -> xr.Dataset:
     """Invert a scan lazily: one Dask task per chunk, posterior quantiles per pixel.
 
     Parameters
@@ -553,16 +546,14 @@ def invert(
         Monte Carlo error); ``compile=True`` compiles once per worker (10-40 s on CPU), then
         passes run 1.4-2x faster in bf16 and 1.0-1.2x in fp32, rounding slightly differently
         (the ``compiled`` attribute says which); worth it for scans of thousands of pixels.
-    chunks : mapping dim -> int or -1, optional
-        Chunk sizes of the non-spectral dims; default the input's chunks, or about 4096
-        pixels per chunk for numpy-backed input.
-    device : str, optional
-        Force the workers' device (default: each worker's GPU if any, else CPU).
-    client : distributed.Client, optional
-        Where to resolve ``precision="auto"`` and register the model plugin; default the
-        current client, if any (the result is computed by whatever scheduler computes it).
-    **overrides
-        Fields of :class:`InversionSettings` replacing ``settings``' (``samples=256``...).
+    **kwargs
+        Where to run: ``chunks`` (mapping dim -> size or -1: chunk sizes of the non-spectral
+        dims; default the input's chunks, or about 4096 pixels per chunk for numpy-backed
+        input), ``device`` (force the workers' device; default each worker's GPU if any, else
+        CPU), ``client`` (where to resolve ``precision="auto"`` and register the model plugin;
+        default the current client, if any: the result is computed by whatever scheduler
+        computes it); and fields of :class:`InversionSettings` replacing ``settings``'
+        (``samples=256``...).
 
     Returns
     -------
@@ -587,5 +578,4 @@ def invert(
     >>> out = scan.radyn.invert(model="model.pt", samples=256)  # doctest: +SKIP
     >>> out.log_T.sel(quantile=0.5).compute()  # doctest: +SKIP
     """
-    return plan_inversion(profiles, model, settings, chunks=chunks, device=device, client=client,
-                          **overrides).dataset()
+    return plan_inversion(profiles, model, settings, **kwargs).dataset()

@@ -46,6 +46,7 @@ from ..datasets import store_digest
 from ..errors import ConfigError, ProfileSchemaError, StoreError
 from ..lines import LINES
 from ..model.base import PosteriorModel
+from ..model.checkpoint import default_model_for
 from ..model.posterior import DEFAULT_MISFIT_SAMPLES, misfit_draws
 from ..model.result import result_dataset
 from ..model.settings import InversionSettings, settings_from
@@ -258,8 +259,9 @@ def check_writable(out: str | Path) -> None:
 
 def estimate_store_bytes(n_pixels: int, n_quantiles: int, n_heights: int) -> int:
     """Upper estimate [bytes] of an inversion store of ``n_pixels`` pixels: the uncompressed
-    float32 quantiles of the three variables, ``misfit``, ``peak`` and ``mask``."""
-    per_pixel = 4 * (3 * int(n_quantiles) * int(n_heights) + 2) + 1
+    float32 quantiles of the three variables, ``misfit``, ``peak``, ``ood_score`` and the
+    booleans ``mask`` and ``trusted``."""
+    per_pixel = 4 * (3 * int(n_quantiles) * int(n_heights) + 3) + 2
     return int(n_pixels) * per_pixel + 64 * 1024
 
 
@@ -352,6 +354,17 @@ def _check_existing(out: Path, run: Mapping[str, Any] | None,
                          "same options to resume it: rerun with them, choose another output, or replace "
                          "it (radynversion invert --overwrite)")
     return attrs
+
+
+def _check_variables(out: Path, plan: Plan) -> None:
+    """Refuse to resume a store that lacks variables this version writes (made by an older
+    radynversion): its chunks could not be completed."""
+    # the arrays themselves, not the consolidated metadata (which an edited store may still list)
+    missing = sorted(name for name in plan.schema.variables if not (out / name / ".zarray").exists())
+    if missing:
+        raise StoreError(f"{out}: was made by an older radynversion (no {', '.join(missing)}); expected a store "
+                         "this version can complete: replace it (radynversion invert --overwrite) or choose "
+                         "another output")
 
 
 def trust_summary(out: str | Path) -> dict[str, Any]:
@@ -547,7 +560,7 @@ def invert_to_zarr(
     resume = check_output(out, overwrite)  # a foreign or unwritable output is refused before anything else
     if resume and chunks is None:  # the store's chunks, not new ones for this cluster's size
         chunks = {d: c for d, c in (_stored_chunks(out) or {}).items() if d in profiles.dims} or None
-    spec = model_spec(model, device=device)
+    spec = model_spec(default_model_for(model, profiles), device=device)
     st = settings_from(settings, overrides)
     if st.return_samples:
         raise ConfigError(f"{out}: return_samples is not stored in Zarr; expected return_samples=False "
@@ -559,6 +572,7 @@ def invert_to_zarr(
     need = estimate_store_bytes(n_pixels, len(plan.params.settings.quantiles), plan.params.n_heights)
     if resume:
         _check_existing(out, run, st.misfit_samples)
+        _check_variables(out, plan)
         left = 1.0 - float(chunk_status(out).mean()) if plan.n_chunks else 0.0
         check_free_space(out, int(need * left))
     else:

@@ -28,7 +28,8 @@ from .config import CINNConfig, ModelConfig, TrainConfig
 from .inn import RadynversionINN
 from .invert import DEFAULT_QUANTILES, invert
 from .losses import inn_losses, mmd_imq
-from .posterior import PosteriorResult, pixel_seeds, posterior, select_precision
+from .posterior import PosteriorResult, pixel_seeds, posterior
+from .precision import select_precision
 from .preprocess import (
     array_to_atmosphere,
     atmosphere_to_array,

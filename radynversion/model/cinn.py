@@ -34,7 +34,7 @@ from .inn import _Permute, subnet_constructor
 from .kernels import mlp
 from .losses import noisy_profiles
 
-__all__ = ["ConditionalINN", "HeightConvEmulator", "cinn_losses", "CINN_LOSS_NAMES"]
+__all__ = ["ConditionalINN", "cinn_losses", "CINN_LOSS_NAMES"]
 
 #: the unweighted components returned by :func:`cinn_losses` (plus ``"total"``)
 CINN_LOSS_NAMES: tuple[str, ...] = ("nll", "forward_l2")
@@ -99,18 +99,12 @@ class ConditionalINN(PosteriorModel):
                     if k < config.n_blocks - 1:
                         flow.append(_Permute, seed=config.seed * 1000 + k)
                 self.flow = flow
-                if config.emulator_conv_channels:
-                    self.emulator: nn.Module = HeightConvEmulator(
-                        self.n_x // 3, self.n_y, config.emulator_conv_channels,
-                        config.emulator_conv_layers, config.emulator_conv_kernel,
-                        config.emulator_hidden, config.emulator_layers, slope, config.emulator_dropout)
-                else:
-                    self.emulator = (
-                        _dropout_mlp(self.n_x, self.n_y, config.emulator_hidden, config.emulator_layers,
-                                     slope, config.emulator_dropout)
-                        if config.emulator_dropout > 0 else
-                        subnet_constructor(config.emulator_hidden, config.emulator_layers, slope, None)(
-                            self.n_x, self.n_y))
+                self.emulator: nn.Module = (
+                    _dropout_mlp(self.n_x, self.n_y, config.emulator_hidden, config.emulator_layers,
+                                 slope, config.emulator_dropout)
+                    if config.emulator_dropout > 0 else
+                    subnet_constructor(config.emulator_hidden, config.emulator_layers, slope, None)(
+                        self.n_x, self.n_y))
         finally:
             np.random.set_state(np_state)
 
@@ -191,7 +185,7 @@ class ConditionalINN(PosteriorModel):
     def emulate(self, atm: Tensor) -> Tensor:
         """The emulator: ``[log_ne, log_T, v']`` ``(M, 3 H)`` -> normalised profiles ``(M, 60)``."""
         x = self.atmosphere_to_x(atm)
-        y = self.emulator(x) if isinstance(self.emulator, HeightConvEmulator) else mlp(self.emulator, x)
+        y = mlp(self.emulator, x)
         return y * self.y_std + self.y_mean
 
     def training_losses(self, atm: Tensor, y: Tensor, config: TrainConfig, fade: float,
@@ -226,68 +220,6 @@ def _coupling_reverse(block: GLOWCouplingBlock, subnet: nn.Sequential, u: Tensor
     else:
         inv_scale = block.f_clamp(h[:, :n_v]).mul_(-block.clamp).exp_()  # exp(-s), in place
     return torch.sub(v, h[:, n_v:]).mul_(inv_scale)
-
-
-def _height_shift(x: Tensor, height_Mm: Tensor, dz_Mm: Tensor) -> Tensor:
-    """First-order change of atmospheres ``x`` ``(B, 3 H)`` (three variables on the nodes
-    ``height_Mm`` ``(H,)``) shifted along height by ``dz_Mm`` ``(B,)``: ``dz dx/dh``, with the
-    derivative by finite differences on the non-uniform grid (``torch.gradient``)."""
-    b, n = x.shape
-    per_var = x.view(b, 3, n // 3)
-    (slope,) = torch.gradient(per_var, spacing=(height_Mm,), dim=2)
-    return (dz_Mm[:, None, None] * slope).reshape(b, n)
-
-
-class HeightConvEmulator(nn.Module):
-    """Forward emulator that convolves the atmosphere along height before its dense layers.
-
-    ``x`` ``(N, 3 H)`` (``[log_ne, log_T, v']`` standardised, each on the ``H`` nodes) is read as
-    3 channels over ``H`` heights. ``conv_layers`` 1D convolutions (``kernel`` nodes wide, zero
-    padded to keep ``H``, leaky ReLU; the last one to ``channels // 2`` features) share their
-    filters across heights, so a structure (a transition region, a condensation) is learnt once
-    for every height it may sit at. The features at all heights, next to ``x`` itself, feed
-    fully connected layers (:func:`_dropout_mlp`) that integrate along the line of sight.
-
-    Parameters
-    ----------
-    n_heights : int
-        ``H``, nodes per variable.
-    n_out : int
-        Profile points (60).
-    channels, conv_layers, kernel : int
-        Convolution width, depth and kernel size (odd, in nodes).
-    hidden, layers : int
-        Hidden width and number of hidden layers of the dense part.
-    slope : float
-        Negative slope of the leaky ReLUs.
-    dropout : float
-        Dropout of the dense part (training mode only).
-
-    Example
-    -------
-    >>> import torch
-    >>> emu = HeightConvEmulator(50, 60, channels=8, conv_layers=2, kernel=3, hidden=16, layers=2,
-    ...                          slope=0.1, dropout=0.0)
-    >>> emu(torch.zeros(4, 150)).shape
-    torch.Size([4, 60])
-    """
-
-    def __init__(self, n_heights: int, n_out: int, channels: int, conv_layers: int, kernel: int,
-                 hidden: int, layers: int, slope: float, dropout: float) -> None:
-        super().__init__()
-        self.n_heights = n_heights
-        features = max(1, channels // 2)
-        widths = [3] + [channels] * (conv_layers - 1) + [features]
-        convs: list[nn.Module] = []
-        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
-            convs += [nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.LeakyReLU(slope)]
-        self.conv = nn.Sequential(*convs)
-        self.dense = _dropout_mlp((features + 3) * n_heights, n_out, hidden, layers, slope, dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` ``(N, 3 H)`` -> standardised profiles ``(N, n_out)``."""
-        h = self.conv(x.reshape(-1, 3, self.n_heights)).flatten(1)
-        return mlp(self.dense, torch.cat([h, x], dim=1))
 
 
 def _dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
@@ -350,9 +282,8 @@ def cinn_losses(
         Peak-normalised profiles, noise free.
     config : TrainConfig
         ``noise`` (profiles fed to the condition, fraction of the joint peak), ``pad_noise``
-        (added to the standardised atmospheres fed to the flow), ``emulator_noise`` (added to
-        those fed to the emulator), ``emulator_on_flow_noise`` (the emulator sees the flow's
-        noisy atmospheres), ``w_forward`` (emulator weight).
+        (added to the standardised atmospheres fed to the flow), ``w_forward`` (emulator
+        weight).
     generator : torch.Generator, optional
         Source of the noise (on ``model``'s device).
     y_obs : Tensor, shape ``(B, 60)``, optional
@@ -382,16 +313,8 @@ def cinn_losses(
     if y_in is None:
         y_in = noisy_profiles(y, config, randn_like(y)) if config.noise > 0 else y
     y_in = _as_observed(model.config, config, y_in, generator)
-    x_noisy = x_in
-    if config.height_jitter_Mm > 0:  # drawn last, so that without it the stream is unchanged
-        x_in = x_in + _height_shift(x, model.height_Mm.to(x), config.height_jitter_Mm * randn_like(x[:, 0]))
     z, log_jac = model(x_in, model.condition(y_in))
     nll = (0.5 * (z**2).sum(1) - log_jac).mean() / model.n_z
-    # the emulator also meets atmospheres rougher than the training ones (posterior draws):
-    # optional noise on its inputs; it is drawn after the flow's, so that without it the
-    # random stream (and a run's result) is what it was before this option existed
-    x_emu = x_noisy if config.emulator_on_flow_noise else x
-    x_emu = x_emu + config.emulator_noise * randn_like(x) if config.emulator_noise > 0 else x_emu
-    y_pred = model.emulator(x_emu)
+    y_pred = model.emulator(x)
     forward_l2 = ((y_pred - model.standardise_y(y)) ** 2).mean()
     return {"nll": nll, "forward_l2": forward_l2, "total": nll + config.w_forward * forward_l2}

@@ -15,6 +15,7 @@ into every checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import astropy.units as u
 
@@ -145,15 +146,6 @@ class CINNConfig(_CouplingSettings):
     #: none, the layout of the v1 checkpoints); it regularises an emulator that otherwise
     #: overfits a few thousand atmospheres
     emulator_dropout: float = 0.0
-    #: channels of the emulator's convolutions along height (0 = none: a fully connected
-    #: emulator, the layout of the v1-v7 checkpoints). With channels, ``emulator_conv_layers``
-    #: 1D convolutions of width ``emulator_conv_kernel`` nodes run over the 50 heights, with
-    #: ``[log_ne, log_T, v']`` as the input channels; their features at every height, next to
-    #: ``x`` itself, feed the fully connected layers. The same filters at every height: a
-    #: transition region or condensation is learnt once, not once per node
-    emulator_conv_channels: int = 0
-    emulator_conv_layers: int = 3
-    emulator_conv_kernel: int = 5
     #: take partial coverage (:mod:`radynversion.model.coverage`): unobserved model points are
     #: NaN in the profiles, and the conditioning network sees the observed values (0 elsewhere)
     #: next to the mask of observed points (120 inputs instead of 60). Short windows, gaps and
@@ -164,19 +156,18 @@ class CINNConfig(_CouplingSettings):
     #: each line by its own peak (uncalibrated data in DN, whose lines have unknown gains)
     normalisation: str = "joint"
 
+    #: experiment options since removed, and the value under which each did nothing (None: any;
+    #: :func:`radynversion.config.from_dict`): the convolutional emulator along height
+    RETIRED: ClassVar[dict[str, Any]] = {"emulator_conv_channels": 0, "emulator_conv_layers": None,
+                                         "emulator_conv_kernel": None}
+
     def __post_init__(self) -> None:
         if self.normalisation not in ("joint", "per_line"):
             raise ConfigError(f"CINNConfig.normalisation = {self.normalisation!r}; expected 'joint' or 'per_line'")
         for name in ("n_blocks", "subnet_hidden", "subnet_layers", "cond_features", "cond_hidden",
-                     "emulator_hidden", "emulator_layers", "emulator_conv_layers"):
+                     "emulator_hidden", "emulator_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"CINNConfig.{name} = {getattr(self, name)}; expected >= 1")
-        if self.emulator_conv_channels < 0:
-            raise ConfigError(f"CINNConfig.emulator_conv_channels = {self.emulator_conv_channels}; "
-                              "expected >= 0 (0 = no convolutions)")
-        if self.emulator_conv_kernel < 1 or self.emulator_conv_kernel % 2 == 0:
-            raise ConfigError(f"CINNConfig.emulator_conv_kernel = {self.emulator_conv_kernel}; "
-                              "expected an odd number of nodes >= 1")
         if self.cond_layers < 0:
             raise ConfigError(f"CINNConfig.cond_layers = {self.cond_layers}; expected >= 0")
         if not 0.0 <= self.emulator_dropout < 1.0:
@@ -230,8 +221,7 @@ class TrainConfig:
 
     For the conditional INN (:class:`CINNConfig`) the loss is maximum likelihood::
 
-        NLL(x + pad_noise pad_noise_scale N(0, 1) + height_jitter_Mm N(0, 1) dx/dh | y + noise) / (3 H)
-        + w_forward * L2(emulator(x + emulator_noise N(0, 1)), y)
+        NLL(x + pad_noise pad_noise_scale N(0, 1) | y + noise) / (3 H) + w_forward * L2(emulator(x), y)
 
     (per dimension; the MMD weights, kernel scales and the fade-in do not apply). With
     ``tuning_programs`` > 0, ``y + noise`` is instead ``y`` observed through a tuning program
@@ -273,23 +263,6 @@ class TrainConfig:
     #: widens the learnt posterior to ``sqrt(width^2 + noise^2)`` (standardised units), which
     #: matters where the posterior is a few percent of the prior (``log_T`` in the chromosphere)
     pad_noise_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    #: conditional INN only: standard deviation [Mm] of a random shift of each training
-    #: atmosphere along height, to first order (``x + dz dx/dh``, drawn per atmosphere), added
-    #: to the flow's input with the noise above (0 = none). It widens the learnt posterior
-    #: where the atmosphere changes fast with height, i.e. around the transition region, whose
-    #: position the nodes resolve only to their spacing
-    height_jitter_Mm: float = 0.0
-    #: conditional INN only: standard deviation of the noise added to the standardised
-    #: atmospheres fed to the emulator (0 = none), so that it also learns rough atmospheres
-    #: such as posterior draws, on which the round trip evaluates it
-    emulator_noise: float = 0.0
-    #: conditional INN only: feed the emulator the flow's own noisy atmospheres (``x`` plus the
-    #: ``pad_noise`` above, before any height shift) instead of the clean ones. Posterior draws
-    #: carry that noise, since the flow learns the distribution of the noisy atmospheres; the
-    #: emulator then learns the mean profile of atmospheres within that noise of a true one and
-    #: reads a draw as the flow means it. It draws no random numbers: the flow trains exactly
-    #: as without it
-    emulator_on_flow_noise: bool = False
     #: standard deviation of the noise added to the profiles fed to the reverse pass, as a
     #: fraction of the joint peak (0 = none); drawn afresh for every batch
     noise: float = 0.01
@@ -335,6 +308,12 @@ class TrainConfig:
     #: seed of the split, the batches and the noise
     seed: int = 0
 
+    #: experiment options since removed, and the value under which each did nothing
+    #: (:func:`radynversion.config.from_dict`): a random height shift of the training
+    #: atmospheres, noise on the emulator's inputs, the emulator on the flow's noisy inputs
+    RETIRED: ClassVar[dict[str, Any]] = {"height_jitter_Mm": 0.0, "emulator_noise": 0.0,
+                                         "emulator_on_flow_noise": False}
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.partial_fraction <= 1.0:
             raise ConfigError(f"TrainConfig.partial_fraction = {self.partial_fraction}; expected 0 <= f <= 1")
@@ -353,8 +332,7 @@ class TrainConfig:
         if not 0.0 < self.lr_final_fraction <= 1.0:
             raise ConfigError(f"TrainConfig.lr_final_fraction = {self.lr_final_fraction}; "
                               "expected 0 < f <= 1")
-        if (self.fwhm_halpha_A < 0 or self.fwhm_ca8542_A < 0 or self.noise < 0 or self.pad_noise < 0
-                or self.emulator_noise < 0 or not self.height_jitter_Mm >= 0):
+        if self.fwhm_halpha_A < 0 or self.fwhm_ca8542_A < 0 or self.noise < 0 or self.pad_noise < 0:
             raise ConfigError("TrainConfig: FWHMs and noise levels must be >= 0")
         if len(self.pad_noise_scale) != 3 or any(not s >= 0 for s in self.pad_noise_scale):
             raise ConfigError(f"TrainConfig.pad_noise_scale = {self.pad_noise_scale}; expected three "

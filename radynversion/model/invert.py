@@ -47,8 +47,8 @@ from .posterior import (
     default_batch_size,
     pixel_seeds,
     posterior,
-    select_precision,
 )
+from .precision import select_precision
 from .preprocess import input_options, normalise_profiles, observed_program, sample_dims
 from .result import RunSettings, result_dataset, result_schema
 from .settings import InversionSettings, settings_from
@@ -191,7 +191,7 @@ def invert(
     if st.precision == "auto":
         probe = y[usable][:32]
         st = st.with_(precision=select_precision(net, probe if probe.size else None, samples=samples,
-                                                 compile=st.compile))
+                                                 compile=st.compile, sampling=st.sampling))
     st = st.with_(batch_size=int(st.batch_size or default_batch_size(net.device)))
     res = posterior(net, y, ids, **st.posterior_kwargs())
     run = RunSettings.from_settings(st, device=net.device.type)

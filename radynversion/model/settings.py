@@ -62,7 +62,7 @@ class InversionSettings:
     misfit_samples : int or None
         Draws per pixel in the round trip (default 64; None = every draw).
     precision : {"auto", "fp32", "tf32", "bf16"}
-        Arithmetic of the passes (:func:`radynversion.model.posterior.select_precision` for
+        Arithmetic of the passes (:func:`radynversion.model.precision.select_precision` for
         ``"auto"``).
     batch_size : int or None
         Rows (pixels x draws) per pass; None = the device's default.
@@ -91,6 +91,15 @@ class InversionSettings:
     max_samples_bytes: int = MAX_SAMPLES_BYTES
 
     def __post_init__(self) -> None:
+        for name in ("samples", "misfit_samples", "batch_size", "seed", "max_samples_bytes"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not float(value).is_integer():
+                raise ConfigError(f"invert: {name} = {value!r}; expected a whole number")
+            object.__setattr__(self, name, int(value))
+        if self.max_samples_bytes < 1:
+            raise ConfigError(f"invert: max_samples_bytes = {self.max_samples_bytes}; expected >= 1")
         if self.sampling not in SAMPLINGS:
             raise ConfigError(f"invert: sampling {self.sampling!r}; expected one of {', '.join(SAMPLINGS)}")
         if self.samples is not None and int(self.samples) < 1:
@@ -108,9 +117,6 @@ class InversionSettings:
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise ConfigError(f"invert: batch_size = {self.batch_size}; expected >= 1")
         object.__setattr__(self, "quantiles", q)
-        object.__setattr__(self, "seed", int(self.seed))
-        if self.samples is not None:
-            object.__setattr__(self, "samples", int(self.samples))
 
     @property
     def draws(self) -> int:

@@ -505,9 +505,9 @@ def train(
             model, sub.isel(sample=train_pos), sub.isel(sample=val_pos if val_pos.size else train_pos),
             source=f"training set {data_sha[:12]}")
         provenance["trust_reference"] = model.trust.description
-    except ValueError as err:
+    except Exception as err:  # noqa: BLE001 - optional: a failed fit must not lose the trained model
         model.trust = None
-        provenance["trust_reference"] = f"not fitted: {err}"
+        provenance["trust_reference"] = f"not fitted: {type(err).__name__}: {err}"
     model.metadata = {"train_config": tc_toml, "model_config": mc_toml, "training_set_sha256": data_sha,
                       "provenance": provenance, "path": str(model_path)}
     save_checkpoint(model_path, model, **meta)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .hydrostatic import G_SUN, falc_tables, hydrostatic_column, ionisation_particles, smoothstep
+from .hydrostatic import G_SUN, falc_tables, hydrostatic_column, smoothstep
 from .hydrostatic import loguniform as _loguniform
 
 __all__ = [
@@ -142,13 +142,9 @@ class FlareAtmosphere:
     ne_m3: np.ndarray | None = None
 
 
-def _falc() -> dict[str, np.ndarray]:
-    return falc_tables()
-
-
 def falc_atmosphere() -> FlareAtmosphere:
     """FAL-C (Lightweaver's ``Falc82``) as a :class:`FlareAtmosphere`, static."""
-    f = _falc()
+    f = falc_tables()
     return FlareAtmosphere(
         z_m=f["z"].copy(),
         temperature_K=f["T"].copy(),
@@ -160,7 +156,6 @@ def falc_atmosphere() -> FlareAtmosphere:
     )
 
 
-_ionisation = ionisation_particles  # used by radynversion.verify
 _smoothstep = smoothstep
 
 
@@ -209,7 +204,7 @@ def _draw(rng: np.random.Generator, cfg: PriorConfig) -> tuple[str, dict[str, fl
 
 
 def _build(kind: str, p: dict[str, float], cfg: PriorConfig) -> FlareAtmosphere:
-    f = _falc()
+    f = falc_tables()
     # --- below the TR: column mass grid (kg m^-2), from the TR down to z ~ -0.1 Mm
     m_tr = p["p_cor_dyn_cm2"] * 0.1 / _G_SUN
     lm_tr = np.log10(m_tr)
