@@ -34,33 +34,7 @@ from _splits import add_split_arguments, model_splits  # tools/_splits.py
 from torch import Tensor, nn
 
 from radynversion.model import atmosphere_to_array, normalise_profiles
-
-
-def _dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
-                 dropout: float) -> nn.Sequential:
-    """Fully connected, leaky ReLU, with dropout before every linear layer after the first.
-
-    Parameters
-    ----------
-    n_in, n_out : int
-        Input and output sizes.
-    hidden, layers : int
-        Hidden width and number of hidden layers.
-    slope : float
-        Negative slope of the leaky ReLU.
-    dropout : float
-        Dropout probability (active in training mode only).
-
-    Returns
-    -------
-    torch.nn.Sequential
-        ``(N, n_in) -> (N, n_out)``; torch's default initialisation.
-    """
-    mods: list[nn.Module] = [nn.Linear(n_in, hidden), nn.LeakyReLU(slope)]
-    for _ in range(layers - 1):
-        mods += [nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.LeakyReLU(slope)]
-    mods += [nn.Dropout(dropout), nn.Linear(hidden, n_out)]
-    return nn.Sequential(*mods)
+from radynversion.model.cinn import dropout_mlp
 
 
 class HeightConvEmulator(nn.Module):
@@ -71,7 +45,7 @@ class HeightConvEmulator(nn.Module):
     padded to keep ``H``, leaky ReLU; the last one to ``channels // 2`` features) share their
     filters across heights, so a structure (a transition region, a condensation) is learnt once
     for every height it may sit at. The features at all heights, next to ``x`` itself, feed
-    fully connected layers (:func:`_dropout_mlp`) that integrate along the line of sight.
+    fully connected layers (:func:`dropout_mlp`) that integrate along the line of sight.
 
     Parameters
     ----------
@@ -107,7 +81,7 @@ class HeightConvEmulator(nn.Module):
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             convs += [nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), nn.LeakyReLU(slope)]
         self.conv = nn.Sequential(*convs)
-        self.dense = _dropout_mlp((features + 3) * n_heights, n_out, hidden, layers, slope, dropout)
+        self.dense = dropout_mlp((features + 3) * n_heights, n_out, hidden, layers, slope, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``(N, 3 H)`` -> standardised profiles ``(N, n_out)``."""
@@ -165,7 +139,7 @@ def fit(args: argparse.Namespace) -> dict:
         model = HeightConvEmulator(x.shape[1] // 3, n_y, args.conv_channels, args.conv_layers, args.kernel,
                                    args.hidden, args.layers, slope, args.dropout)
     else:
-        model = _dropout_mlp(x.shape[1], n_y, args.hidden, args.layers, slope, args.dropout)
+        model = dropout_mlp(x.shape[1], n_y, args.hidden, args.layers, slope, args.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * (len(tr) // 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.05)

@@ -34,7 +34,7 @@ from .inn import _Permute, subnet_constructor
 from .kernels import mlp
 from .losses import noisy_profiles
 
-__all__ = ["ConditionalINN", "cinn_losses", "CINN_LOSS_NAMES"]
+__all__ = ["ConditionalINN", "cinn_losses", "dropout_mlp", "CINN_LOSS_NAMES"]
 
 #: the unweighted components returned by :func:`cinn_losses` (plus ``"total"``)
 CINN_LOSS_NAMES: tuple[str, ...] = ("nll", "forward_l2")
@@ -100,7 +100,7 @@ class ConditionalINN(PosteriorModel):
                         flow.append(_Permute, seed=config.seed * 1000 + k)
                 self.flow = flow
                 self.emulator: nn.Module = (
-                    _dropout_mlp(self.n_x, self.n_y, config.emulator_hidden, config.emulator_layers,
+                    dropout_mlp(self.n_x, self.n_y, config.emulator_hidden, config.emulator_layers,
                                  slope, config.emulator_dropout)
                     if config.emulator_dropout > 0 else
                     subnet_constructor(config.emulator_hidden, config.emulator_layers, slope, None)(
@@ -222,7 +222,7 @@ def _coupling_reverse(block: GLOWCouplingBlock, subnet: nn.Sequential, u: Tensor
     return torch.sub(v, h[:, n_v:]).mul_(inv_scale)
 
 
-def _dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
+def dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
                  dropout: float) -> nn.Sequential:
     """Fully connected, leaky ReLU, with dropout before every linear layer after the first.
 
