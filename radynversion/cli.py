@@ -75,7 +75,7 @@ def _first_draws(data, first: int | None):  # noqa: ANN001, ANN202 - xarray.Data
     still be growing."""
     if first is None:
         return data
-    from .model.train import sample_labels
+    from .datasets import sample_labels
 
     # first_draws: provenance, which held-out split a report is about
     return data.isel(sample=sample_labels(data) < first).assign_attrs(first_draws=int(first))

@@ -12,10 +12,12 @@ import numpy as np
 import xarray as xr
 
 from .errors import StoreError
+from .lines import LINES
 from .schema import source_name
 
 __all__ = ["training_set", "training_set_path", "training_union", "dataset_hash", "store_digest",
-           "example_scan", "example_observation", "example_truth", "example_crispy", "LABEL_STRIDE"]
+           "example_scan", "example_observation", "example_truth", "example_crispy", "LABEL_STRIDE",
+           "usable_samples", "sample_labels", "evaluation_split", "splitmix64"]
 
 #: sample labels of component k of a union are ``k * LABEL_STRIDE + draw`` (unique, and the
 #: first component keeps its own labels, so its held-out split is the one it has alone)
@@ -274,3 +276,67 @@ def store_digest(store: str | Path, metadata: bool = True) -> str:
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+# -- splits: which draws a model may train on -------------------------------------------------
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser of unsigned 64-bit integers (element-wise): a fixed, well-mixed
+    hash, the basis of the held-out split and of the per-pixel seeds."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def usable_samples(data: xr.Dataset) -> np.ndarray:
+    """Positions along ``sample`` of converged samples (``status == 0`` where a ``status``
+    variable exists) with finite profiles and atmosphere; shape ``(K,)``, int64."""
+    n = data.sizes["sample"]
+    ok = np.ones(n, dtype=bool)
+    if "status" in data:
+        ok &= np.asarray(data["status"].values) == 0
+    for name in [ln.var for ln in LINES] + ["log_ne", "log_T", "v"]:
+        arr = np.asarray(data[name].transpose("sample", ...).values, dtype=float).reshape(n, -1)
+        ok &= np.isfinite(arr).all(axis=1)
+    return np.flatnonzero(ok)
+
+
+def sample_labels(data: xr.Dataset) -> np.ndarray:
+    """The labels of the samples: the ``sample`` coordinate (the draw index of a synthesised
+    atmosphere, stable as a store grows) or, without one, the positions; shape ``(N,)``, int64."""
+    if "sample" in data.coords and np.issubdtype(data["sample"].dtype, np.integer):
+        return np.asarray(data["sample"].values, dtype=np.int64)
+    return np.arange(data.sizes["sample"], dtype=np.int64)
+
+
+#: salt of the held-out hash (a constant: the split must never change)
+_TEST_SALT = np.uint64(0x7E57_5EED_2019_0873)
+
+
+def evaluation_split(labels: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Whether each sample belongs to the held-out evaluation split.
+
+    Membership is a SplitMix64 hash of the sample label alone, so it does not depend on which
+    other samples a store holds: a model trained on a grown set still never sees them.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape ``(N,)``
+        :func:`sample_labels`.
+    fraction : float
+        Expected held-out fraction.
+
+    Returns
+    -------
+    ndarray of bool, shape ``(N,)``
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from radynversion.model import evaluation_split
+    >>> round(float(evaluation_split(np.arange(100_000)).mean()), 2)
+    0.1
+    """
+    h = splitmix64(np.asarray(labels).astype(np.int64).astype(np.uint64) ^ _TEST_SALT)
+    return (h >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction

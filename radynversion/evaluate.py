@@ -59,7 +59,14 @@ import xarray as xr
 from ._version import __version__
 from .atmosphere import BANDS, PHOTOSPHERE_TOP_MM, TR_LOG_T, VARIABLES, height_bands, velocity_transform
 from .config import from_toml
-from .datasets import DEFAULT_SET_LABELS, source_label, training_set
+from .datasets import (
+    DEFAULT_SET_LABELS,
+    evaluation_split,
+    sample_labels,
+    source_label,
+    training_set,
+    usable_samples,
+)
 from .errors import ConfigError, ProfileSchemaError, StoreError
 from .instrument import crisp_tunings, degrade
 from .lines import LINES
@@ -69,7 +76,6 @@ from .model.config import TrainConfig
 from .model.coverage import renormalise
 from .model.invert import invert
 from .model.preprocess import atmosphere_to_array, input_options, normalise_profiles
-from .model.train import evaluation_split, sample_labels, usable_samples
 from .schema import source_name
 
 __all__ = ["evaluation_rows", "BANDS", "CROSS_PRIOR_TOP_MM", "SPLITS", "TR_LOG_T", "EvaluationResult", "EvaluationSettings",

@@ -7,10 +7,9 @@ import argparse
 import numpy as np
 import xarray as xr
 
-from radynversion.datasets import training_set
+from radynversion.datasets import sample_labels, training_set
 from radynversion.evaluate import evaluation_rows
 from radynversion.model import PosteriorModel, load_model
-from radynversion.model.train import sample_labels
 
 
 def add_split_arguments(ap: argparse.ArgumentParser) -> None:

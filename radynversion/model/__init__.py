@@ -20,6 +20,7 @@ The user's workflow: ``train(training_set, out_dir) -> load_model(path) -> inver
 
 from __future__ import annotations
 
+from ..datasets import evaluation_split, sample_labels, usable_samples  # the splits, re-exported
 from .base import PosteriorModel
 from .checkpoint import DEFAULT_MODEL_PATH, arrays_sha256, load_model, read_checkpoint, save_checkpoint
 from .cinn import ConditionalINN
@@ -37,7 +38,7 @@ from .preprocess import (
     model_wavelengths,
     normalise_profiles,
 )
-from .train import TrainResult, evaluation_split, sample_labels, train, usable_samples
+from .train import TrainResult, train
 
 __all__ = [
     "ModelConfig",

@@ -69,6 +69,7 @@ import numpy as np
 import torch
 
 from ..atmosphere import inverse_velocity_transform
+from ..datasets import splitmix64
 from ..errors import SelectionTooLargeError
 from .base import PosteriorModel
 from .compiled import compiled_model
@@ -110,14 +111,6 @@ _DEFAULT_BATCH = {"cpu": 2048, "cuda": 65536}
 DEFAULT_MISFIT_SAMPLES = 64
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
 def pixel_seeds(seed: int, pixel_index: np.ndarray) -> np.ndarray:
     """Seeds of the per-pixel generators: a SplitMix64 hash of ``(seed, pixel_index)``.
 
@@ -137,9 +130,9 @@ def pixel_seeds(seed: int, pixel_index: np.ndarray) -> np.ndarray:
     >>> bool(pixel_seeds(0, np.arange(3))[1] == pixel_seeds(0, np.array([1]))[0])
     True
     """
-    base = _splitmix64(np.asarray([seed % 2**64], dtype=np.uint64))
+    base = splitmix64(np.asarray([seed % 2**64], dtype=np.uint64))
     idx = np.asarray(pixel_index).astype(np.int64).astype(np.uint64)
-    return _splitmix64(base ^ _splitmix64(idx))
+    return splitmix64(base ^ splitmix64(idx))
 
 
 _SOBOL_CACHE: dict[tuple[int, str], torch.Tensor] = {}

@@ -29,14 +29,13 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..config import from_toml, to_toml
-from ..datasets import source_label
+from ..datasets import evaluation_split, sample_labels, source_label, usable_samples
 from ..errors import CheckpointError, ConfigError, ProfileSchemaError
 from ..lines import LINES
 from ..schema import source_name
 from .base import PosteriorModel
 from .checkpoint import MODEL_KINDS, arrays_sha256, read_checkpoint, save_checkpoint
 from .config import CINNConfig, ModelConfig, TrainConfig
-from .posterior import _splitmix64
 from .preprocess import atmosphere_to_array, normalise_profiles
 from .sampling import ObservedSampling
 from .trust import build_trust_reference
@@ -74,59 +73,6 @@ class TrainResult:
     history: dict[str, list[float]]
     checkpoint: Path
     model_path: Path
-
-
-def usable_samples(data: xr.Dataset) -> np.ndarray:
-    """Positions along ``sample`` of converged samples (``status == 0`` where a ``status``
-    variable exists) with finite profiles and atmosphere; shape ``(K,)``, int64."""
-    n = data.sizes["sample"]
-    ok = np.ones(n, dtype=bool)
-    if "status" in data:
-        ok &= np.asarray(data["status"].values) == 0
-    for name in [ln.var for ln in LINES] + ["log_ne", "log_T", "v"]:
-        arr = np.asarray(data[name].transpose("sample", ...).values, dtype=float).reshape(n, -1)
-        ok &= np.isfinite(arr).all(axis=1)
-    return np.flatnonzero(ok)
-
-
-def sample_labels(data: xr.Dataset) -> np.ndarray:
-    """The labels of the samples: the ``sample`` coordinate (the draw index of a synthesised
-    atmosphere, stable as a store grows) or, without one, the positions; shape ``(N,)``, int64."""
-    if "sample" in data.coords and np.issubdtype(data["sample"].dtype, np.integer):
-        return np.asarray(data["sample"].values, dtype=np.int64)
-    return np.arange(data.sizes["sample"], dtype=np.int64)
-
-
-#: salt of the held-out hash (a constant: the split must never change)
-_TEST_SALT = np.uint64(0x7E57_5EED_2019_0873)
-
-
-def evaluation_split(labels: np.ndarray, fraction: float = 0.1) -> np.ndarray:
-    """Whether each sample belongs to the held-out evaluation split.
-
-    Membership is a SplitMix64 hash of the sample label alone, so it does not depend on which
-    other samples a store holds: a model trained on a grown set still never sees them.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape ``(N,)``
-        :func:`sample_labels`.
-    fraction : float
-        Expected held-out fraction.
-
-    Returns
-    -------
-    ndarray of bool, shape ``(N,)``
-
-    Example
-    -------
-    >>> import numpy as np
-    >>> from radynversion.model import evaluation_split
-    >>> round(float(evaluation_split(np.arange(100_000)).mean()), 2)
-    0.1
-    """
-    h = _splitmix64(np.asarray(labels).astype(np.int64).astype(np.uint64) ^ _TEST_SALT)
-    return (h >> np.uint64(11)).astype(np.float64) / 2.0**53 < fraction
 
 
 def _stream_seed(seed: int, stream: int) -> int:
