@@ -141,8 +141,9 @@ def invert(
         as the engine's lazy result and Zarr store): ``log_ne`` [dex cm^-3], ``log_T`` [dex K],
         ``v`` [km/s, positive = downflow] over ``(*dims, quantile, height)`` (height in Mm);
         ``misfit(*dims)`` (in units of the joint peak), ``peak(*dims)`` (joint peak, in the
-        model's intensity unit) and ``mask(*dims)`` (True where nothing was inverted); with
-        ``return_samples``, ``log_ne_samples``, ``log_T_samples``, ``v_samples`` over
+        model's intensity unit), ``mask(*dims)`` (True where nothing was inverted),
+        ``ood_score(*dims)`` and ``trusted(*dims)`` (how unlike the training data the pixel is,
+        :mod:`radynversion.model.trust`); with ``return_samples``, ``log_ne_samples``, ``log_T_samples``, ``v_samples`` over
         ``(*dims, draw, height)``; the input's coordinates on ``dims``; the input's attrs and
         the run's provenance (the settings used, the precision chosen).
 
