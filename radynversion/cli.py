@@ -81,43 +81,17 @@ def _first_draws(data, first: int | None):  # noqa: ANN001, ANN202 - xarray.Data
     return data.isel(sample=sample_labels(data) < first).assign_attrs(first_draws=int(first))
 
 
-def _read_tunings(path: Path) -> dict:
-    """An observing program from TOML: line key -> array of air wavelengths [Angstrom]."""
-    import tomllib
-
-    import numpy as np
-
-    from .errors import ConfigError
-    from .lines import LINES
-    try:
-        table = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the tunings ({err})") from None
-    out = {}
-    if not any(ln.key in table for ln in LINES):
-        raise ConfigError(f"{path}: names no line; expected {[ln.key for ln in LINES]} = [air wavelengths]")
-    for ln in LINES:
-        if ln.key not in table:
-            continue  # one line alone: for a model trained on partial coverage (evaluate checks)
-        wl = table.get(ln.key)
-        if (not isinstance(wl, list) or len(wl) < 2
-                or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in wl)):
-            raise ConfigError(f"{path}: {ln.key!r} must be a list of at least 2 air wavelengths [Angstrom] "
-                              f"({ln.label}, e.g. {ln.center_air_A - 1.5:.2f} ... {ln.center_air_A + 1.5:.2f})")
-        out[ln.key] = np.asarray(wl, dtype=float)  # any order: evaluate() sorts
-    return out
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .evaluate import EvaluationSettings, cross_prior_lines, evaluate, open_population, write_report
+    from .instrument import observing_program
     from .lines import LINES
     from .model import load_model
     from .model.preprocess import check_window, input_options
 
     data = _first_draws(open_population(args.data), args.first)
     net = load_model(args.model)
-    tunings = _read_tunings(args.tunings) if args.tunings else None
+    tunings = observing_program(args.tunings) if args.tunings else None
     if tunings is not None and not input_options(net)["partial"]:  # refused up front, naming the file
         for ln in LINES:
             if ln.key not in tunings:
@@ -462,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-samples", dest="max_samples", type=int, help="evaluate at most this many")
     ev.add_argument("--first", type=int, help="use only the first N draws (sample label < N), for "
                     "the held-out split and the prior: a fixed evaluation while the store grows")
-    ev.add_argument("--tunings", type=Path, help="observe through this program instead of CRISP's default: "
-                    "TOML with halpha = [...] and ca8542 = [...], air wavelengths [Angstrom]")
+    ev.add_argument("--tunings", help="observe through this program instead of CRISP's default: a packaged "
+                    "program's name (sparse, even, points, short_windows, halpha_only, ca8542_only, cut_and_gap) "
+                    "or a TOML with halpha = [...] and/or ca8542 = [...], air wavelengths [Angstrom]")
     ev.add_argument("--dn", action="store_true", help="observe in DN with an unknown gain per line (uncalibrated "
                     "data: for a model normalised per line)")
     ev.set_defaults(func=_cmd_evaluate)

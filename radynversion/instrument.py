@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from .errors import ProfileSchemaError
+from .errors import ConfigError, ProfileSchemaError
 from .lines import CA8542, HALPHA, LINES, Line, line_by_key
 from .schema import RADIANCE_PER_HZ, convert_intensity, intensity_unit, to_air_angstrom, validate_profiles
 
-__all__ = ["CRISP_PROGRAMS", "crisp_tunings", "default_fwhm_A", "resampling_matrix", "degrade", "pixel_noise"]
+__all__ = ["CRISP_PROGRAMS", "crisp_tunings", "default_fwhm_A", "resampling_matrix", "degrade", "pixel_noise",
+           "observing_program", "program_names"]
 
 #: default CRISP line programs: line key -> (number of tunings, half-width [A], core density).
 #: H-alpha: 15 tunings within +-1.5 A. Ca II 8542: 21 tunings within +-1.25 A: real programs
@@ -270,4 +272,72 @@ def degrade(
     out.attrs["instrument"] = json.dumps({
         "transmission": "Gaussian", "fwhm_A": {ln.key: float(fwhm.get(ln.key, 0.0)) for ln in LINES},
         "noise_fraction_of_joint_peak": float(noise), "noise_seed": int(seed)})
+    return out
+
+
+def _programs_dir():  # noqa: ANN202 - an importlib Traversable
+    from importlib import resources
+
+    return resources.files("radynversion") / "data" / "programs"
+
+
+def program_names() -> list[str]:
+    """Names of the packaged observing programs (``radynversion/data/programs/*.toml``): the
+    programs the model card evaluates (``sparse``, ``even``, ``points``, ``short_windows``,
+    ``halpha_only``, ``ca8542_only``, ``cut_and_gap``)."""
+    return sorted(p.name[:-5] for p in _programs_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def observing_program(program: str | Path) -> dict[str, np.ndarray]:
+    """An observing program: line key -> air wavelengths [Angstrom] of its tunings.
+
+    Parameters
+    ----------
+    program : str or path
+        A packaged program's name (:func:`program_names`) or a TOML file with ``halpha = [...]``
+        and/or ``ca8542 = [...]`` (air Angstrom, any order; one line alone for models trained on
+        partial coverage).
+
+    Raises
+    ------
+    ConfigError
+        An unreadable file, an unknown name, no line named, or a line without at least two
+        numbers; one line naming the file.
+
+    Example
+    -------
+    >>> sorted(observing_program("sparse"))
+    ['ca8542', 'halpha']
+    """
+    import tomllib
+
+    path = Path(program)
+    if not path.suffix and not path.exists():
+        packaged = _programs_dir() / f"{program}.toml"
+        if not packaged.is_file():
+            raise ConfigError(f"{program}: neither a file nor a packaged observing program; expected a TOML "
+                              f"file or one of {', '.join(program_names())}")
+        text, where = packaged.read_text(), f"{program} (packaged)"
+    else:
+        try:
+            text, where = path.read_text(), str(path)
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the tunings ({err.strerror}); expected a TOML file with "
+                              "halpha = [...] and/or ca8542 = [...]") from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{where}: cannot read the tunings ({err})") from None
+    if not any(ln.key in table for ln in LINES):
+        raise ConfigError(f"{where}: names no line; expected {[ln.key for ln in LINES]} = [air wavelengths]")
+    out = {}
+    for ln in LINES:
+        if ln.key not in table:
+            continue  # one line alone: for a model trained on partial coverage
+        wl = table[ln.key]
+        if (not isinstance(wl, list) or len(wl) < 2
+                or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in wl)):
+            raise ConfigError(f"{where}: {ln.key!r} must be a list of at least 2 air wavelengths [Angstrom] "
+                              f"({ln.label}, e.g. {ln.center_air_A - 1.5:.2f} ... {ln.center_air_A + 1.5:.2f})")
+        out[ln.key] = np.asarray(wl, dtype=float)
     return out

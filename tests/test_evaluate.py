@@ -282,3 +282,15 @@ def test_a_model_trained_on_the_held_out_split_of_this_store_is_refused(trained)
     finally:
         prov.clear()
         prov.update(saved)
+
+
+def test_packaged_observing_programs_are_read_by_name():
+    from radynversion.errors import ConfigError
+    from radynversion.instrument import observing_program, program_names
+
+    assert {"sparse", "halpha_only", "cut_and_gap"} <= set(program_names())
+    sparse = observing_program("sparse")
+    assert sparse["halpha"].size == 11 and sparse["ca8542"].size == 13
+    assert set(observing_program("halpha_only")) == {"halpha"}
+    with pytest.raises(ConfigError, match="neither a file nor a packaged observing program; expected a TOML file or one of"):
+        observing_program("sparce")

@@ -1,6 +1,7 @@
 """Score models by observing program: both lines, each alone, short windows, gaps, DN.
 
-For each ``--case NAME=MODEL[:PROGRAM.toml][:dn]`` runs ``radynversion.evaluate`` on the
+For each ``--case NAME=MODEL[:PROGRAM][:dn]`` (PROGRAM: a packaged program's name, e.g.
+``halpha_only``, or a TOML file) runs ``radynversion.evaluate`` on the
 model's held-out split of the prior's first ``--first`` draws (1 % noise, 512 draws, fp32) and
 writes a markdown table of the chromosphere band (0.5 Mm to the TR): 68 / 90 % coverage and the
 median error of the posterior median, against the prior-only baseline, plus the mean width of
@@ -8,21 +9,19 @@ the 68 % intervals against the prior's (how much the posterior widens when infor
 
     .venv/bin/python tools/program_study.py --first 12000 --out docs/evaluation/programs/table.md \\
         --case "both=runs/cand/partial_joint/model.pt" \\
-        --case "halpha alone=runs/cand/partial_joint/model.pt:docs/evaluation/programs/halpha_only.toml"
+        --case "halpha alone=runs/cand/partial_joint/model.pt:halpha_only"
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tomllib
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from radynversion.datasets import training_set
 from radynversion.evaluate import EvaluationSettings, evaluate
+from radynversion.instrument import observing_program
 from radynversion.model import load_model, sample_labels
 
 warnings.filterwarnings("ignore")
@@ -31,7 +30,7 @@ VARS = ("log_T", "log_ne", "v")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--case", action="append", required=True, help="NAME=MODEL[:PROGRAM.toml][:dn]")
+    ap.add_argument("--case", action="append", required=True, help="NAME=MODEL[:PROGRAM][:dn]")
     ap.add_argument("--first", type=int, default=12000)
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--out", type=Path, required=True)
@@ -44,8 +43,8 @@ def main() -> None:
         parts = spec.split(":")
         model, program, dn = parts[0], None, "dn" in parts[1:]
         for p in parts[1:]:
-            if p.endswith(".toml"):
-                program = {k: np.asarray(v, float) for k, v in tomllib.loads(Path(p).read_text()).items()}
+            if p != "dn":
+                program = observing_program(p)
         net = load_model(None if model == "default" else model)
         res = evaluate(net, data, EvaluationSettings(samples=a.samples, tunings=program, dn=dn))
         s = res.summary
