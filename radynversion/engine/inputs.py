@@ -21,8 +21,6 @@ __all__ = ["open_input"]
 
 _NETCDF = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5", ".he5", ".cdf")
 _FITS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
-#: first bytes of netCDF-3 (classic, 64-bit offset, 64-bit data) and netCDF-4/HDF5 files
-_NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 
 
 def _chunk_request(chunks: Mapping[str, int | None] | None) -> dict[str, int]:
@@ -30,20 +28,6 @@ def _chunk_request(chunks: Mapping[str, int | None] | None) -> dict[str, int]:
     for d, c in (chunks or {}).items():
         req[d] = -1 if c is None else int(c)
     return req
-
-
-def _is_netcdf(path: Path, head: bytes) -> bool:
-    """netCDF-3 or HDF5 signature at the start (or, for HDF5, after a user block of 512 * 2^k bytes)."""
-    if head.startswith(_NETCDF_MAGIC):
-        return True
-    size, offset = path.stat().st_size, 512
-    with open(path, "rb") as f:
-        while offset + 8 <= size:
-            f.seek(offset)
-            if f.read(8) == _NETCDF_MAGIC[-1]:
-                return True
-            offset *= 2
-    return False
 
 
 def open_input(paths: str | Path | Sequence[str | Path],
@@ -80,31 +64,8 @@ def open_input(paths: str | Path | Sequence[str | Path],
         ds = obs.open_observation(items, chunks="auto")
         return ds.chunk({d: c for d, c in req.items() if d in ds.dims})
     path = items[0]
-    kind = "Zarr store" if path.is_dir() or path.suffix == ".zarr" else "netCDF file"
-    if path.is_file() and path.suffix.lower() in _NETCDF:
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if not _is_netcdf(path, head):
-            what = "empty" if not head else f"starts with {head!r}"
-            raise DataFileError(f"{path}: not a netCDF file ({what}); expected a netCDF file or Zarr "
-                                "store in the profile schema, or FITS files")
-    try:
-        if kind == "Zarr store":
-            ds = xr.open_zarr(path, chunks={})
-            ds = ds.chunk({d: c for d, c in req.items() if d in ds.dims})
-        elif path.suffix.lower() in _NETCDF:
-            with xr.open_dataset(path) as probe:
-                dims = set(probe.dims)
-            ds = xr.open_dataset(path, chunks={d: c for d, c in req.items() if d in dims})
-        else:
-            raise DataFileError(f"{path}: unknown input type; expected .nc/.h5 (netCDF), .zarr or "
-                                ".fits")
-    except DataFileError:
-        raise
-    except Exception as err:  # noqa: BLE001 - backends raise many types for foreign files
-        text = " ".join(str(err).split()).split(". ")[0][:160]
-        hint = " (truncated or corrupt?)" if kind == "netCDF file" else ""
-        raise DataFileError(f"{path}: not a readable {kind}{hint} ({type(err).__name__}: {text}); expected "
-                            f"a {kind} in the profile schema") from None
-    ds.encoding.setdefault("source", str(path))
-    return ds
+    if not (path.is_dir() or path.suffix == ".zarr" or path.suffix.lower() in _NETCDF):
+        raise DataFileError(f"{path}: unknown input type; expected .nc/.h5 (netCDF), .zarr or .fits")
+    from ..io.observation import open_profile_store
+
+    return open_profile_store(path, req)

@@ -41,12 +41,76 @@ from ..lines import LINES, Line
 from ..schema import validate_profiles
 from .fits import WAVELENGTH_TOLERANCE_A, read_crispy_fits, read_fits_profiles, read_sstred_cube
 
-__all__ = ["open_observation", "sniff_format"]
+__all__ = ["open_observation", "open_profile_store", "sniff_format", "has_netcdf_signature"]
 
 _FITS_MAGIC = b"SIMPLE  ="
 _NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
-_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5", ".cdf")
+_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5", ".he5", ".cdf")
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+
+
+def has_netcdf_signature(path: str | Path) -> bool:
+    """Whether ``path`` starts as netCDF-3 or HDF5 (netCDF-4) does, or, for HDF5, does so after a
+    user block of 512 * 2^k bytes."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        if f.read(8).startswith(_NETCDF_MAGIC):
+            return True
+        size, offset = p.stat().st_size, 512
+        while offset + 8 <= size:
+            f.seek(offset)
+            if f.read(8) == _NETCDF_MAGIC[-1]:
+                return True
+            offset *= 2
+    return False
+
+
+def open_profile_store(path: str | Path, chunks: Any = None) -> xr.Dataset:
+    """Open one netCDF file or Zarr store in the profile schema (the one implementation behind
+    :func:`open_observation` and the engine's :func:`radynversion.engine.inputs.open_input`).
+
+    Parameters
+    ----------
+    path : path
+        A netCDF file (``.nc``, ``.h5``...) or a Zarr store (``.zarr`` or a folder).
+    chunks : None, int, "auto" or mapping dim -> size (-1 = whole)
+        As :func:`xarray.open_dataset`; a mapping names the dims to chunk (those the file lacks
+        are ignored; a Zarr store's own chunks are kept for the others).
+
+    Raises
+    ------
+    DataFileError
+        Not a netCDF file (wrong signature, empty), or unreadable (truncated, corrupt), naming
+        the path and what was expected.
+    """
+    path = Path(path)
+    kind = "Zarr store" if path.is_dir() or path.suffix == ".zarr" else "netCDF file"
+    if kind == "netCDF file" and path.is_file() and not has_netcdf_signature(path):
+        with open(path, "rb") as f:
+            head = f.read(8)
+        what = "empty" if not head else f"starts with {head!r}"
+        raise DataFileError(f"{path}: not a netCDF file ({what}); expected a netCDF file or Zarr store in the "
+                            "profile schema, or FITS files")
+    try:
+        if kind == "Zarr store":
+            if isinstance(chunks, dict):
+                ds = xr.open_zarr(path, chunks={})
+                ds = ds.chunk({d: c for d, c in chunks.items() if d in ds.dims})
+            else:
+                ds = xr.open_zarr(path, chunks=chunks)
+        elif isinstance(chunks, dict):
+            with xr.open_dataset(path) as probe:
+                dims = set(probe.dims)
+            ds = xr.open_dataset(path, chunks={d: c for d, c in chunks.items() if d in dims})
+        else:
+            ds = xr.open_dataset(path, chunks=chunks)
+    except Exception as err:  # noqa: BLE001 - backends raise many types for foreign files
+        text = " ".join(str(err).split()).split(". ")[0][:160]
+        hint = " (truncated or corrupt?)" if kind == "netCDF file" else ""
+        raise DataFileError(f"{path}: not a readable {kind}{hint} ({type(err).__name__}: {text}); expected "
+                            f"a {kind} in the profile schema") from None
+    ds.encoding.setdefault("source", str(path))
+    return ds
 
 
 def sniff_format(path: str | Path) -> str:
@@ -68,7 +132,7 @@ def sniff_format(path: str | Path) -> str:
         head = f.read(9)
     if head.startswith(_FITS_MAGIC):
         return "fits"
-    if head.startswith(_NETCDF_MAGIC):
+    if head.startswith(_NETCDF_MAGIC) or has_netcdf_signature(p):
         return "netcdf"
     name = p.name.lower()
     if name.endswith((".gz", ".bz2")) and name.endswith(_FITS_SUFFIXES):
@@ -86,13 +150,7 @@ def _open_one(path: Path, stokes: str, chunks: Any, reader: str | None) -> xr.Da
     if fmt == "fits":
         fn = {"sstred": read_sstred_cube, "crispy": read_crispy_fits}.get(reader or "", read_fits_profiles)
         return fn(path, stokes=stokes, chunks=chunks)
-    try:
-        opener = xr.open_zarr if fmt == "zarr" else xr.open_dataset
-        ds = opener(path, chunks=chunks)
-    except Exception as err:
-        text = " ".join(str(err).split())
-        raise DataFileError(f"{path}: cannot be opened as {fmt} ({type(err).__name__}: {text}); "
-                            "expected a profile Dataset written by xarray") from None
+    ds = open_profile_store(path, chunks)
     if not _lines_in(ds):
         raise ProfileSchemaError(f"{path}: holds none of {[ln.var for ln in LINES]}; expected a "
                                  "Dataset in the profile schema")
