@@ -45,11 +45,11 @@ from ..model.posterior import (
     posterior,
 )
 from ..model.precision import select_precision
-from ..model.preprocess import input_options, observed_program, sample_dims
+from ..model.preprocess import check_profiles, input_options, sample_dims
 from ..model.result import ResultSchema, RunSettings, VariableSpec, result_dataset, result_schema
 from ..model.settings import InversionSettings, settings_from
 from ..model.trust import trust_scores
-from ..schema import check_intensities, source_name, validate_profiles
+from ..schema import source_name
 from .workers import ModelPlugin, ModelSpec, model_spec, worker_device, worker_model
 
 __all__ = ["DEFAULT_CHUNK_PIXELS", "Plan", "check_profiles", "plan_inversion", "invert", "runtime_settings",
@@ -413,38 +413,6 @@ class Plan:
                 new_axis=list(range(nd, nd + extra)) if extra else None,
                 meta=np.empty((0,) * len(spec.dims), dtype=spec.dtype), name=f"{name}-{self.blocks.name}")
         return result_dataset(arrays, self.schema)
-
-
-def _check_values(profiles: xr.Dataset, source: str) -> None:
-    """Refuse in-memory intensities of which no pixel can be inverted
-    (:func:`radynversion.schema.check_intensities`); lazy ones, Dask or file backed, are not
-    read here: :func:`radynversion.engine.invert_to_zarr` checks the mask of its store at the
-    end, and names the reason then."""
-    if all(getattr(profiles[ln.var].variable, "_in_memory", False) for ln in LINES if ln.var in profiles):
-        check_intensities(profiles, source)
-
-
-def check_profiles(profiles: xr.Dataset, source: str | None = None, partial: bool = False) -> str:
-    """Everything about ``profiles`` that would make an inversion fail, checked before any work:
-    the profile schema (:func:`radynversion.schema.validate_profiles`), wavelengths that cover
-    the model windows, and (for in-memory data) intensities of which at least one pixel can be
-    inverted. Returns the name of the data used in messages.
-
-    Partly bad data are not refused: pixels with NaN or inf, a negative intensity or none
-    positive in a line come out NaN with ``mask`` True. With ``partial`` (a model trained on
-    partial coverage, :mod:`radynversion.model.coverage`) one line alone, short windows and gaps
-    pass; an observation that covers no line's core does not.
-
-    Raises
-    ------
-    ProfileSchemaError, UnitsError
-        A one-line message naming the file, the variable and what was expected.
-    """
-    src = source or source_name(profiles)
-    validate_profiles(profiles, src, all_lines=not partial)
-    observed_program(profiles, src, partial=partial)  # windows, tunings (and cores)
-    _check_values(profiles, src)
-    return src
 
 
 def plan_inversion(

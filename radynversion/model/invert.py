@@ -31,7 +31,7 @@ import xarray as xr
 from ..atmosphere import VARIABLES
 from ..errors import ProfileSchemaError
 from ..lines import LINES
-from ..schema import check_intensities, impossible_pixels, source_name, validate_profiles
+from ..schema import impossible_pixels, source_name
 from .base import PosteriorModel
 from .checkpoint import (
     DEFAULT_MODEL_PATH,
@@ -49,7 +49,7 @@ from .posterior import (
     posterior,
 )
 from .precision import select_precision
-from .preprocess import input_options, normalise_profiles, observed_program, sample_dims
+from .preprocess import check_profiles, input_options, normalise_profiles, sample_dims
 from .result import RunSettings, result_dataset, result_schema
 from .settings import InversionSettings, settings_from
 from .trust import trust_scores
@@ -165,10 +165,7 @@ def invert(
     samples = st.draws
     src = source_name(profiles) if isinstance(profiles, xr.Dataset) else "invert"
     opts = input_options(net)
-    if not opts["partial"]:
-        validate_profiles(profiles, src)
-    observed_program(profiles, src, partial=opts["partial"])  # windows, tunings, cores
-    check_intensities(profiles, src)  # no pixel invertible: refused, naming the variable
+    check_profiles(profiles, src, partial=bool(opts["partial"]), read_values=True)
     dims = sample_dims(profiles)
     first = next(ln for ln in LINES if ln.var in profiles.data_vars)
     shape = tuple(profiles[first.var].sizes[d] for d in dims)

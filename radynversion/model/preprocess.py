@@ -26,8 +26,10 @@ from ..instrument import resampling_matrix  # the instrument operator lives with
 from ..lines import LINES, Line
 from ..schema import (
     RADIANCE_PER_HZ,
+    check_intensities,
     convert_intensity,
     intensity_unit,
+    source_name,
     to_air_angstrom,
     validate_profiles,
     wavelengths_air_A,
@@ -44,6 +46,7 @@ from .coverage import COVER_TOLERANCE_A as _COVER_TOLERANCE_A
 
 __all__ = [
     "N_PROFILE",
+    "check_profiles",
     "model_wavelengths",
     "sample_dims",
     "input_options",
@@ -396,3 +399,37 @@ def array_to_atmosphere(x: np.ndarray) -> dict[str, np.ndarray]:
     x = np.asarray(x)
     log_ne, log_t, vp = np.split(x, 3, axis=-1)
     return {"log_ne": log_ne, "log_T": log_t, "v": inverse_velocity_transform(vp)}
+
+
+def check_profiles(profiles: xr.Dataset, source: str | None = None, partial: bool = False,
+                   read_values: bool | None = None) -> str:
+    """Everything about ``profiles`` that would make an inversion fail, checked before any work:
+    the profile schema (:func:`radynversion.schema.validate_profiles`), wavelengths that cover
+    the model windows, and (for in-memory data) intensities of which at least one pixel can be
+    inverted. Returns the name of the data used in messages. The one check of every inversion
+    (:func:`radynversion.model.invert`, the engine, the CLI).
+
+    Partly bad data are not refused: pixels with NaN or inf, a negative intensity or none
+    positive in a line come out NaN with ``mask`` True. With ``partial`` (a model trained on
+    partial coverage, :mod:`radynversion.model.coverage`) one line alone, short windows and gaps
+    pass; an observation that covers no line's core does not.
+
+    Raises
+    ------
+    ProfileSchemaError, UnitsError
+        A one-line message naming the file, the variable and what was expected.
+
+    ``read_values``: also refuse intensities of which no pixel can be inverted
+    (:func:`radynversion.schema.check_intensities`); by default only for in-memory data (lazy
+    data, Dask or file backed, are not read here: :func:`radynversion.engine.invert_to_zarr`
+    checks the mask of its store at the end, and names the reason then).
+    """
+    src = source or source_name(profiles)
+    validate_profiles(profiles, src, all_lines=not partial)
+    observed_program(profiles, src, partial=partial)  # windows, tunings (and cores)
+    if read_values is None:
+        read_values = all(getattr(profiles[ln.var].variable, "_in_memory", False)
+                          for ln in LINES if ln.var in profiles)
+    if read_values:
+        check_intensities(profiles, src)
+    return src
