@@ -138,7 +138,7 @@ def run_demo(
     from .datasets import example_scan, example_truth
     from .engine.cluster import cluster_client
     from .engine.inputs import open_input
-    from .engine.store import check_output, invert_to_zarr
+    from .engine.store import check_output, invert_to_zarr, trust_summary
     from .model import load_model
 
     out = Path(out_dir)
@@ -165,10 +165,12 @@ def run_demo(
     misfit = np.asarray(result["misfit"].values, dtype=float)
     n_pix = int(np.isfinite(misfit).sum())
     chrom = scores.get("chromosphere", {})
+    trust = trust_summary(store)
     summary = (
         f"demo: {misfit.size} pixels x {samples} samples in {seconds:.1f} s "
         f"({misfit.size / seconds:.0f} px/s, {workers} workers); median misfit "
-        f"{100 * np.nanmedian(misfit):.2f} % of peak; chromosphere vs truth: "
+        f"{100 * np.nanmedian(misfit):.2f} % of peak; trusted {trust.get('trusted_pixels', 0)} of "
+        f"{trust.get('inverted_pixels', 0)} pixels; chromosphere vs truth: "
         + ", ".join(f"{v} {chrom.get(f'{v}_median_abs_error', float('nan')):.2f}"
                     f"{' km/s' if v == 'v' else ' dex'} (68 % cov {chrom.get(f'{v}_coverage68', float('nan')):.2f})"
                     for v in VARIABLES)
@@ -177,7 +179,7 @@ def run_demo(
     return {"store": str(store), "figures": {k: str(p) for k, p in figures.items()}, "pixels": n_pix,
             "samples": int(samples), "seconds": seconds, "pixels_per_second": misfit.size / seconds,
             "engine": stats, "median_misfit_pct": float(100 * np.nanmedian(misfit)), "scores": scores,
-            "ribbon_pixel": {"y": yy, "x": xx}, "uncalibrated": dn, "summary": summary}
+            "ribbon_pixel": {"y": yy, "x": xx}, "uncalibrated": dn, "trust": trust, "summary": summary}
 
 
 def _uncalibrated_pair(out: Path, samples: int, workers: int, truth: xr.Dataset, progress: bool) -> dict[str, Any]:

@@ -39,6 +39,9 @@ def test_demo_inverts_the_example_scan_and_draws_it(model_path, tmp_path, capsys
     lines = capsys.readouterr().out.strip().splitlines()
     line = next(x for x in lines if x.startswith("demo: "))
     assert line.startswith("demo: 4096 pixels x 8 samples in ") and "chromosphere vs truth" in line
+    stored = xr.open_zarr(out / "example_scan.zarr")
+    n_ok = int((stored["trusted"].values & ~stored["mask"].values).sum())
+    assert f"trusted {n_ok} of 4096 pixels" in line  # the summary counts what the store flags
     # then the same scan as an uncalibrated crisPy pair, inverted with the variant for DN data
     dn = next(x for x in lines if x.startswith("demo, uncalibrated crisPy pair in DN"))
     assert "default_model_per_line.pt" in dn and "chromosphere vs truth" in dn
