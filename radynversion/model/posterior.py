@@ -146,17 +146,18 @@ def _sobol_words(n_points: int, n_dims: int, device: torch.device | str = "cpu")
     (int64 on ``device``), cached per dimension and device up to 65,536 points (grown by
     doubling)."""
     dev = torch.device(device)
-    if n_points > _SOBOL_CACHE_POINTS:
+
+    def table(n: int) -> torch.Tensor:
         eng = torch.quasirandom.SobolEngine(n_dims, scramble=False)
-        return (eng.draw(n_points, dtype=torch.float64) * 2.0**32).round().to(device=dev, dtype=torch.int64)
+        return (eng.draw(n, dtype=torch.float64) * 2.0**32).round().to(device=dev, dtype=torch.int64)
+
+    if n_points > _SOBOL_CACHE_POINTS:
+        return table(n_points)
     key = (int(n_dims), str(dev))
     with _SOBOL_LOCK:
         have = _SOBOL_CACHE.get(key)
         if have is None or have.shape[0] < n_points:
-            n = min(_SOBOL_CACHE_POINTS, 1 << max(10, (n_points - 1).bit_length()))
-            eng = torch.quasirandom.SobolEngine(n_dims, scramble=False)
-            have = (eng.draw(n, dtype=torch.float64) * 2.0**32).round().to(device=dev, dtype=torch.int64)
-            _SOBOL_CACHE[key] = have
+            have = _SOBOL_CACHE[key] = table(min(_SOBOL_CACHE_POINTS, 1 << max(10, (n_points - 1).bit_length())))
         return have[:n_points]
 
 
