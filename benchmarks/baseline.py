@@ -11,7 +11,7 @@ preprocessed for all pixels at once (timed, included) and nothing is written to 
 draws of a pixel are the engine's (same seeds), so the quantiles must agree; the check is
 reported (``quantiles_max_abs_diff``).
 
-**Engine**: ``open_input`` of the example scan's FITS files -> ``invert_to_zarr`` on a warm
+**Engine**: ``open_observation`` of the example scan's FITS files -> ``invert_to_zarr`` on a warm
 LocalCluster (``--workers`` x 1 thread), default settings (misfit on the first 64 draws of
 each pixel).
 
@@ -58,7 +58,8 @@ from _common import (
 )
 
 from radynversion.datasets import example_scan
-from radynversion.engine import invert_to_zarr, open_input
+from radynversion.engine import invert_to_zarr
+from radynversion.io import open_observation
 from radynversion.model import DEFAULT_QUANTILES, normalise_profiles
 from radynversion.model.posterior import pixel_seeds, precision_context
 from radynversion.model.precision import reduced_precisions
@@ -169,7 +170,7 @@ def main() -> None:
         mpath = model_file(net, info, tmp)
         with engine_client(workers, 1, mpath, args.device) as client:
             worker_pids = cluster_pids(client)[1:]
-            ds = open_input(example_scan(), chunks={"y": args.chunk_rows}).isel(y=slice(0, rows))
+            ds = open_observation(example_scan(), chunks={"y": args.chunk_rows}).isel(y=slice(0, rows))
             log(f"engine: {n_engine} pixels x {args.samples} samples on {workers} worker(s)")
             cpu0 = process_cpu_seconds(worker_pids)
             t1 = time.perf_counter()

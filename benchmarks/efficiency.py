@@ -19,7 +19,7 @@
    ``samples`` draws that take part in it. The element-wise work (activations, couplings,
    padding rows, sorting) is overhead, not counted.
 3. **Model-bound rate** = limit / FLOPs per draw [pixel-samples/s].
-4. **Engine**: ``open_input`` of the example scan's FITS files
+4. **Engine**: ``open_observation`` of the example scan's FITS files
    (:func:`radynversion.datasets.example_scan`, 64 x 64 pixels) -> ``invert_to_zarr`` (Zarr on
    disk, quantiles included) on the warm cluster.
 
@@ -70,7 +70,8 @@ from _common import (
 )
 
 from radynversion.datasets import example_scan
-from radynversion.engine import invert_to_zarr, open_input
+from radynversion.engine import invert_to_zarr
+from radynversion.io import open_observation
 from radynversion.model.posterior import default_batch_size, misfit_draws, pass_layout
 
 
@@ -161,7 +162,7 @@ def main() -> None:
                 before = {name: worker_matmul_rates(client, shape, args.matmul_seconds, args.device, prec)
                           for name, shape in shapes.items()}
                 square = worker_matmul_rates(client, SQUARE_SHAPE, args.matmul_seconds, args.device, prec)
-                ds = open_input(paths, chunks={"y": args.chunk_rows}).isel(y=slice(0, rows))
+                ds = open_observation(paths, chunks={"y": args.chunk_rows}).isel(y=slice(0, rows))
                 n_pix = int(np.prod([ds.sizes[d] for d in ("time", "y", "x") if d in ds.sizes]))
                 log(f"{prec}: engine, {n_pix} pixels x {samples} samples")
                 cpu0 = process_cpu_seconds(worker_pids)

@@ -7,7 +7,7 @@ then times
   :func:`radynversion.model.normalise_profiles`) on the same pixels and samples, in this
   process, with torch using all ``workers x threads`` threads (the profiles already in
   memory: no I/O);
-* **engine**: ``radynversion invert``'s path (:func:`radynversion.engine.open_input` +
+* **engine**: ``radynversion invert``'s path (:func:`radynversion.io.open_observation` +
   :func:`radynversion.engine.invert_to_zarr`) from the netCDF file on disk to a Zarr store on
   disk, on a LocalCluster of ``workers x threads`` (started, and the model loaded on every
   worker, before the clock starts; the start-up is reported separately).
@@ -35,10 +35,11 @@ import numpy as np
 import torch
 from _common import emit, synthetic_scan
 
-from radynversion.engine import invert_to_zarr, open_input
+from radynversion.engine import invert_to_zarr
 from radynversion.engine.cluster import local_cluster
 from radynversion.engine.core import ensure_plugin
 from radynversion.engine.workers import model_spec
+from radynversion.io import open_observation
 from radynversion.lines import LINES
 from radynversion.model import ModelConfig, RadynversionINN, normalise_profiles, posterior, save_checkpoint
 
@@ -90,7 +91,7 @@ def main() -> None:
                 ensure_plugin(client, model_spec(model_path)[0])  # workers up, model loaded
                 out["engine_startup_s"] = round(time.perf_counter() - t0, 3)
                 t1 = time.perf_counter()
-                ds = open_input(tmp / "scan.nc", chunks={"y": args.chunk_rows})
+                ds = open_observation(tmp / "scan.nc", chunks={"y": args.chunk_rows})
                 stats = invert_to_zarr(ds, tmp / "out.zarr", model=model_path, samples=args.samples, sampling="plain",
                                        batch_size=args.batch_size, chunks={"y": args.chunk_rows, "x": -1},
                                        client=client, progress=False)

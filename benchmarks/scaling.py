@@ -42,7 +42,8 @@ from _common import (
     worker_matmul_rates,
 )
 
-from radynversion.engine import invert_to_zarr, open_input
+from radynversion.engine import invert_to_zarr
+from radynversion.io import open_observation
 from radynversion.lines import LINES
 
 
@@ -58,7 +59,7 @@ def write_scan(size: int, chunk: int, folder: Path) -> Path:
 
 def run(client, path: Path, out: Path, model: Path, chunk: int, samples: int, device: str) -> dict:
     """One inversion of the scan at ``path`` on ``client``'s cluster: seconds and peak memory."""
-    ds = open_input(path, chunks={"y": chunk, "x": chunk})
+    ds = open_observation(path, chunks={"y": chunk, "x": chunk})
     n_pix = int(np.prod([ds.sizes[d] for d in ("y", "x")]))
     with RSSSampler(cluster_pids(client)) as rss:
         t0 = time.perf_counter()

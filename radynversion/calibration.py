@@ -60,7 +60,7 @@ import xarray as xr
 
 from .errors import CalibrationError, UnitsError
 from .instrument import default_fwhm_A, resampling_matrix
-from .lines import LINES, Line
+from .lines import LINES, Line, span_text, spans
 from .schema import (
     RADIANCE_PER_HZ,
     convert_intensity,
@@ -159,11 +159,10 @@ def reference_at_tunings(
     for ln in LINES:
         wl = np.sort(np.asarray(wavelengths_A[ln.key], dtype=float))
         grid = np.asarray(ref[ln.dim].values)
-        if wl[0] < grid[0] - 1e-6 or wl[-1] > grid[-1] + 1e-6:
+        if not spans(grid, wl):
             raise CalibrationError(
-                f"calibrate: {ln.label} tunings {wl[0]:.3f}-{wl[-1]:.3f} A reach beyond the quiet-Sun "
-                f"reference ({grid[0]:.3f}-{grid[-1]:.3f} A); use tunings within it or the 'profile' "
-                "method on a subset")
+                f"calibrate: {ln.label} tunings {span_text(wl)} reach beyond the quiet-Sun reference "
+                f"({span_text(grid)}); use tunings within it or the 'profile' method on a subset")
         profile = np.asarray(ref[ln.var].values, dtype=float)
         vals = np.interp(wl, grid, profile)
         # the transmission needs 2 FWHM of reference beyond a tuning; nearer the grid ends the

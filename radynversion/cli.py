@@ -310,7 +310,6 @@ def _cmd_invert(args: argparse.Namespace) -> int:
 
     from .engine.cluster import cluster_client, record_cluster
     from .engine.core import check_profiles
-    from .engine.inputs import open_input
     from .engine.store import (
         check_free_space,
         check_output,
@@ -320,6 +319,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     )
     from .engine.workers import model_spec
     from .errors import ConfigError
+    from .io.observation import open_observation
     from .model.checkpoint import DEFAULT_MODEL_PATH, default_model_for, default_model_reason
     from .model.preprocess import input_options, sample_dims
     from .model.settings import InversionSettings
@@ -337,7 +337,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                             misfit_samples=args.misfit_samples or None, compile=args.compile)
     # everything that can be refused is checked before a cluster starts
     resume = check_output(args.out, args.overwrite)
-    ds = to_velocity_frame(open_input(args.inputs, chunks), args.velocity_frame)
+    ds = to_velocity_frame(open_observation(args.inputs, chunks=chunks or {}), args.velocity_frame)
     model = default_model_for(args.model, ds)
     if args.model is None and model != DEFAULT_MODEL_PATH:
         print(f"{default_model_reason(ds)}: inverting with the default model's variant for such data, "

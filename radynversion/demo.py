@@ -137,8 +137,8 @@ def run_demo(
     """
     from .datasets import example_scan, example_truth
     from .engine.cluster import cluster_client
-    from .engine.inputs import open_input
     from .engine.store import check_output, invert_to_zarr, trust_summary
+    from .io.observation import open_observation
     from .model import load_model
 
     out = Path(out_dir)
@@ -147,7 +147,7 @@ def run_demo(
     check_output(store, overwrite=True)  # an earlier demo's store is replaced, anything else refused
     net = load_model(model)
     paths = example_scan()
-    scan = open_input(list(paths), DEMO_CHUNKS)
+    scan = open_observation(list(paths), chunks=DEMO_CHUNKS)
     t0 = time.perf_counter()
     with cluster_client(workers, 1) as client:
         # the demo times a fresh run: a store of an earlier demo is replaced, nothing else is
@@ -188,12 +188,12 @@ def _uncalibrated_pair(out: Path, samples: int, workers: int, truth: xr.Dataset,
     default model's variant for uncalibrated data is chosen."""
     from .datasets import example_crispy
     from .engine.cluster import cluster_client
-    from .engine.inputs import open_input
     from .engine.store import invert_to_zarr
+    from .io.observation import open_observation
     from .model.checkpoint import default_model_for, default_model_reason
 
     store = out / "example_crispy_dn.zarr"
-    scan = open_input(list(example_crispy()), DEMO_CHUNKS)
+    scan = open_observation(list(example_crispy()), chunks=DEMO_CHUNKS)
     model = default_model_for(None, scan)
     with cluster_client(workers, 1) as client:
         invert_to_zarr(scan, store, model=model, samples=samples, chunks=DEMO_CHUNKS, client=client,

@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import ConfigError, ProfileSchemaError
-from .lines import CA8542, HALPHA, LINES, Line, line_by_key
+from .lines import CA8542, HALPHA, LINES, Line, line_by_key, span_text, spans
 from .schema import RADIANCE_PER_HZ, convert_intensity, intensity_unit, to_air_angstrom, validate_profiles
 
 __all__ = ["CRISP_PROGRAMS", "crisp_tunings", "default_fwhm_A", "resampling_matrix", "degrade", "pixel_noise",
@@ -242,10 +242,10 @@ def degrade(
         wl_out = np.sort(np.asarray(wavelengths_A[ln.key], dtype=float))
         f = float(fwhm.get(ln.key, 0.0))
         margin = _EDGE_FWHM * f
-        if wl_out[0] < wl_in[0] + margin - 1e-9 or wl_out[-1] > wl_in[-1] - margin + 1e-9:
+        if not spans(wl_in, wl_out, margin, atol_A=1e-9):
             raise ProfileSchemaError(
-                f"degrade: {ln.label} tunings {wl_out[0]:.3f}-{wl_out[-1]:.3f} A need the fine grid "
-                f"to reach {margin:.3f} A beyond them, but it spans {wl_in[0]:.3f}-{wl_in[-1]:.3f} A")
+                f"degrade: {ln.label} tunings {span_text(wl_out)} need the fine grid to reach "
+                f"{margin:.3f} A beyond them, but it spans {span_text(wl_in)}")
         mat = resampling_matrix(wl_in, wl_out, f)
         arr = np.asarray(ds[ln.var].transpose(*dims, ln.dim).values, dtype=float).reshape(n_pix, -1)
         parts[ln.key] = (wl_out, arr @ mat.T)

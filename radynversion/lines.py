@@ -25,6 +25,8 @@ __all__ = [
     "air_to_vacuum",
     "vacuum_to_air",
     "line_by_key",
+    "spans",
+    "span_text",
 ]
 
 
@@ -102,6 +104,28 @@ def line_by_key(key: str) -> Line:
         if key in (line.key, line.var, line.dim):
             return line
     raise KeyError(f"unknown line {key!r}; known: {[ln.key for ln in LINES]}")
+
+
+def spans(
+    grid_A: np.ndarray, wavelengths_A: np.ndarray, margin_A: float | tuple[float, float] = 0.0,
+    atol_A: float = 1e-6,
+) -> bool:
+    """Whether the increasing grid ``grid_A`` reaches ``margin_A`` (blue, red; one number for
+    both) beyond the ends of the increasing ``wavelengths_A``, to within ``atol_A``, all in
+    Angstrom: what interpolating, or convolving over ``margin_A``, onto ``wavelengths_A`` needs.
+    A negative margin lets the grid fall that far short. An empty grid spans nothing."""
+    grid = np.asarray(grid_A, dtype=float)
+    wl = np.asarray(wavelengths_A, dtype=float)
+    blue, red = (margin_A, margin_A) if np.isscalar(margin_A) else margin_A
+    if wl.size == 0:
+        return True
+    return bool(grid.size) and bool(wl[0] >= grid[0] + blue - atol_A and wl[-1] <= grid[-1] - red + atol_A)
+
+
+def span_text(wavelengths_A: np.ndarray) -> str:
+    """``"6561.400-6564.200 A"``: the range of increasing wavelengths [Angstrom], for messages."""
+    wl = np.asarray(wavelengths_A, dtype=float)
+    return f"{wl[0]:.3f}-{wl[-1]:.3f} A" if wl.size else "no wavelengths"
 
 
 #: Below this wavelength [Angstrom] air and vacuum wavelengths are the same by convention.

@@ -31,7 +31,7 @@ import radynversion
 from radynversion import cli
 from radynversion.atmosphere import default_height_grid
 from radynversion.engine import core as core_mod
-from radynversion.engine import invert_to_zarr, open_input
+from radynversion.engine import invert_to_zarr
 from radynversion.engine import store as store_mod
 from radynversion.errors import (
     CheckpointError,
@@ -42,6 +42,7 @@ from radynversion.errors import (
     StoreError,
     UnitsError,
 )
+from radynversion.io import open_observation
 from radynversion.io.fits import write_sstred_cube
 from radynversion.lines import CA8542, HALPHA, LINES, air_to_vacuum
 from radynversion.model import RadynversionINN, save_checkpoint
@@ -422,7 +423,7 @@ def test_library_refuses_with_one_clear_line(name, tmp_path, model_path):
     inputs, out, model, names = _setup(case, tmp_path, model_path)
     before = digest([*inputs, out, model])
     with pytest.raises(case.error) as err:
-        ds = open_input(inputs)
+        ds = open_observation(inputs, chunks={})
         invert_to_zarr(ds, out, model=model, samples=4, batch_size=64, progress=False)
     assert_clear(str(err.value), names)
     assert digest([*inputs, out, model]) == before | ({} if not case.store_left else digest([out]))

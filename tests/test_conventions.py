@@ -73,3 +73,16 @@ def test_velocity_from_an_extreme_draw_is_bounded_by_the_speed_of_light():
     assert np.all(np.isfinite(v.astype(np.float32)))
     np.testing.assert_allclose(v[[0, 4]], [-299792.458, 299792.458], rtol=1e-12)
     np.testing.assert_allclose(v[[1, 3]], [-99999.0, 99999.0], rtol=1e-12)
+
+
+def test_spans_checks_a_grid_against_wavelengths_with_margins():
+    from radynversion.lines import span_text, spans
+
+    grid = np.array([6561.0, 6562.0, 6563.0, 6564.0])
+    assert spans(grid, [6561.5, 6563.5])
+    assert spans(grid, [6561.0, 6564.0])  # the ends themselves
+    assert not spans(grid, [6560.9, 6563.0])
+    assert not spans(grid, [6561.5, 6563.5], margin_A=0.6)  # a 0.6 A kernel needs more grid
+    assert spans(grid, [6560.9, 6564.2], margin_A=(-0.1, -0.2))  # allowed to fall short
+    assert not spans([], [6562.0]) and spans(grid, [])
+    assert span_text(grid) == "6561.000-6564.000 A" and span_text([]) == "no wavelengths"

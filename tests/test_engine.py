@@ -31,7 +31,6 @@ from radynversion.engine import (
     ClusterSettings,
     chunk_status,
     invert_to_zarr,
-    open_input,
     slurm_job_script,
     store_digest,
     store_status,
@@ -46,12 +45,12 @@ from radynversion.errors import (
     SelectionTooLargeError,
     StoreError,
 )
+from radynversion.io import open_observation
 from radynversion.model import ModelConfig, RadynversionINN, invert, posterior, save_checkpoint
 from radynversion.model.posterior import pass_layout, pixel_seeds
 from radynversion.model.precision import (
     MAX_NOISE_RATIO,
     cpu_has_native_bf16,
-    precision_error,
     precision_noise_ratio,
     reduced_precisions,
     select_precision,
@@ -241,8 +240,8 @@ def test_return_samples_guard(net):
 
 
 def test_precision_modes_on_cpu(net):
-    assert precision_error(net, "fp32", n_probe=4, samples=32) == 0.0
-    err = precision_error(net, "bf16", n_probe=4, samples=32)
+    assert precision_noise_ratio(net, "fp32", n_probe=4, samples=32) == 0.0
+    err = precision_noise_ratio(net, "bf16", n_probe=4, samples=32)
     assert np.isfinite(err) and err > 0
     with pytest.raises(ValueError, match="tf32"):
         posterior(net, np.zeros((1, 60), np.float32), np.arange(1), samples=4, precision="tf32")
@@ -500,13 +499,13 @@ def test_zarr_store_of_another_scan_of_the_same_shape_is_refused(model_path, tmp
     later.to_netcdf(second)
     kw = dict(model=model_path, samples=8, batch_size=BATCH, progress=False)
     out = tmp_path / "out.zarr"
-    invert_to_zarr(open_input(first), out, **kw)
+    invert_to_zarr(open_observation(first, chunks={}), out, **kw)
     before = {str(f): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
     with pytest.raises(StoreError, match=r"out.zarr: was made with other inputs .*input_source: store "
                                          r"\['.*scan_t0.nc'\] vs now \['.*scan_t1.nc'\]"):
-        invert_to_zarr(open_input(second), out, **kw)
+        invert_to_zarr(open_observation(second, chunks={}), out, **kw)
     assert {str(f): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()} == before
-    assert invert_to_zarr(open_input(first), out, **kw)["written"] == 0  # the same scan resumes
+    assert invert_to_zarr(open_observation(first, chunks={}), out, **kw)["written"] == 0  # the same scan resumes
 
 
 def test_zarr_store_resumes_the_same_file_named_otherwise_and_stores_from_before_input_checks(
@@ -520,14 +519,14 @@ def test_zarr_store_resumes_the_same_file_named_otherwise_and_stores_from_before
     kw = dict(model=model_path, samples=8, batch_size=BATCH, progress=False)
     out = tmp_path / "out.zarr"
     monkeypatch.chdir(tmp_path)
-    invert_to_zarr(open_input(Path("obs/scan.nc")), out, **kw)
+    invert_to_zarr(open_observation(Path("obs/scan.nc"), chunks={}), out, **kw)
     monkeypatch.chdir(tmp_path / "obs")
-    assert invert_to_zarr(open_input(Path("scan.nc")), out, **kw)["written"] == 0
+    assert invert_to_zarr(open_observation(Path("scan.nc"), chunks={}), out, **kw)["written"] == 0
     group = zarr.open_group(str(out), mode="r+")
     run = json.loads(group.attrs["radynversion_run"])
     del run["input_source"]
     group.attrs["radynversion_run"] = json.dumps(run)
-    assert invert_to_zarr(open_input(Path("scan.nc")), out, **kw)["written"] == 0
+    assert invert_to_zarr(open_observation(Path("scan.nc"), chunks={}), out, **kw)["written"] == 0
 
 
 # -- the CLI ------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
         slurm_job_script,
     )
     from .core import Plan, check_profiles, invert, plan_inversion, runtime_settings
-    from .inputs import open_input
     from .store import STORE_KIND, chunk_status, invert_to_zarr, store_digest, store_status
     from .workers import ModelPlugin, ModelSpec, model_spec, worker_model
 
@@ -35,7 +34,6 @@ _WHERE = {
     "check_profiles": "core",
     "invert_to_zarr": "store", "chunk_status": "store", "store_status": "store",
     "store_digest": "store", "STORE_KIND": "store",
-    "open_input": "inputs",
     "ModelSpec": "workers", "ModelPlugin": "workers", "model_spec": "workers", "worker_model": "workers",
     "local_cluster": "cluster", "cluster_client": "cluster", "ClusterSettings": "cluster",
     "slurm_cluster": "cluster", "slurm_job_script": "cluster", "record_cluster": "cluster",
@@ -52,7 +50,6 @@ __all__ = [
     "store_status",
     "store_digest",
     "STORE_KIND",
-    "open_input",
     "ModelSpec",
     "ModelPlugin",
     "model_spec",

@@ -143,7 +143,9 @@ def _run_signature(plan: Plan, profiles: xr.Dataset) -> dict[str, Any]:
         "input_source": _input_files(profiles, p.source),
         "input_wavelengths_sha256": _sha(*[ln.wavelengths for ln in p.lines]),
         "input_metadata_sha256": _sha([(ln.var, ln.attrs, ln.wl_attrs) for ln in p.lines],
-                                      {k: str(v) for k, v in profiles.attrs.items()},
+                                      # the files are compared as absolute paths, above
+                                      {k: str(v) for k, v in profiles.attrs.items()
+                                       if k not in ("source_files", "source_file")},
                                       [str(profiles[ln.var].dtype) for ln in LINES if ln.var in profiles]),
     }
 

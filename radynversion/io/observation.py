@@ -29,7 +29,7 @@ both lines (one line's cube alone is read with :func:`radynversion.io.fits.read_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def has_netcdf_signature(path: str | Path) -> bool:
 
 def open_profile_store(path: str | Path, chunks: Any = None) -> xr.Dataset:
     """Open one netCDF file or Zarr store in the profile schema (the one implementation behind
-    :func:`open_observation` and the engine's :func:`radynversion.engine.inputs.open_input`).
+    :func:`open_observation`).
 
     Parameters
     ----------
@@ -113,6 +113,10 @@ def open_profile_store(path: str | Path, chunks: Any = None) -> xr.Dataset:
     return ds
 
 
+#: names that say "netCDF" (HDF5 included)
+_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5", ".he5", ".cdf")
+
+
 def sniff_format(path: str | Path) -> str:
     """``'fits'``, ``'netcdf'`` or ``'zarr'`` for ``path``, from its first bytes (files) or its
     being a folder (Zarr); raises :class:`~radynversion.errors.DataFileError` otherwise.
@@ -137,7 +141,11 @@ def sniff_format(path: str | Path) -> str:
     name = p.name.lower()
     if name.endswith((".gz", ".bz2")) and name.endswith(_FITS_SUFFIXES):
         return "fits"
-    raise DataFileError(f"{p}: neither FITS, netCDF nor Zarr (starts with {head!r}); expected a "
+    what = "empty" if not head else f"starts with {head!r}"
+    if name.endswith(_NETCDF_SUFFIXES):  # named as one: say so
+        raise DataFileError(f"{p}: not a netCDF file ({what}); expected a netCDF file or Zarr store in the "
+                            "profile schema, or FITS files")
+    raise DataFileError(f"{p}: neither FITS, netCDF nor Zarr ({what}); expected a "
                         "FITS cube, a netCDF file or a Zarr store")
 
 
@@ -149,11 +157,11 @@ def _open_one(path: Path, stokes: str, chunks: Any, reader: str | None) -> xr.Da
     fmt = sniff_format(path)
     if fmt == "fits":
         fn = {"sstred": read_sstred_cube, "crispy": read_crispy_fits}.get(reader or "", read_fits_profiles)
-        return fn(path, stokes=stokes, chunks=chunks)
+        # a mapping names profile-schema dims, applied once the lines are joined
+        return fn(path, stokes=stokes, chunks="auto" if isinstance(chunks, Mapping) else chunks)
     ds = open_profile_store(path, chunks)
-    if not _lines_in(ds):
-        raise ProfileSchemaError(f"{path}: holds none of {[ln.var for ln in LINES]}; expected a "
-                                 "Dataset in the profile schema")
+    if not _lines_in(ds):  # says what it holds instead (an inversion store, other variables)
+        validate_profiles(ds, str(path), all_lines=False)
     attrs = dict(ds.attrs)
     attrs.setdefault("source_files", [str(path)])
     if isinstance(attrs["source_files"], str):
@@ -292,7 +300,10 @@ def open_observation(
         Stokes parameter taken from FITS files with a Stokes axis.
     chunks : None, int, "auto" or mapping of dim -> size
         None: FITS data are read into memory, netCDF/Zarr opened lazily without dask; otherwise
-        dask arrays with these chunks (FITS files are read on compute).
+        dask arrays with these chunks (FITS files are read on compute). A mapping (``{}``
+        included) is what the engine wants: the dims it names chunked so (-1 or None = whole),
+        every wavelength dim whole, the others as the file has them (a Zarr store's chunks,
+        else whole).
     reader : {"sstred", "crispy"}, optional
         Force the FITS reader; by default SSTRED when a file has ``-TAB`` axes, a ``WCS-TAB``
         extension or a time axis, crisPy otherwise.
@@ -326,7 +337,16 @@ def open_observation(
         raise ConfigError("open_observation: no path given; expected the files of both lines (FITS), "
                           "or a netCDF file or Zarr store in the profile schema")
     source = ", ".join(str(p) for p in paths)
+    if not isinstance(chunks, Mapping):
+        return _combine(paths, stokes, chunks, reader, source)
+    # whole along wavelength, so that every task reads only its own region
+    req = {ln.dim: -1 for ln in LINES} | {d: -1 if c is None else int(c) for d, c in chunks.items()}
+    ds = _combine(paths, stokes, req, reader, source)
+    return ds.chunk({d: c for d, c in req.items() if d in ds.dims})
 
+
+def _combine(paths: list[Path], stokes: str, chunks: Any, reader: str | None, source: str) -> xr.Dataset:
+    """:func:`open_observation`'s sources, each line from one of them, as one Dataset."""
     # one Dataset per source; FITS sources grouped by line and joined along time
     by_line: dict[str, list[xr.Dataset]] = {}
     stores: list[tuple[xr.Dataset, list[Line]]] = []

@@ -84,7 +84,7 @@ import xarray as xr
 
 from ..atmosphere import VARIABLE_ATTRS, atmosphere_dataset, default_height_grid
 from ..errors import ConfigError, DataFileError, StoreError
-from ..lines import LINES, Line, vacuum_to_air
+from ..lines import LINES, Line, span_text, spans, vacuum_to_air
 from ..schema import convert_intensity, profile_dataset, validate_profiles
 
 __all__ = [
@@ -780,11 +780,11 @@ def _onto_grid(ds: xr.Dataset, ref: xr.Dataset, path: str) -> tuple[xr.Dataset, 
         if have.shape == want.shape and np.allclose(have, want, rtol=0, atol=1e-6):
             out = out.assign_coords({ln.dim: ref[ln.dim]})
             continue
-        if want[0] < have[0] - 1e-6 or want[-1] > have[-1] + 1e-6:
+        if not spans(have, want):
             raise DataFileError(
-                f"{path}: {ln.var} spans {have[0]:.3f}-{have[-1]:.3f} A (air), narrower than the first file's "
-                f"{want[0]:.3f}-{want[-1]:.3f} A; cannot interpolate without extrapolating (list the file with "
-                "the narrowest windows first, or import it separately)")
+                f"{path}: {ln.var} spans {span_text(have)} (air), narrower than the first file's "
+                f"{span_text(want)}; cannot interpolate without extrapolating (list the file with the "
+                "narrowest windows first, or import it separately)")
         vals = np.asarray(ds[ln.var].values, dtype=float)
         new = np.stack([np.interp(want, have, row) for row in vals]).astype(np.float32)
         attrs = dict(ds[ln.var].attrs)

@@ -18,7 +18,7 @@ import torch
 from .base import PosteriorModel
 from .posterior import DEFAULT_QUANTILES, default_batch_size, posterior
 
-__all__ = ["MAX_NOISE_RATIO", "precision_error", "precision_noise_ratio", "reduced_precisions", "cpu_has_native_bf16",
+__all__ = ["MAX_NOISE_RATIO", "precision_noise_ratio", "reduced_precisions", "cpu_has_native_bf16",
            "select_precision"]
 
 #: the largest arithmetic error accepted by ``precision="auto"``, as a fraction of the quantiles'
@@ -48,37 +48,6 @@ def _probe_set(net: PosteriorModel, y: np.ndarray | None, n_probe: int, seed: in
     if y is None:
         y = _probe_profiles(net, n_probe, seed)
     return np.asarray(y, dtype=np.float32)[: max(1, n_probe)]
-
-
-def precision_error(
-    net: PosteriorModel,
-    precision: str,
-    y: np.ndarray | None = None,
-    n_probe: int = 32,
-    samples: int = 256,
-    quantiles: Sequence[float] = DEFAULT_QUANTILES,
-    seed: int = 0,
-) -> float:
-    """Largest deviation of the quantiles in ``precision`` from fp32 on a probe set [dex].
-
-    ``log_ne`` and ``log_T`` are compared in dex, ``v`` as ``v' = sign(v) log10(|v| + 1)``.
-    Both runs use the same draws, so the difference is the arithmetic's alone.
-
-    ``net``, ``precision``, ``y`` (probe profiles ``(N, 60)``, default ``n_probe`` that the
-    network maps standard-normal atmospheres to), ``samples`` (draws per pixel), ``quantiles``
-    and ``seed`` as for :func:`precision_noise_ratio`.
-    """
-    y = _probe_set(net, y, n_probe, seed)
-    ids = np.arange(y.shape[0])
-    kw = dict(samples=samples, quantiles=quantiles, seed=seed, misfit=False,
-              batch_size=max(1, y.shape[0]) * samples)
-    ref = _to_vprime(posterior(net, y, ids, **kw).quantiles)  # type: ignore[arg-type]
-    got = _to_vprime(posterior(net, y, ids, precision=precision, **kw).quantiles)  # type: ignore[arg-type]
-    diff = np.abs(got - ref)
-    finite = np.isfinite(ref)
-    if not finite.any():
-        return math.inf
-    return float(np.max(np.where(finite, diff, 0.0))) if np.isfinite(diff[finite]).all() else math.inf
 
 
 def reduced_precisions(device: torch.device | str) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ import xarray as xr
 from ..atmosphere import VARIABLES, inverse_velocity_transform, velocity_transform
 from ..errors import ProfileSchemaError
 from ..instrument import resampling_matrix  # the instrument operator lives with the instrument
-from ..lines import LINES, Line
+from ..lines import LINES, Line, span_text, spans
 from ..schema import (
     RADIANCE_PER_HZ,
     check_intensities,
@@ -138,8 +138,8 @@ def check_window(wavelengths_air_A: np.ndarray, line: Line, source: str) -> None
     n = int(np.count_nonzero(inside))
     if n < MIN_WINDOW_TUNINGS:
         raise ProfileSchemaError(
-            f"{source}: {line.var} has {n} tunings within the model window {target[0]:.3f}-"
-            f"{target[-1]:.3f} A of {line.label}; expected at least {MIN_WINDOW_TUNINGS} (CRISP "
+            f"{source}: {line.var} has {n} tunings within the model window {span_text(target)} of "
+            f"{line.label}; expected at least {MIN_WINDOW_TUNINGS} (CRISP "
             "programs have 13-17) for the profile to be interpolated onto the model's "
             f"{line.model_points} points")
 
@@ -149,13 +149,11 @@ def _check_covers(wl: np.ndarray, line: Line, source: str) -> None:
     within half the outermost tuning step (:func:`edge_allowance_A`)."""
     target = line.model_wavelengths()
     lo, hi = edge_allowance_A(wl)
-    if (wl.size == 0 or target[0] < wl[0] - lo - _COVER_TOLERANCE_A
-            or target[-1] > wl[-1] + hi + _COVER_TOLERANCE_A):
-        span = f"covers {wl[0]:.3f}-{wl[-1]:.3f} A (air)" if wl.size else "has no tunings"
+    if not spans(wl, target, (-lo, -hi), atol_A=_COVER_TOLERANCE_A):
+        span = f"covers {span_text(wl)} (air)" if wl.size else "has no tunings"
         raise ProfileSchemaError(
-            f"{source}: {line.var} {span}, short of the model window {target[0]:.3f}-"
-            f"{target[-1]:.3f} A of {line.label} by more than half a tuning step; expected tunings "
-            "that cover the whole window")
+            f"{source}: {line.var} {span}, short of the model window {span_text(target)} of "
+            f"{line.label} by more than half a tuning step; expected tunings that cover the whole window")
 
 
 def _resample_line(
