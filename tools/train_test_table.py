@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 NAMES = {"held-out": "old prior", "smooth_held": "smooth", "noneq_held": "noneq", "check": "check_v1"}
 UNITS = {"log_T": "dex", "log_ne": "dex", "v": "km/s"}
@@ -24,7 +25,7 @@ def main(specs: list[str]) -> None:
     print("|---|---|---|---|---|---|")
     for spec in specs:
         name, path = spec.split("=", 1)
-        report = json.load(open(path))
+        report = json.loads(Path(path).read_text())
         for key, label in NAMES.items():
             if key not in report:
                 continue
