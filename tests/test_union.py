@@ -57,3 +57,28 @@ def test_a_model_trains_on_a_union(tmp_path, stores):
     u = training_union({k: str(v) for k, v in stores.items()})
     res = train(u, tmp_path / "run", TINY_C, dataclasses.replace(FAST, epochs=2), progress=False)
     assert np.isfinite(res.history["train_nll"]).all()
+
+
+def test_balanced_populations_draw_each_generator_equally(tmp_path, stores):
+    from radynversion.model.train import population_weights
+
+    pops = np.array(["prior"] * 30 + ["smooth"] * 10)
+    w = population_weights(pops)
+    assert np.isclose(w.sum(), 1.0) and np.isclose(w[pops == "smooth"].sum(), 0.5)
+    # an epoch drawn by the weights holds each population about equally (40 draws x 200 epochs)
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    drawn = torch.cat([torch.multinomial(torch.as_tensor(w), 40, replacement=True, generator=gen)
+                       for _ in range(200)]).numpy()
+    assert abs(np.mean(pops[drawn] == "smooth") - 0.5) < 0.03
+    u = training_union({k: str(v) for k, v in stores.items()})
+    tc = dataclasses.replace(FAST, epochs=2, balance_populations=True)
+    res = train(u, tmp_path / "run", TINY_C, tc, progress=False)
+    bal = torch.load(res.model_path, map_location="cpu", weights_only=False)["provenance"]["balanced_populations"]
+    assert set(bal) == {"prior", "smooth"} and all(np.isclose(b["share"], 0.5) for b in bal.values())
+    assert bal["prior"]["train_examples"] > bal["smooth"]["train_examples"]
+    assert np.isfinite(res.history["train_nll"]).all()
+    plain = train(u, tmp_path / "plain", TINY_C, dataclasses.replace(FAST, epochs=2), progress=False)
+    assert "balanced_populations" not in torch.load(plain.model_path, map_location="cpu",
+                                                    weights_only=False)["provenance"]

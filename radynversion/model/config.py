@@ -305,6 +305,12 @@ class TrainConfig:
     #: network at the lowest validation NLL, the emulator (no shared weights) at its own lowest
     #: validation L2 (:func:`radynversion.model.train.best_epoch_parts`)
     keep_best: bool = False
+    #: for a union of generators (:func:`radynversion.datasets.training_union`): each epoch's
+    #: examples are drawn with replacement so that every population (``population``
+    #: coordinate) contributes the same share (:func:`radynversion.model.train.population_weights`),
+    #: whatever its number of draws; the epoch keeps its length. False: every draw once an
+    #: epoch, so a population counts by its size. The validation loss stays unweighted
+    balance_populations: bool = False
     #: seed of the split, the batches and the noise
     seed: int = 0
 

@@ -41,7 +41,7 @@ from .sampling import ObservedSampling
 from .trust import build_trust_reference
 
 __all__ = ["TrainResult", "usable_samples", "sample_labels", "evaluation_split", "train", "plot_history",
-           "best_epoch_parts"]
+           "best_epoch_parts", "population_weights"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -182,11 +182,37 @@ def _best_from_checkpoint(best: dict[str, Any], parts: dict[str, tuple[str, ...]
     return fresh
 
 
-def _batches(n: int, cfg: TrainConfig, gen: torch.Generator) -> list[torch.Tensor]:
+def population_weights(populations: np.ndarray) -> np.ndarray:
+    """Per example, the probability of drawing it when every population counts the same.
+
+    Parameters
+    ----------
+    populations : ndarray, shape ``(N,)``
+        The population (union component) of each training example.
+
+    Returns
+    -------
+    ndarray, shape ``(N,)``
+        ``1 / (P n_p)`` for an example of a population with ``n_p`` examples, ``P`` populations:
+        they sum to 1, and to ``1 / P`` over each population.
+
+    Example
+    -------
+    >>> population_weights(np.array(["prior", "prior", "prior", "smooth"])).round(3).tolist()
+    [0.167, 0.167, 0.167, 0.5]
+    """
+    names, index, counts = np.unique(np.asarray(populations), return_inverse=True, return_counts=True)
+    return 1.0 / (names.size * counts[index].astype(np.float64))
+
+
+def _batches(n: int, cfg: TrainConfig, gen: torch.Generator, weights: torch.Tensor | None = None
+             ) -> list[torch.Tensor]:
     size = min(cfg.batch_size, n)
     if cfg.batches_per_epoch:
         return [torch.randperm(n, generator=gen)[:size] for _ in range(cfg.batches_per_epoch)]
-    order = torch.randperm(n, generator=gen)
+    # balanced populations: an epoch of n draws with replacement by the weights
+    order = torch.randperm(n, generator=gen) if weights is None else torch.multinomial(
+        weights, n, replacement=True, generator=gen)
     n_full = n // size
     return [order[i * size : (i + 1) * size] for i in range(n_full)]
 
@@ -297,7 +323,15 @@ def train(
     val_pos, train_pos = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     val_samples = [int(i) for i in labels[keep[val_pos]]]
     train_samples = [int(i) for i in labels[keep[train_pos]]]
+    draw_weights = None
+    if tc.balance_populations and "population" in sub.coords:
+        pops = np.asarray(sub["population"].values)[train_pos]
+        w = population_weights(pops)
+        draw_weights = torch.as_tensor(w)
+        balance = {str(p): {"train_examples": int((pops == p).sum()), "share": float(w[pops == p].sum())}
+                   for p in np.unique(pops)}
     provenance: dict[str, Any] = {
+        **({"balanced_populations": balance} if draw_weights is not None else {}),
         "n_input": int(data.sizes["sample"]),
         "n_held_out": int(held_out.sum()),
         "n_usable": int(n),
@@ -381,7 +415,7 @@ def train(
         gen = torch.Generator(device=dev).manual_seed(seed)
         model.train()
         sums = dict.fromkeys((*model.loss_names, "total"), 0.0)
-        batches = _batches(train_pos.size, tc, cpu_gen)
+        batches = _batches(train_pos.size, tc, cpu_gen, draw_weights)
         # dropout draws from torch's global RNG: seed it per epoch (so that a run, resumed or
         # not, is reproducible) and give the caller's state back afterwards
         with torch.random.fork_rng(devices=cuda_devices):
