@@ -208,11 +208,15 @@ def population_weights(populations: np.ndarray) -> np.ndarray:
 def _batches(n: int, cfg: TrainConfig, gen: torch.Generator, weights: torch.Tensor | None = None
              ) -> list[torch.Tensor]:
     size = min(cfg.batch_size, n)
+
+    def draw(k: int) -> torch.Tensor:  # balanced populations: with replacement by the weights
+        if weights is None:
+            return torch.randperm(n, generator=gen)[:k]
+        return torch.multinomial(weights, k, replacement=True, generator=gen)
+
     if cfg.batches_per_epoch:
-        return [torch.randperm(n, generator=gen)[:size] for _ in range(cfg.batches_per_epoch)]
-    # balanced populations: an epoch of n draws with replacement by the weights
-    order = torch.randperm(n, generator=gen) if weights is None else torch.multinomial(
-        weights, n, replacement=True, generator=gen)
+        return [draw(size) for _ in range(cfg.batches_per_epoch)]
+    order = draw(n)
     n_full = n // size
     return [order[i * size : (i + 1) * size] for i in range(n_full)]
 
