@@ -7,6 +7,9 @@ own marginal-median baseline, on all pixels, and the share the model trusts.
 
     .venv/bin/python tools/train_test_table.py "prior (v7)=docs/evaluation/trust/union_v9_heldout_v7.json" \\
         "union v9=docs/evaluation/trust/union_v9_heldout_v9.json" > docs/evaluation/trust/train_test_table.md
+
+With ``--plot PNG`` it also draws the 68 % coverage as one grid per parameter (trained on x
+tested on), coloured by the distance from nominal.
 """
 
 from __future__ import annotations
@@ -19,13 +22,46 @@ NAMES = {"held-out": "old prior", "smooth_held": "smooth", "noneq_held": "noneq"
 UNITS = {"log_T": "dex", "log_ne": "dex", "v": "km/s"}
 
 
+def plot(reports: list[tuple[str, dict]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys = [k for k in NAMES if all(k in r for _, r in reports)]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.9 * len(reports) + 2.2), constrained_layout=True)
+    for ax, v in zip(axes, ("log_T", "log_ne", "v"), strict=True):
+        cov = np.array([[r[k]["all"][v]["coverage68"] for k in keys] for _, r in reports])
+        im = ax.imshow(np.abs(cov - 0.68), cmap="Reds", vmin=0.0, vmax=0.5)
+        for i in range(cov.shape[0]):
+            for j in range(cov.shape[1]):
+                ax.text(j, i, f"{cov[i, j]:.2f}", ha="center", va="center", fontsize=10,
+                        color="white" if abs(cov[i, j] - 0.68) > 0.3 else "black")
+        ax.set_xticks(range(len(keys)), [NAMES[k] for k in keys], rotation=20)
+        ax.set_yticks(range(len(reports)), [n for n, _ in reports] if v == "log_T" else [])
+        ax.set_title(v)
+        ax.set_xlabel("tested on (held-out draws)")
+    axes[0].set_ylabel("trained on")
+    fig.suptitle("68 % interval coverage at 0.5-2 Mm below the transition region (nominal 0.68)")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="|coverage - 0.68|")
+    fig.savefig(path, dpi=110)
+
+
 def main(specs: list[str]) -> None:
+    out_png = None
+    if "--plot" in specs:
+        i = specs.index("--plot")
+        out_png = specs[i + 1]
+        specs = specs[:i] + specs[i + 2:]
+    loaded = []
     print("| trained on | tested on (pixels) | trusted | `log_T` 68/90 %, error [baseline] | "
           "`log_ne` 68/90 %, error [baseline] | `v` 68/90 %, error [baseline] |")
     print("|---|---|---|---|---|---|")
     for spec in specs:
         name, path = spec.split("=", 1)
         report = json.loads(Path(path).read_text())
+        loaded.append((name, report))
         for key, label in NAMES.items():
             if key not in report:
                 continue
@@ -36,6 +72,8 @@ def main(specs: list[str]) -> None:
                 cells.append(f"{s['coverage68']:.2f}/{s['coverage90']:.2f}, {s['median_abs_error']:.3g} "
                              f"[{s['baseline_median_abs_error']:.3g}]")
             print(f"| {name} | {label} ({e['n']}) | {e['model']['trusted']:.2f} | " + " | ".join(cells) + " |")
+    if out_png:
+        plot(loaded, out_png)
 
 
 if __name__ == "__main__":
