@@ -113,10 +113,6 @@ def open_profile_store(path: str | Path, chunks: Any = None) -> xr.Dataset:
     return ds
 
 
-#: names that say "netCDF" (HDF5 included)
-_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5", ".he5", ".cdf")
-
-
 def sniff_format(path: str | Path) -> str:
     """``'fits'``, ``'netcdf'`` or ``'zarr'`` for ``path``, from its first bytes (files) or its
     being a folder (Zarr); raises :class:`~radynversion.errors.DataFileError` otherwise.
