@@ -45,29 +45,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _observe import observe_crisp  # tools/_observe.py
 from torch import nn
 
 from radynversion import load_model
 from radynversion.atmosphere import VARIABLES
 from radynversion.datasets import training_set
 from radynversion.evaluate import cross_prior_scores, open_population
-from radynversion.instrument import crisp_tunings, degrade
-from radynversion.lines import LINES
 from radynversion.model import evaluation_split, sample_labels
 from radynversion.model.posterior import posterior
-from radynversion.model.preprocess import normalise_profiles
 
 warnings.filterwarnings("ignore")
 Q = np.array([0.05, 0.16, 0.5, 0.84, 0.95])
 H = 50
-
-
-def observe(ds, net, seed=1):
-    """Normalised profiles ``(N, 60)`` as CRISP's default program records them, 1 % noise."""
-    prog = {ln.key: np.sort(crisp_tunings(ln)) for ln in LINES}
-    obs = degrade(ds[[ln.var for ln in LINES]], prog, fwhm_A=net.instrument_fwhm_A(), noise=0.01, seed=seed)
-    y, _ = normalise_profiles(obs, unit=net.config.intensity_unit, fwhm_A=net.instrument_fwhm_A())
-    return y.astype(np.float32)
 
 
 def to_quantiles(atm: np.ndarray) -> dict[str, np.ndarray]:
@@ -225,6 +215,20 @@ def atmosphere_array(ds) -> np.ndarray:
                            np.sign(v) * np.log10(np.abs(v) + 1.0)], axis=1).astype(np.float32)
 
 
+def subset_scores(q, truth, keep, h):
+    """:func:`brief` cross-prior scores of the pixels ``keep`` (None for 10 or fewer)."""
+    if keep.sum() <= 10:
+        return None
+    return brief(cross_prior_scores({v: q[v][keep] for v in VARIABLES}, {v: truth[v][keep] for v in VARIABLES}, h))
+
+
+def show(pname, label, sc, baseline=True):
+    """One line: 68 / 90 % coverage and median error per parameter (and its baseline)."""
+    print(f"{pname:15s} {label:22s} " + "  ".join(
+        f"{v} {sc[v]['coverage68']:.2f}/{sc[v]['coverage90']:.2f} {sc[v]['median_abs_error']:.3g}"
+        + (f"[{sc[v]['baseline_median_abs_error']:.3g}]" if baseline else "") for v in VARIABLES), flush=True)
+
+
 def brief(sc):
     return {v: {k: round(float(sc[v][k]), 4) for k in ("coverage68", "coverage90", "median_abs_error",
                                                         "baseline_median_abs_error")} for v in VARIABLES}
@@ -266,7 +270,7 @@ def main() -> None:
         t0 = time.perf_counter()
         train = data.isel(sample=np.flatnonzero(~held))
         atm = atmosphere_array(train)
-        ys = [observe(train, ref, seed=100 + k) for k in range(4)]
+        ys = [observe_crisp(train, ref, seed=100 + k) for k in range(4)]
         y = np.concatenate(ys)
         x = np.concatenate([atm] * 4)
         ok = np.isfinite(y).all(1) & np.isfinite(x).all(1)
@@ -282,22 +286,19 @@ def main() -> None:
     for pname, ds in [*pops.items(), *((p, None) for p in (pops if a.npe else {}))]:
         if ds is None:
             npe = npe or train_npe()
-            ds, y, truth = observed[pname]
+            y, truth = observed[pname]
             q = to_quantiles(npe.draws(y, a.samples))
             report["variants"][pname]["npe"] = {"all": brief(cross_prior_scores(q, truth, h))}
-            sc = report["variants"][pname]["npe"]["all"]
-            print(f"{pname:15s} {'npe':22s} " + "  ".join(
-                f"{v} {sc[v]['coverage68']:.2f}/{sc[v]['coverage90']:.2f} {sc[v]['median_abs_error']:.3g}"
-                f"[{sc[v]['baseline_median_abs_error']:.3g}]" for v in VARIABLES), flush=True)
+            show(pname, "npe", report["variants"][pname]["npe"]["all"])
             if a.out:
                 with open(a.out, "w") as f:
                     json.dump(report, f, indent=1)
             continue
-        y = observe(ds, ref)
+        y = observe_crisp(ds, ref)
         ok = np.isfinite(y).all(1)
         ds, y = ds.isel(sample=np.flatnonzero(ok)), y[ok]
         truth = {v: np.asarray(ds[v].values, dtype=float) for v in VARIABLES}
-        observed[pname] = (ds, y, truth)
+        observed[pname] = (y, truth)
         report["pixels"][pname] = int(y.shape[0])
         rows = {}
         for mname, nets in models.items():
@@ -317,25 +318,13 @@ def main() -> None:
                     if pname == "prior_held_out":
                         report.setdefault("disagreement_threshold", {})[mname] = float(np.quantile(d, 0.97))
                     keep = trusted & (d <= report["disagreement_threshold"][mname])
-                    rows[key + " +agree"] = {
-                        "trusted": float(keep.mean()),
-                        "on_trusted": brief(cross_prior_scores({v: q[v][keep] for v in VARIABLES},
-                                                               {v: truth[v][keep] for v in VARIABLES}, h))
-                        if keep.sum() > 10 else None}
-                    sc = rows[key + " +agree"]["on_trusted"]
+                    sc = subset_scores(q, truth, keep, h)
+                    rows[key + " +agree"] = {"trusted": float(keep.mean()), "on_trusted": sc}
                     if sc:
-                        print(f"{pname:15s} {key + ' trusted+agree':22s} {keep.mean():.2f} " + "  ".join(
-                            f"{v} {sc[v]['coverage68']:.2f}/{sc[v]['coverage90']:.2f} {sc[v]['median_abs_error']:.3g}"
-                            for v in VARIABLES), flush=True)
-                rows[key] = {"all": brief(cross_prior_scores(q, truth, h)),
-                             "trusted": float(trusted.mean()),
-                             "on_trusted": brief(cross_prior_scores({v: q[v][trusted] for v in VARIABLES},
-                                                                     {v: truth[v][trusted] for v in VARIABLES}, h))
-                             if trusted.sum() > 10 else None}
-                sc = rows[key]["all"]
-                print(f"{pname:15s} {key:22s} " + "  ".join(
-                    f"{v} {sc[v]['coverage68']:.2f}/{sc[v]['coverage90']:.2f} {sc[v]['median_abs_error']:.3g}"
-                    f"[{sc[v]['baseline_median_abs_error']:.3g}]" for v in VARIABLES), flush=True)
+                        show(pname, f"{key} trusted+agree {keep.mean():.2f}", sc, baseline=False)
+                rows[key] = {"all": brief(cross_prior_scores(q, truth, h)), "trusted": float(trusted.mean()),
+                             "on_trusted": subset_scores(q, truth, trusted, h)}
+                show(pname, key, rows[key]["all"])
         report["variants"][pname] = rows
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)

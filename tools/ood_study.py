@@ -31,26 +31,17 @@ import warnings
 
 import numpy as np
 import torch
+from _observe import observe_crisp  # tools/_observe.py
 
 from radynversion import load_model
 from radynversion.atmosphere import VARIABLES
 from radynversion.datasets import training_set, training_union
 from radynversion.evaluate import cross_prior_scores, open_population
-from radynversion.instrument import crisp_tunings, degrade
-from radynversion.lines import LINES
 from radynversion.model import evaluation_split, sample_labels
 from radynversion.model.posterior import posterior
-from radynversion.model.preprocess import normalise_profiles
 
 warnings.filterwarnings("ignore")
 Q = (0.05, 0.16, 0.5, 0.84, 0.95)
-
-
-def observe(ds, net, seed=1):
-    prog = {ln.key: np.sort(crisp_tunings(ln)) for ln in LINES}
-    obs = degrade(ds[[ln.var for ln in LINES]], prog, fwhm_A=net.instrument_fwhm_A(), noise=0.01, seed=seed)
-    y, _ = normalise_profiles(obs, unit=net.config.intensity_unit, fwhm_A=net.instrument_fwhm_A())
-    return y
 
 
 def invert(net, y, samples):
@@ -109,7 +100,7 @@ def main() -> None:
     held = evaluation_split(sample_labels(data))
     rng = np.random.default_rng(0)
     tr_idx = rng.choice(np.flatnonzero(~held), size=min(a.train_obs, int((~held).sum())), replace=False)
-    y_tr = observe(data.isel(sample=tr_idx), net, seed=7)
+    y_tr = observe_crisp(data.isel(sample=tr_idx), net, seed=7)
     y_tr = y_tr[np.isfinite(y_tr).all(1)]
     scorer = PCAScore(y_tr)
     pops = {"held-out": data.isel(sample=np.flatnonzero(held))}
@@ -128,7 +119,7 @@ def main() -> None:
     report = {}
     thresholds = {}
     for name, ds in pops.items():
-        y = observe(ds, net)
+        y = observe_crisp(ds, net)
         ok = np.isfinite(y).all(1)
         ds, y = ds.isel(sample=np.flatnonzero(ok)), y[ok]
         q, misfit = invert(net, y, a.samples)
