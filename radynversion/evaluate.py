@@ -794,7 +794,7 @@ def evaluate(
     # shown as the observation is normalised: over its observed points, per line or jointly
     opts = input_options(net)
     seen = np.where(np.isfinite(y_obs[0])[None, :], rt, np.nan)
-    rt = renormalise(torch.as_tensor(seen), opts["normalisation"] == "per_line").numpy()
+    rt = renormalise(torch.as_tensor(seen), opts["normalisation"]).numpy()
     pixel = xr.Dataset(
         {**{f"{v}_samples": (("draw", "height"), draws[:, k]) for k, v in enumerate(VARIABLES)},
          **{f"truth_{v}": ("height", truth[v][pick]) for v in VARIABLES},

@@ -234,7 +234,7 @@ def verify(
         import torch
 
         seen = np.where(np.isfinite(y_obs), y_nlte, np.nan)
-        y_nlte = renormalise(torch.as_tensor(seen), opts.get("normalisation") == "per_line").numpy()
+        y_nlte = renormalise(torch.as_tensor(seen), opts.get("normalisation", "joint")).numpy()
     with warnings.catch_warnings():  # a pixel with no observed point: NaN, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
         misfit_nlte = np.sqrt(np.nanmean((y_nlte - y_obs) ** 2, axis=1)) if runs else np.zeros(0)

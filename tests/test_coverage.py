@@ -17,6 +17,7 @@ from radynversion.model import CINNConfig, ConditionalINN, TrainConfig, load_mod
 from radynversion.model.coverage import (
     CORE_POINTS,
     core_covered,
+    line_levels,
     line_slices,
     observed_points,
     random_coverage,
@@ -78,12 +79,33 @@ def test_random_coverage_keeps_a_core_and_mixes_programs():
 def test_renormalise_joint_and_per_line():
     y = torch.rand(5, 60) * 2
     y[:, :10] = float("nan")
-    j = renormalise(y, per_line=False)
+    j = renormalise(y, "joint")
     assert torch.allclose(torch.nan_to_num(j, nan=-1).amax(1), torch.ones(5))
-    p = renormalise(y, per_line=True)
+    p = renormalise(y, "per_line")
     for sl in line_slices().values():
         assert torch.allclose(torch.nan_to_num(p[:, sl], nan=-1).amax(1), torch.ones(5))
     assert torch.isnan(p[:, :10]).all()
+    with pytest.raises(ValueError, match="normalisation = 'peak'"):
+        renormalise(y, "peak")
+
+
+def test_far_wing_level_is_the_mean_of_the_outermost_observed_points_of_each_line():
+    y = torch.rand(3, 60, dtype=torch.float64) + 0.5
+    y[:, :5] = float("nan")  # H-alpha's blue end not observed: its wing starts at point 5
+    y[1, 40:48] = float("nan")  # a gap inside Ca II 8542 changes nothing at its ends
+    y[2, 30:] = float("nan")  # H-alpha alone
+    lev = line_levels(y, "per_line_wing")
+    ha = y[:, [5, 6, 28, 29]].mean(1)
+    ca = y[:, [30, 31, 58, 59]].mean(1)
+    torch.testing.assert_close(lev[:, 0], ha)
+    torch.testing.assert_close(lev[:2, 45], ca[:2])
+    assert torch.isnan(lev[2, 30:]).all() and (lev[:, :30] == lev[:, :1]).all()
+    w = renormalise(y, "per_line_wing")
+    torch.testing.assert_close(w[:, [5, 6, 28, 29]].mean(1), torch.ones(3, dtype=torch.float64))
+    # an emission core is kept above the wing, not divided down to 1 as by the peak
+    em = torch.ones(1, 60)
+    em[0, 12:18] = 4.0
+    assert renormalise(em, "per_line_wing")[0, 15] == 4.0 and renormalise(em, "per_line")[0, 15] == 1.0
 
 
 def test_one_line_reaches_a_partial_model_as_nan_elsewhere():
@@ -118,6 +140,15 @@ def test_per_line_normalisation_takes_dn_and_joint_refuses_it():
     np.testing.assert_allclose(got, want, rtol=2e-3)  # the gains cancel, per Hz vs per A is ~1e-3
     for sl in line_slices().values():
         np.testing.assert_allclose(got[:, sl].max(1), 1.0, rtol=1e-6)
+    got, _ = normalise_profiles(dn, normalisation="per_line_wing")
+    want, _ = normalise_profiles(ds, normalisation="per_line_wing")
+    np.testing.assert_allclose(got, want, rtol=2e-3)
+    for sl in line_slices().values():
+        ends = got[:, sl][:, [0, 1, -2, -1]]
+        np.testing.assert_allclose(ends.mean(1), 1.0, rtol=1e-6)
+    bad = dn.copy()
+    bad[CA8542.var][..., :] = -1.0  # a line whose wing is not positive cannot be normalised
+    assert np.isnan(normalise_profiles(bad, normalisation="per_line_wing")[0]).all()
 
 
 def test_observations_below_the_minimum_are_refused_in_one_line():
@@ -250,12 +281,15 @@ def test_the_cli_inverts_one_fits_line_and_a_short_program(tmp_path):
     assert np.isfinite(res["log_T"].values).all()
 
 
-def test_evaluate_observes_one_line_and_dn_for_a_partial_per_line_model(tmp_path):
+@pytest.mark.parametrize("normalisation", ["per_line", "per_line_wing"])
+def test_evaluate_observes_one_line_and_dn_for_a_partial_per_line_model(tmp_path, normalisation):
     from radynversion.evaluate import EvaluationSettings, evaluate
     from radynversion.instrument import crisp_tunings
-    from radynversion.model import load_model
+    from radynversion.model import load_model, read_checkpoint
 
-    net = load_model(_tiny_partial(tmp_path, "per_line"))
+    path = _tiny_partial(tmp_path, normalisation)
+    assert read_checkpoint(path)["normalisation"] == {"per_line": "per_line_peak"}.get(normalisation, normalisation)
+    net = load_model(path)
     data = _split_information(40, 11)
     one = EvaluationSettings(split="all", samples=16, pixel_samples=16, tunings={"ca8542": crisp_tunings(CA8542)})
     res = evaluate(net, data, one, prior=data)

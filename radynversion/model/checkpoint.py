@@ -13,7 +13,8 @@ hold no code)::
     wavelengths_A     {line key: list of model-window wavelengths [air Angstrom]}
     wavelength_medium "air"
     intensity_unit    unit of the joint normalisation
-    normalisation     "joint_peak" or "per_line_peak" (the model's ``config.normalisation``)
+    normalisation     "joint_peak", "per_line_peak" or "per_line_wing" (the model's
+                      ``config.normalisation``)
     instrument        {"profile": "gaussian", "fwhm_A": {line key: FWHM [Angstrom]}}
     training_set_sha256  sha256 over the training arrays ("" if unknown)
     provenance        other plain-Python facts (validation indices hash, sample counts...)
@@ -79,6 +80,8 @@ MODEL_KINDS: dict[str, tuple[type[PosteriorModel], type]] = {
     "cinn": (ConditionalINN, CINNConfig),
 }
 #: parameters below this magnitude are set to zero at load (:func:`zero_tiny_weights_`)
+#: the checkpoint's ``normalisation`` field for each ``CINNConfig.normalisation``
+NORMALISATION_LABELS = {"joint": "joint_peak", "per_line": "per_line_peak", "per_line_wing": "per_line_wing"}
 TINY_WEIGHT = 1e-30
 #: tolerance [Mm, Angstrom] when comparing grids
 _GRID_ATOL = 1e-5
@@ -236,8 +239,7 @@ def _checkpoint_dict(model: PosteriorModel, train_config: TrainConfig | None = N
         "wavelengths_A": {k: [float(w) for w in v] for k, v in model_wavelengths().items()},
         "wavelength_medium": "air",
         "intensity_unit": model.config.intensity_unit,
-        "normalisation": ("per_line_peak" if getattr(model.config, "normalisation", "joint") == "per_line"
-                          else "joint_peak"),
+        "normalisation": NORMALISATION_LABELS[getattr(model.config, "normalisation", "joint")],
         "instrument": {"profile": "gaussian", "fwhm_A": model.instrument_fwhm_A()},
         "training_set_sha256": training_set_sha256,
         "provenance": dict(provenance or {}),

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .base import PosteriorModel
 from .config import CINNConfig, TrainConfig
-from .coverage import random_coverage, renormalise
+from .coverage import PER_LINE, random_coverage, renormalise
 from .inn import _Permute, subnet_constructor
 from .kernels import mlp
 from .losses import noisy_profiles
@@ -252,14 +252,14 @@ def dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
 def _as_observed(mc: CINNConfig, tc: TrainConfig, y: Tensor, generator: torch.Generator | None) -> Tensor:
     """Training profiles ``(B, 60)`` as the model's inputs are: with ``partial_coverage``, a
     share of them with coverage cut (NaN at unobserved points); normalised per line for a
-    ``per_line`` model (else unchanged: the v1-v7 stream draws nothing here)."""
+    per-line model (``"per_line"``, ``"per_line_wing"``) (else unchanged: the v1-v7 stream draws nothing here)."""
     if mc.partial_coverage:
         seen = random_coverage(y.shape[0], tc.partial_fraction, generator, y.device)
         y = torch.where(seen, y, torch.full_like(y, float("nan")))
         if mc.normalisation == "joint":
-            y = renormalise(y, per_line=False)
-    if mc.normalisation == "per_line":
-        y = renormalise(y, per_line=True)
+            y = renormalise(y, "joint")
+    if mc.normalisation in PER_LINE:
+        y = renormalise(y, mc.normalisation)
     return y
 
 

@@ -22,6 +22,7 @@ import astropy.units as u
 from ..errors import ConfigError
 from ..lines import CA8542, HALPHA, LINES
 from ..schema import RADIANCE_PER_AA, RADIANCE_PER_HZ
+from .coverage import NORMALISATIONS
 
 __all__ = ["ModelConfig", "CINNConfig", "TrainConfig", "model_config_table"]
 
@@ -152,8 +153,9 @@ class CINNConfig(_CouplingSettings):
     #: one line alone then invert. False: the layout of the v1-v7 checkpoints
     partial_coverage: bool = False
     #: how profiles are normalised (:mod:`radynversion.model.coverage`): ``"joint"``, both lines
-    #: by their joint peak (calibrated data: the ratio of the lines is kept), or ``"per_line"``,
-    #: each line by its own peak (uncalibrated data in DN, whose lines have unknown gains)
+    #: by their joint peak (calibrated data: the ratio of the lines is kept), ``"per_line"``,
+    #: each line by its own peak, or ``"per_line_wing"``, each line by its far wing as observed
+    #: (uncalibrated data in DN, whose lines have unknown gains)
     normalisation: str = "joint"
 
     #: experiment options since removed, and the value under which each did nothing (None: any;
@@ -162,8 +164,8 @@ class CINNConfig(_CouplingSettings):
                                          "emulator_conv_kernel": None}
 
     def __post_init__(self) -> None:
-        if self.normalisation not in ("joint", "per_line"):
-            raise ConfigError(f"CINNConfig.normalisation = {self.normalisation!r}; expected 'joint' or 'per_line'")
+        if self.normalisation not in NORMALISATIONS:
+            raise ConfigError(f"CINNConfig.normalisation = {self.normalisation!r}; expected one of {NORMALISATIONS}")
         for name in ("n_blocks", "subnet_hidden", "subnet_layers", "cond_features", "cond_hidden",
                      "emulator_hidden", "emulator_layers"):
             if getattr(self, name) < 1:

@@ -23,10 +23,16 @@ Rules, the same at inference (:func:`observed_points`) and in training
 * the documented minimum: at least one line must cover its **core**, its central
   :data:`CORE_POINTS` model points (H-alpha +-0.24 A, Ca II 8542 +-0.17 A); less is refused.
 
-Normalisation (``CINNConfig.normalisation``): ``"joint"`` divides both lines by the largest
-value over the observed points of both (the original's joint peak; it keeps the ratio between
-the lines, so it needs calibrated intensities), ``"per_line"`` divides each line by its own
-largest observed value (for uncalibrated, DN data, whose lines have unknown relative gains).
+Normalisation (``CINNConfig.normalisation``, :data:`NORMALISATIONS`): ``"joint"`` divides
+both lines by the largest value over the observed points of both (the original's joint peak;
+it keeps the ratio between the lines, so it needs calibrated intensities). The two per-line
+normalisations (:data:`PER_LINE`) are for uncalibrated, DN data, whose lines have unknown
+relative gains: ``"per_line"`` divides each line by its own largest observed value (its peak),
+``"per_line_wing"`` by the mean of its :data:`WING_POINTS` outermost observed points at each
+end (its far wing as observed). A peak is the wing of an absorption profile but the core of an
+emission one, and the largest of noisy points; the far wings at +-1-1.4 A form in the upper
+photosphere and change least in flares. Which one serves better is measured, not assumed
+(docs/model_card.md).
 """
 
 from __future__ import annotations
@@ -44,7 +50,10 @@ __all__ = [
     "GAP_FACTOR",
     "GAP_MIN_A",
     "NORMALISATIONS",
+    "PER_LINE",
+    "WING_POINTS",
     "line_slices",
+    "line_levels",
     "observed_points",
     "core_covered",
     "renormalise",
@@ -58,7 +67,11 @@ CORE_POINTS = 6
 GAP_FACTOR = 2.5
 GAP_MIN_A = 0.25
 #: the normalisations a model can be trained for
-NORMALISATIONS: tuple[str, ...] = ("joint", "per_line")
+NORMALISATIONS: tuple[str, ...] = ("joint", "per_line", "per_line_wing")
+#: the normalisations that divide each line by its own level (they take uncalibrated data)
+PER_LINE: tuple[str, ...] = ("per_line", "per_line_wing")
+#: observed points at each end of a line whose mean is its far-wing level (``"per_line_wing"``)
+WING_POINTS = 2
 #: a model window may exceed the data by this much [Angstrom] (float round-off)
 COVER_TOLERANCE_A = 1e-3
 #: at most this far [Angstrom] beyond the outermost tuning a model point takes its value
@@ -138,16 +151,54 @@ def core_covered(observed: np.ndarray | Tensor) -> np.ndarray | Tensor:
     return np.stack([obs[:, c].all(1) for c in cols]).any(0)
 
 
-def renormalise(y: Tensor, per_line: bool) -> Tensor:
-    """Divide profiles ``(N, 60)`` by their largest observed (finite) value: over both lines
-    (``per_line`` False) or per line. Unobserved points stay NaN."""
+def _check_normalisation(normalisation: str) -> None:
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation = {normalisation!r}; expected one of {NORMALISATIONS}")
+
+
+def line_levels(y: Tensor, normalisation: str) -> Tensor:
+    """What each profile point is divided by under ``normalisation``.
+
+    Parameters
+    ----------
+    y : Tensor, shape ``(N, 60)``
+        Profiles on the model windows (H-alpha first); unobserved points NaN.
+    normalisation : {"joint", "per_line", "per_line_wing"}
+        See the module docstring.
+
+    Returns
+    -------
+    Tensor, shape ``(N, 60)``
+        The largest observed value of both lines (``"joint"``), of the point's own line
+        (``"per_line"``), or the mean of that line's :data:`WING_POINTS` outermost observed
+        points at each end (``"per_line_wing"``); NaN for a line with no observed point.
+        Not clamped: a level ``<= 0`` marks a profile that cannot be normalised.
+    """
+    _check_normalisation(normalisation)
     finite = torch.isfinite(y)
     low = torch.finfo(y.dtype).min
-    filled = torch.where(finite, y, torch.full_like(y, low))
-    if not per_line:
-        return y / filled.amax(dim=1, keepdim=True).clamp_min(1e-6)
-    parts = [y[:, sl] / filled[:, sl].amax(dim=1, keepdim=True).clamp_min(1e-6) for sl in line_slices().values()]
+    nan = torch.full_like(y[:, :1], float("nan"))
+    if normalisation == "joint":
+        peak = torch.where(finite, y, torch.full_like(y, low)).amax(dim=1, keepdim=True)
+        return torch.where(finite.any(1, keepdim=True), peak, nan).expand_as(y)
+    parts = []
+    for sl in line_slices().values():
+        v, f = y[:, sl], finite[:, sl]
+        if normalisation == "per_line":
+            level = torch.where(f, v, torch.full_like(v, low)).amax(dim=1, keepdim=True)
+        else:  # the outermost observed points at each end, however far the program reaches
+            fi = f.to(torch.int32)
+            outer = f & ((fi.cumsum(1) <= WING_POINTS) | (fi.flip(1).cumsum(1).flip(1) <= WING_POINTS))
+            level = (torch.where(outer, v, torch.zeros_like(v)).sum(1, keepdim=True)
+                     / outer.sum(1, keepdim=True).clamp_min(1))
+        parts.append(torch.where(f.any(1, keepdim=True), level, nan).expand_as(v))
     return torch.cat(parts, dim=1)
+
+
+def renormalise(y: Tensor, normalisation: str) -> Tensor:
+    """Profiles ``(N, 60)`` divided by their :func:`line_levels` (clamped at 1e-6):
+    unobserved points stay NaN."""
+    return y / line_levels(y, normalisation).clamp_min(1e-6)
 
 
 def random_coverage(n: int, fraction: float, generator: torch.Generator | None = None,

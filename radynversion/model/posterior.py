@@ -350,11 +350,11 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _observed_rms(y_fwd: torch.Tensor, y_obs: torch.Tensor, per_line: bool) -> torch.Tensor:
+def _observed_rms(y_fwd: torch.Tensor, y_obs: torch.Tensor, normalisation: str) -> torch.Tensor:
     """RMS of emulated minus observed profiles ``(M, 60)`` over the observed (finite) points,
     the emulated ones normalised as the observation is (:mod:`radynversion.model.coverage`)."""
     seen = torch.isfinite(y_obs)
-    y_fwd = renormalise(torch.where(seen, y_fwd, torch.full_like(y_fwd, float("nan"))), per_line)
+    y_fwd = renormalise(torch.where(seen, y_fwd, torch.full_like(y_fwd, float("nan"))), normalisation)
     d = torch.where(seen, y_fwd - y_obs, torch.zeros_like(y_fwd))
     return ((d**2).sum(dim=1) / seen.sum(dim=1).clamp_min(1)).sqrt()
 
@@ -503,7 +503,8 @@ def posterior(
         batch_size = default_batch_size(dev)
     n_pix, n_h, n_x = y.shape[0], net.height_Mm.numel(), net.n_x
     partial = bool(getattr(net.config, "partial_coverage", False))
-    per_line = getattr(net.config, "normalisation", "joint") == "per_line"
+    normalisation = getattr(net.config, "normalisation", "joint")
+    per_line = normalisation != "joint"
     # with partial coverage NaN marks an unobserved point; a pixel needs one observed point
     # (normalise_profiles makes a bad pixel's whole row NaN)
     valid = np.isfinite(y).any(axis=1) if partial else np.isfinite(y).all(axis=1)
@@ -578,7 +579,7 @@ def posterior(
                         y_f = y_g[:per_group].repeat_interleave(n_mis, dim=0) if whole else y_g[:1]
                     y_fwd = net.emulate(x_f)
                     if partial or per_line:
-                        rms = _observed_rms(y_fwd[:cnt].float(), y_f, per_line)
+                        rms = _observed_rms(y_fwd[:cnt].float(), y_f, normalisation)
                     else:
                         rms = ((y_fwd[:cnt].float() - y_f) ** 2).mean(dim=1).sqrt()
                     if whole:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import astropy.units as u
 import numpy as np
+import torch
 import xarray as xr
 
 from ..atmosphere import VARIABLES, inverse_velocity_transform, velocity_transform
@@ -37,9 +38,10 @@ from ..schema import (
 from .coverage import (
     CORE_POINTS,
     NORMALISATIONS,
+    PER_LINE,
     core_covered,
     edge_allowance_A,
-    line_slices,
+    line_levels,
     observed_points,
 )
 from .coverage import COVER_TOLERANCE_A as _COVER_TOLERANCE_A
@@ -286,9 +288,10 @@ def normalise_profiles(
         finer than FWHM / 3 (:func:`needs_degradation`).
     source : str, optional
         Name of the data for error messages.
-    normalisation : {"joint", "per_line"}
-        Divide both lines by their joint peak, or each line by its own (the model's
-        ``config.normalisation``; per line, intensities in DN are taken as they are).
+    normalisation : {"joint", "per_line", "per_line_wing"}
+        Divide both lines by their joint peak, or each line by its own peak or far wing (the
+        model's ``config.normalisation``, :mod:`radynversion.model.coverage`; per line,
+        intensities in DN are taken as they are).
     partial : bool
         The model takes partial coverage (``config.partial_coverage``): either line may be
         absent and points the tunings do not observe are NaN
@@ -312,7 +315,7 @@ def normalise_profiles(
     src = _source(ds, source)
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalise_profiles: normalisation = {normalisation!r}; expected one of {NORMALISATIONS}")
-    per_line = normalisation == "per_line"
+    per_line = normalisation in PER_LINE
     present = [ln for ln in LINES if ln.var in ds.data_vars]
     # with partial coverage, refuse what cannot be inverted before any work (else each line's
     # coverage is checked as it is resampled)
@@ -339,13 +342,8 @@ def normalise_profiles(
         peak = obs.max(axis=1) if obs.shape[1] else np.full(full.shape[0], np.nan)
         bad = ~np.isfinite(peak) | ~(peak > 0)
         if per_line:
-            den = np.full_like(full, np.nan)
-            for sl in line_slices().values():
-                cols = seen[sl]
-                if cols.any():
-                    lp = full[:, sl][:, cols].max(axis=1)
-                    bad |= ~np.isfinite(lp) | ~(lp > 0)
-                    den[:, sl] = lp[:, None]
+            den = line_levels(torch.from_numpy(full), normalisation).numpy()
+            bad |= ~(den[:, seen] > 0).all(axis=1)  # NaN (a row's NaN at an observed point) or <= 0
             y = full / den
         else:
             y = full / np.where(bad, np.nan, peak)[:, None]

@@ -39,6 +39,7 @@ from .._version import __version__
 from ..atmosphere import VARIABLE_ATTRS, VARIABLES
 from ..lines import LINES
 from .base import PosteriorModel
+from .coverage import PER_LINE
 
 __all__ = ["RunSettings", "VariableSpec", "ResultSchema", "result_schema", "result_attrs", "result_dataset",
            "json_safe"]
@@ -261,7 +262,7 @@ def _peak_unit(profiles: xr.Dataset, net: PosteriorModel) -> str:
 
     from ..schema import intensity_unit
 
-    if getattr(net.config, "normalisation", "joint") == "per_line":
+    if getattr(net.config, "normalisation", "joint") in PER_LINE:
         units = {intensity_unit(profiles, ln) for ln in LINES if ln.var in profiles.data_vars}
         for un in (u.DN, u.dimensionless_unscaled):
             if un in units:
