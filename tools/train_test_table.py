@@ -10,6 +10,13 @@ own marginal-median baseline, on all pixels, and the share the model trusts.
 
 With ``--plot PNG`` it also draws the 68 % coverage as one grid per parameter (trained on x
 tested on), coloured by the distance from nominal.
+
+With ``--logo`` each argument is ``POPULATION=REPORT``, the report of a model trained without
+that generator (``held-out`` is the old prior): the leave-one-generator-out table, one row per
+left-out generator, on all pixels and on the pixels the model trusts, each cell marked where it
+misses issue 23's bar (coverage within 0.05 of nominal, error below the baseline).
+
+    .venv/bin/python tools/train_test_table.py --logo "held-out=J_no_prior" "smooth_held=J_no_smooth"
 """
 
 from __future__ import annotations
@@ -48,7 +55,32 @@ def plot(reports: list[tuple[str, dict]], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _cell(s: dict) -> str:
+    """68/90 % coverage, error [baseline]; a miss of the bar marked with an asterisk."""
+    miss = (abs(s["coverage68"] - 0.68) > 0.05 or abs(s["coverage90"] - 0.90) > 0.05
+            or not s["median_abs_error"] < s["baseline_median_abs_error"])
+    return (f"{s['coverage68']:.2f}/{s['coverage90']:.2f}, {s['median_abs_error']:.3g} "
+            f"[{s['baseline_median_abs_error']:.3g}]" + (" *" if miss else ""))
+
+
+def logo(specs: list[str]) -> None:
+    print("| left out (tested on its held-out draws) | pixels | trusted | `log_T` 68/90 %, error [baseline] | "
+          "`log_ne` 68/90 %, error [baseline] | `v` 68/90 %, error [baseline] |")
+    print("|---|---|---|---|---|---|")
+    for spec in specs:
+        key, path = spec.split("=", 1)
+        e = json.loads(Path(path).read_text())[key]
+        for label, scores in (("all", e["all"]), ("trusted", e["model"]["trusted_scores"])):
+            n = e["n"] if label == "all" else scores["atmospheres"]
+            trusted = f"{e['model']['trusted']:.2f}" if label == "all" else ""
+            print(f"| {NAMES[key]}, {label} | {n} | {trusted} | "
+                  + " | ".join(_cell(scores[v]) for v in ("log_T", "log_ne", "v")) + " |")
+
+
 def main(specs: list[str]) -> None:
+    if specs and specs[0] == "--logo":
+        logo(specs[1:])
+        return
     out_png = None
     if "--plot" in specs:
         i = specs.index("--plot")
