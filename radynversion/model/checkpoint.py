@@ -79,9 +79,9 @@ MODEL_KINDS: dict[str, tuple[type[PosteriorModel], type]] = {
     "inn": (RadynversionINN, ModelConfig),
     "cinn": (ConditionalINN, CINNConfig),
 }
-#: parameters below this magnitude are set to zero at load (:func:`zero_tiny_weights_`)
 #: the checkpoint's ``normalisation`` field for each ``CINNConfig.normalisation``
 NORMALISATION_LABELS = {"joint": "joint_peak", "per_line": "per_line_peak", "per_line_wing": "per_line_wing"}
+#: parameters below this magnitude are set to zero at load (:func:`zero_tiny_weights_`)
 TINY_WEIGHT = 1e-30
 #: tolerance [Mm, Angstrom] when comparing grids
 _GRID_ATOL = 1e-5

@@ -252,7 +252,8 @@ def dropout_mlp(n_in: int, n_out: int, hidden: int, layers: int, slope: float,
 def _as_observed(mc: CINNConfig, tc: TrainConfig, y: Tensor, generator: torch.Generator | None) -> Tensor:
     """Training profiles ``(B, 60)`` as the model's inputs are: with ``partial_coverage``, a
     share of them with coverage cut (NaN at unobserved points); normalised per line for a
-    per-line model (``"per_line"``, ``"per_line_wing"``) (else unchanged: the v1-v7 stream draws nothing here)."""
+    per-line model, ``"per_line"`` or ``"per_line_wing"`` (else unchanged: the v1-v7 stream
+    draws nothing here)."""
     if mc.partial_coverage:
         seen = random_coverage(y.shape[0], tc.partial_fraction, generator, y.device)
         y = torch.where(seen, y, torch.full_like(y, float("nan")))

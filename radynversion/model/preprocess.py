@@ -343,7 +343,7 @@ def normalise_profiles(
         bad = ~np.isfinite(peak) | ~(peak > 0)
         if per_line:
             den = line_levels(torch.from_numpy(full), normalisation).numpy()
-            bad |= ~(den[:, seen] > 0).all(axis=1)  # NaN (a row's NaN at an observed point) or <= 0
+            bad |= ~(den[:, seen] > 0).all(axis=1)  # a line with no finite observed point, or a level <= 0
             y = full / den
         else:
             y = full / np.where(bad, np.nan, peak)[:, None]
