@@ -76,6 +76,28 @@ def test_random_coverage_keeps_a_core_and_mixes_programs():
     assert torch.equal(m, again)
 
 
+def _interior_gaps(m):
+    """Rows with an unobserved run between observed points in some line."""
+    out = torch.zeros(m.shape[0], dtype=torch.bool)
+    for sl in line_slices().values():
+        seen = m[:, sl].int()
+        before = seen.cumsum(1) > 0
+        after = seen.flip(1).cumsum(1).flip(1) > 0
+        out |= (before & after & (seen == 0)).any(1)
+    return out
+
+
+def test_gap_fraction_sets_how_often_cut_rows_get_a_gap():
+    rates = {f: _interior_gaps(random_coverage(6000, 1.0, torch.Generator().manual_seed(1), gap_fraction=f))
+             .float().mean().item() for f in (0.0, 0.3, 0.9)}
+    assert rates[0.0] == 0.0 and 0.05 < rates[0.3] < rates[0.9] and rates[0.9] > 2.5 * rates[0.3]
+    # the default keeps the shipped variant's stream
+    same = random_coverage(500, 0.5, torch.Generator().manual_seed(2))
+    assert torch.equal(same, random_coverage(500, 0.5, torch.Generator().manual_seed(2), gap_fraction=0.3))
+    with pytest.raises(ConfigError, match="gap_fraction"):
+        TrainConfig(gap_fraction=1.5)
+
+
 def test_renormalise_joint_and_per_line():
     y = torch.rand(5, 60) * 2
     y[:, :10] = float("nan")

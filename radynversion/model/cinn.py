@@ -255,7 +255,7 @@ def _as_observed(mc: CINNConfig, tc: TrainConfig, y: Tensor, generator: torch.Ge
     per-line model, ``"per_line"`` or ``"per_line_wing"`` (else unchanged: the v1-v7 stream
     draws nothing here)."""
     if mc.partial_coverage:
-        seen = random_coverage(y.shape[0], tc.partial_fraction, generator, y.device)
+        seen = random_coverage(y.shape[0], tc.partial_fraction, generator, y.device, tc.gap_fraction)
         y = torch.where(seen, y, torch.full_like(y, float("nan")))
         if mc.normalisation == "joint":
             y = renormalise(y, "joint")

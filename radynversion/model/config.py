@@ -284,6 +284,9 @@ class TrainConfig:
     #: coverage is cut (:func:`radynversion.model.coverage.random_coverage`: one line alone,
     #: windows cut short, gaps); the rest are fully observed
     partial_fraction: float = 0.5
+    #: ``partial_coverage`` only: the probability that a row whose windows are cut also gets a
+    #: gap of 2-8 model points in one line (0.3: the shipped variant's)
+    gap_fraction: float = 0.3
     #: element-wise clamp of the gradients
     grad_clamp: float = 15.0
     #: MMD kernel scales (see the class docstring)
@@ -325,6 +328,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.partial_fraction <= 1.0:
             raise ConfigError(f"TrainConfig.partial_fraction = {self.partial_fraction}; expected 0 <= f <= 1")
+        if not 0.0 <= self.gap_fraction <= 1.0:
+            raise ConfigError(f"TrainConfig.gap_fraction = {self.gap_fraction}; expected 0 <= f <= 1")
         for name in ("epochs", "batch_size", "lr_decay_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)}; expected >= 1")

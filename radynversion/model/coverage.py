@@ -202,14 +202,14 @@ def renormalise(y: Tensor, normalisation: str) -> Tensor:
 
 
 def random_coverage(n: int, fraction: float, generator: torch.Generator | None = None,
-                    device: torch.device | str = "cpu") -> Tensor:
+                    device: torch.device | str = "cpu", gap_fraction: float = 0.3) -> Tensor:
     """Observed-points masks ``(n, 60)`` for training on partial coverage.
 
     A ``1 - fraction`` share of the rows is fully observed. Of the rest: a quarter observe
     H-alpha alone, a quarter Ca II 8542 alone, half both lines; programs are cut short at
     either end (up to 12 of a line's 30 points, each end with probability 1/2) for the rows of
     both lines and for half of the one-line rows, and those rows get a gap of 2-8 points in one
-    line with probability 0.3. Rows that would miss both cores (:func:`core_covered`) are fully
+    line with probability ``gap_fraction``. Rows that would miss both cores (:func:`core_covered`) are fully
     observed instead.
     """
     kw = {"generator": generator, "device": device}
@@ -236,7 +236,7 @@ def random_coverage(n: int, fraction: float, generator: torch.Generator | None =
     gap_line = torch.randint(len(sl), (n,), **kw)
     gap_start = torch.randint(30, (n,), **kw)
     gap_len = torch.randint(2, 9, (n,), **kw)
-    has_gap = cut & (torch.rand(n, **kw) < 0.3)
+    has_gap = cut & (torch.rand(n, **kw) < gap_fraction)
     starts = torch.as_tensor([s.start for s in sl], device=device)[gap_line] + gap_start
     stops = torch.minimum(starts + gap_len, torch.as_tensor([s.stop for s in sl], device=device)[gap_line])
     in_gap = (cols[None, :] >= starts[:, None]) & (cols[None, :] < stops[:, None])
