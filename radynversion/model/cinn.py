@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .base import PosteriorModel
 from .config import CINNConfig, TrainConfig
-from .coverage import PER_LINE, random_coverage, renormalise
+from .coverage import random_coverage, renormalise
 from .inn import _Permute, subnet_constructor
 from .kernels import mlp
 from .losses import noisy_profiles
@@ -257,9 +257,7 @@ def _as_observed(mc: CINNConfig, tc: TrainConfig, y: Tensor, generator: torch.Ge
     if mc.partial_coverage:
         seen = random_coverage(y.shape[0], tc.partial_fraction, generator, y.device, tc.gap_fraction)
         y = torch.where(seen, y, torch.full_like(y, float("nan")))
-        if mc.normalisation == "joint":
-            y = renormalise(y, "joint")
-    if mc.normalisation in PER_LINE:
+    if mc.partial_coverage or mc.normalisation != "joint":  # a cut row's own (or per-line) levels
         y = renormalise(y, mc.normalisation)
     return y
 

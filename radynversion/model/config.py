@@ -326,10 +326,9 @@ class TrainConfig:
                                          "emulator_on_flow_noise": False}
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.partial_fraction <= 1.0:
-            raise ConfigError(f"TrainConfig.partial_fraction = {self.partial_fraction}; expected 0 <= f <= 1")
-        if not 0.0 <= self.gap_fraction <= 1.0:
-            raise ConfigError(f"TrainConfig.gap_fraction = {self.gap_fraction}; expected 0 <= f <= 1")
+        for name in ("partial_fraction", "gap_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)}; expected 0 <= f <= 1")
         for name in ("epochs", "batch_size", "lr_decay_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)}; expected >= 1")

@@ -341,12 +341,9 @@ def normalise_profiles(
     with np.errstate(invalid="ignore"):
         peak = obs.max(axis=1) if obs.shape[1] else np.full(full.shape[0], np.nan)
         bad = ~np.isfinite(peak) | ~(peak > 0)
-        if per_line:
-            den = line_levels(torch.from_numpy(full), normalisation).numpy()
-            bad |= ~(den[:, seen] > 0).all(axis=1)  # a line with no finite observed point, or a level <= 0
-            y = full / den
-        else:
-            y = full / np.where(bad, np.nan, peak)[:, None]
+        den = line_levels(torch.from_numpy(full), normalisation).numpy()
+        bad |= ~(den[:, seen] > 0).all(axis=1)  # a line with no finite observed point, or a level <= 0
+        y = full / den
     y[bad] = np.nan
     return y.astype(np.float32), peak
 
