@@ -445,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ca = sub.add_parser("calibrate", help="scale DN scans to W m-2 Hz-1 sr-1 against the quiet Sun of the field "
                         "(uncalibrated data also invert as they are, with the per-line variant)")
-    ca.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="FITS files (one per line) or netCDF/Zarr")
+    ca.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="FITS files or CRISPEX cubes (one per line) or netCDF/Zarr")
     ca.add_argument("-o", "--out", type=Path, required=True, help="calibrated netCDF file (profile schema)")
     ca.add_argument("--quiet", help="quiet-Sun region as pixel index ranges, e.g. 'y=0:20,x=40:64' (default: found "
                     "automatically from the far wings)")
@@ -477,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("invert", help="invert a scan into a Zarr store of posterior quantiles (resumable)")
     v.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                   help="netCDF file or Zarr store in the profile schema, or FITS files")
+                   help="netCDF file or Zarr store in the profile schema, FITS files, or CRISPEX "
+                        ".icube/.fcube cubes (with their spectfiles, found beside them or given here)")
     v.add_argument("-o", "--out", type=Path, required=True,
                    help="output Zarr store (resumed if it exists, with the same options)")
     v.add_argument("--overwrite", action="store_true",

@@ -5,6 +5,8 @@
 * SSTRED cubes and crisPy per-scan FITS files (:mod:`radynversion.io.fits`), one line each;
   several files of one line (scan ranges, or one file per scan) are joined along ``time`` in
   time order, after checking that they have the same tunings (1 mA) and field size;
+* CRISPEX La Palma cubes (:mod:`radynversion.io.lapalma`), one line each, with their
+  spectfiles: found beside them, or listed among the paths (paired by the line in the names);
 * netCDF (``.nc``, ``.nc4``, ``.h5``, ``.cdf``) and Zarr stores (a ``.zarr`` path or a folder)
   already in the profile schema, opened with :func:`xarray.open_dataset` /
   :func:`xarray.open_zarr`.
@@ -40,6 +42,7 @@ from ..errors import ConfigError, DataFileError, ProfileSchemaError
 from ..lines import LINES, Line
 from ..schema import validate_profiles
 from .fits import WAVELENGTH_TOLERANCE_A, read_crispy_fits, read_fits_profiles, read_sstred_cube
+from .lapalma import LAPALMA_SUFFIXES, is_idl_save, is_lapalma_cube, read_lapalma_cube
 
 __all__ = ["open_observation", "open_profile_store", "sniff_format", "has_netcdf_signature"]
 
@@ -114,8 +117,9 @@ def open_profile_store(path: str | Path, chunks: Any = None) -> xr.Dataset:
 
 
 def sniff_format(path: str | Path) -> str:
-    """``'fits'``, ``'netcdf'`` or ``'zarr'`` for ``path``, from its first bytes (files) or its
-    being a folder (Zarr); raises :class:`~radynversion.errors.DataFileError` otherwise.
+    """``'fits'``, ``'netcdf'``, ``'zarr'``, ``'lapalma'`` (a CRISPEX cube) or ``'idlsave'`` (its
+    spectfile) for ``path``, from its first bytes (files) or its being a folder (Zarr); raises
+    :class:`~radynversion.errors.DataFileError` otherwise.
 
     Example
     -------
@@ -135,22 +139,30 @@ def sniff_format(path: str | Path) -> str:
     if head.startswith(_NETCDF_MAGIC) or has_netcdf_signature(p):
         return "netcdf"
     name = p.name.lower()
+    if is_idl_save(p):
+        return "idlsave"
+    if is_lapalma_cube(p) or name.endswith(LAPALMA_SUFFIXES):
+        return "lapalma"
     if name.endswith((".gz", ".bz2")) and name.endswith(_FITS_SUFFIXES):
         return "fits"
     what = "empty" if not head else f"starts with {head!r}"
     if name.endswith(_NETCDF_SUFFIXES):  # named as one: say so
         raise DataFileError(f"{p}: not a netCDF file ({what}); expected a netCDF file or Zarr store in the "
                             "profile schema, or FITS files")
-    raise DataFileError(f"{p}: neither FITS, netCDF nor Zarr ({what}); expected a "
-                        "FITS cube, a netCDF file or a Zarr store")
+    raise DataFileError(f"{p}: neither FITS, netCDF, Zarr nor a La Palma cube ({what}); expected a "
+                        "FITS cube, a netCDF file, a Zarr store or a CRISPEX .icube/.fcube")
 
 
 def _lines_in(ds: xr.Dataset) -> list[Line]:
     return [ln for ln in LINES if ln.var in ds.data_vars]
 
 
-def _open_one(path: Path, stokes: str, chunks: Any, reader: str | None) -> xr.Dataset:
+def _open_one(path: Path, stokes: str, chunks: Any, reader: str | None,
+              spectfile: Path | None = None) -> xr.Dataset:
     fmt = sniff_format(path)
+    if fmt == "lapalma":
+        return read_lapalma_cube(path, spectfile=spectfile, stokes=stokes,
+                                 chunks="auto" if isinstance(chunks, Mapping) else chunks)
     if fmt == "fits":
         fn = {"sstred": read_sstred_cube, "crispy": read_crispy_fits}.get(reader or "", read_fits_profiles)
         # a mapping names profile-schema dims, applied once the lines are joined
@@ -165,6 +177,32 @@ def _open_one(path: Path, stokes: str, chunks: Any, reader: str | None) -> xr.Da
     attrs["reader"] = fmt
     ds.attrs = attrs
     return ds
+
+
+def _pair_spectfiles(cubes: list[Path], spectfiles: list[Path]) -> dict[Path, Path]:
+    """Each La Palma cube's spectfile among those given (matched by the line in the file names;
+    one of each pairs as it is); cubes without one look beside themselves."""
+    from .lapalma import _line_named_in
+
+    if spectfiles and not cubes:
+        raise DataFileError(f"{spectfiles[0]}: a CRISPEX spectfile given without a La Palma cube; expected "
+                            "it with its .icube/.fcube")
+    if len(cubes) == 1 and len(spectfiles) == 1:
+        return {cubes[0]: spectfiles[0]}
+    pairs: dict[Path, Path] = {}
+    for cube in cubes:
+        line = _line_named_in(cube.name)
+        match = [s for s in spectfiles if line is not None and _line_named_in(s.name) is line]
+        if len(match) > 1:
+            raise DataFileError(f"{cube}: {len(match)} spectfiles given for its line ({', '.join(map(str, match))}); "
+                                "expected one")
+        if match:
+            pairs[cube] = match[0]
+    unused = [s for s in spectfiles if s not in pairs.values()]
+    if unused:
+        raise DataFileError(f"{unused[0]}: no La Palma cube given names the same line (6563 or 8542); "
+                            "expected the line in both file names, e.g. crispex.6563.icube and spectfile.6563.idlsave")
+    return pairs
 
 
 def _describe(ds: xr.Dataset) -> str:
@@ -346,8 +384,12 @@ def _combine(paths: list[Path], stokes: str, chunks: Any, reader: str | None, so
     # one Dataset per source; FITS sources grouped by line and joined along time
     by_line: dict[str, list[xr.Dataset]] = {}
     stores: list[tuple[xr.Dataset, list[Line]]] = []
+    spectfiles = [p for p in paths if p.is_file() and sniff_format(p) == "idlsave"]
+    paths = [p for p in paths if p not in spectfiles]
+    cubes = [p for p in paths if p.is_file() and sniff_format(p) == "lapalma"]
+    pairs = _pair_spectfiles(cubes, spectfiles)
     for p in paths:
-        ds = _open_one(p, stokes, chunks, reader)
+        ds = _open_one(p, stokes, chunks, reader, pairs.get(p))
         if ds.attrs.get("reader") in ("netcdf", "zarr"):
             stores.append((ds, _lines_in(ds)))
         else:
