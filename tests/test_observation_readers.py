@@ -10,6 +10,7 @@ writes (one-row ``WCS-TAB`` binary table, coordinate column of numpy shape
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 from pathlib import Path
 
@@ -443,15 +444,27 @@ def test_mismatched_spatial_shapes_name_both_files(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_mismatched_scan_counts_and_dims_are_refused(tmp_path):
+def test_lines_at_different_cadences_pair_by_nearest_time_and_dims_must_agree(tmp_path):
     fh, fc, fs = tmp_path / "ha.fits", tmp_path / "ca.fits", tmp_path / "ca1.fits"
-    write_sstred(fh, WL_HA, nscan=2)
-    write_sstred(fc, WL_CA, nscan=3)
+    dh = write_sstred(fh, WL_HA, nscan=2)
+    dc = write_sstred(fc, WL_CA, nscan=3)
     write_sstred(fs, WL_CA, nscan=1, time_axis=False)
-    with pytest.raises(ProfileSchemaError, match=r"ha\.fits.*ca\.fits.*2 vs 3 scans"):
-        open_observation([fh, fc])
+    ds = open_observation([fh, fc])  # scans 20 s apart in both: H-alpha's 2 pair with Ca's first 2
+    assert ds.sizes["time"] == 2
+    np.testing.assert_array_equal(ds[CA8542.var].values, dc[:2, 0])
+    np.testing.assert_array_equal(ds[HALPHA.var].values, dh[:, 0])
+    assert ds.attrs["scan_pairing_max_offset_s"] < 21 and "[0, 1]" in ds.attrs["scan_pairing"]
     with pytest.raises(ProfileSchemaError, match=r"ha\.fits.*ca1\.fits.*different dims"):
         open_observation([fh, fs])
+
+
+def test_lines_whose_sequences_do_not_overlap_in_time_are_refused(tmp_path, monkeypatch):
+    fh, fc = tmp_path / "ha.fits", tmp_path / "ca.fits"
+    write_sstred(fh, WL_HA, nscan=2)
+    monkeypatch.setattr(sys.modules[__name__], "T0", T0 + 3600.0)  # Ca II an hour later
+    write_sstred(fc, WL_CA, nscan=3)
+    with pytest.raises(ProfileSchemaError, match=r"ha\.fits.*ca\.fits.*2 vs 3 scans, and H-alpha 6563 scan \d is 36\d\d"):
+        open_observation([fh, fc])
 
 
 def test_scaled_integer_cube_is_read_scaled_with_blank_as_nan(tmp_path):

@@ -18,7 +18,9 @@ The lines from the different sources are then put in one Dataset:
   two files;
 * scans of the two lines are not simultaneous: each line keeps its own times as the coordinate
   ``time_<key>`` (along the shared ``time`` dim, which pairs scans by index and has no index
-  coordinate of its own); different scan counts are refused;
+  coordinate of its own); with different scan counts (different cadences) each scan of the
+  line with fewer is paired with the other's nearest in time (attrs ``scan_pairing``,
+  ``scan_pairing_max_offset_s``), refused where the sequences do not overlap or have no times;
 * attrs: ``source_files`` (all files), ``reader`` (``'sstred'``, ``'crispy'``, ``'netcdf'``,
   ``'zarr'``, or ``'<key>: <reader>; ...'`` when they differ), and every attr of the per-line
   readers (``date_obs``, ``telescope``, ``instrument``, ``pointing_*_arcsec``,
@@ -252,6 +254,43 @@ def _join_scans(parts: list[xr.Dataset], line: Line) -> xr.Dataset:
     return joined
 
 
+def _cadence_s(t: np.ndarray) -> float:
+    return float(np.median(np.diff(t)) / np.timedelta64(1, "s")) if t.size > 1 else float("nan")
+
+
+def _pair_scans_in_time(parts: list[tuple[xr.Dataset, list[Line]]]) -> list[tuple[xr.Dataset, list[Line]]]:
+    """Two lines observed at different cadences (scan counts differ, both timed): each scan of
+    the line with fewer scans is paired with the other line's scan nearest in time, which is
+    refused when farther than the larger of the two cadences (the sequences do not overlap).
+    Attrs ``scan_pairing`` and ``scan_pairing_max_offset_s`` say what was done."""
+    timed = [(ds, lines[0]) for ds, lines in parts if len(lines) == 1 and "time" in ds.dims
+             and "time" in ds.coords and np.issubdtype(ds["time"].dtype, np.datetime64)]
+    if len(timed) != 2 or len(parts) != 2 or timed[0][0].sizes["time"] == timed[1][0].sizes["time"]:
+        return parts
+    (sparse, ls), (dense, ld) = sorted(timed, key=lambda p: p[0].sizes["time"])
+    ts, td = sparse["time"].values, dense["time"].values
+    pick = np.abs(ts[:, None] - td[None, :]).argmin(axis=1)
+    offset = np.abs(ts - td[pick]) / np.timedelta64(1, "s")
+    limit = np.nanmax([_cadence_s(ts), _cadence_s(td)])
+    worst = int(np.argmax(offset))
+    if not np.isfinite(limit) or offset[worst] > limit:
+        raise ProfileSchemaError(
+            f"{_describe(sparse)} ({ls.label}) and {_describe(dense)} ({ld.label}): {sparse.sizes['time']} vs "
+            f"{dense.sizes['time']} scans, and {ls.label} scan {worst} is {offset[worst]:.1f} s from the nearest "
+            f"{ld.label} scan (cadences {_cadence_s(ts):.1f} s, {_cadence_s(td):.1f} s); expected sequences that "
+            "overlap in time, or the same number of scans")
+    note = (f"{ls.label}'s {ts.size} scans each paired with the nearest in time of {ld.label}'s {td.size} "
+            f"(its scans {pick.tolist()})")
+    out = []
+    for ds, lines in parts:
+        if ds is dense:
+            ds = ds.isel(time=pick)
+        ds = ds.copy()
+        ds.attrs = {**ds.attrs, "scan_pairing": note, "scan_pairing_max_offset_s": float(offset.max())}
+        out.append((ds, lines))
+    return out
+
+
 def _check_pair(a: xr.Dataset, la: Line, b: xr.Dataset, lb: Line) -> None:
     """The non-spectral dims of two lines must agree, or a one-line error names both files."""
     da_, db = a[la.var], b[lb.var]
@@ -415,6 +454,7 @@ def _combine(paths: list[Path], stokes: str, chunks: Any, reader: str | None, so
         validate_profiles(out, source, all_lines=False)  # one line alone is read; the model decides
         return out
 
+    parts = _pair_scans_in_time(parts)
     flat = [(ds, ln) for ds, lines in parts for ln in lines]
     for (a, la), (b, lb) in zip(flat[:-1], flat[1:], strict=True):
         _check_pair(a, la, b, lb)
