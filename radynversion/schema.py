@@ -35,12 +35,24 @@ __all__ = [
     "intensity_unit",
     "convert_intensity",
     "DN_NAMES",
+    "RELATIVE_NAMES",
+    "parse_intensity_unit",
 ]
 
 #: names of uncalibrated camera units, read as astropy's ``DN`` (lower case; "DN", "ct" and
 #: "adu" parse as units of their own, the others not at all)
 DN_NAMES = frozenset({"dn", "d.n.", "dns", "digital number", "digital numbers", "data number", "data numbers",
                       "adu", "adus", "count", "counts", "ct", "cts"})
+
+#: names of intensities relative to a reference (the continuum, the quiet Sun) or in arbitrary
+#: units, as data files write them; read as dimensionless (uncalibrated: lower case, no spaces)
+RELATIVE_NAMES = frozenset({"i/ic", "i/i_c", "i/icont", "i/i_cont", "i/iqs", "i/i_qs", "ic", "i_c", "icont",
+                            "normalized", "normalised", "normalizedintensity", "normalisedintensity",
+                            "relative", "relativeintensity", "rel.intensity", "rel.int.", "arbitrary",
+                            "arbitraryunits", "arbitraryunit", "arb.units", "arb.unit", "arb.u.", "a.u.",
+                            "continuumunits", "fractionofcontinuum", "quietsununits", "none", "n/a"})
+#: camera counts, optionally per time, with no area or solid angle: uncalibrated
+_COUNT_BASES = (u.DN, u.ct, u.adu, u.ph)
 
 RADIANCE_PER_HZ = u.Unit("W / (m2 Hz sr)")
 RADIANCE_PER_AA = u.Unit("erg / (s cm2 sr Angstrom)")
@@ -174,13 +186,44 @@ def intensity_unit(ds: xr.Dataset, line: Line, source: str | None = None) -> u.U
     if unit_s is None:
         raise UnitsError(f"{src}: variable {line.var} has no 'units' attribute; expected a "
                          "spectral radiance such as 'W / (m2 Hz sr)', or 'DN' with a calibration")
-    if str(unit_s).strip().lower() in DN_NAMES:  # camera counts: a calibration away from radiances
-        return u.DN
-    try:
-        return u.Unit(unit_s)
-    except ValueError:
+    unit = parse_intensity_unit(unit_s)
+    if unit is None:
         raise UnitsError(f"{src}: variable {line.var} has units {unit_s!r}, which astropy cannot "
-                         "parse; expected e.g. 'W / (m2 Hz sr)'") from None
+                         "parse; expected e.g. 'W / (m2 Hz sr)', or 'DN' / '1' for uncalibrated data") from None
+    return unit
+
+
+def parse_intensity_unit(text: object) -> u.UnitBase | None:
+    """An intensity ``units`` string as a unit: uncalibrated data as ``u.DN`` (camera counts,
+    also per second: 'DN', 'counts', 'DN/s', 'ct s-1') or ``u.dimensionless_unscaled`` (relative
+    or arbitrary: '', '1', '%', 'I/Ic', 'normalised', 'arb. units'), anything else as astropy
+    parses it; None if astropy cannot.
+
+    Example
+    -------
+    >>> parse_intensity_unit("DN/s"), parse_intensity_unit("I/Ic"), parse_intensity_unit("W / (m2 Hz sr)")
+    (Unit("DN"), Unit(dimensionless), Unit("W / (Hz sr m2)"))
+    """
+    raw = str(text).strip()
+    key = raw.lower().replace(" ", "")
+    if raw.lower() in DN_NAMES or key in DN_NAMES:  # camera counts: a calibration away from radiances
+        return u.DN
+    if key in RELATIVE_NAMES:
+        return u.dimensionless_unscaled
+    try:
+        unit = u.Unit(raw)
+    except ValueError:
+        for counts in sorted(DN_NAMES, key=len, reverse=True):  # 'counts/s', 'DN per second'
+            for rate in ("/s", "s-1", "s^-1", "/sec", "persecond", "/second"):
+                if key == counts.replace(" ", "") + rate:
+                    return u.DN
+        return None
+    if unit.physical_type == "dimensionless":
+        return u.dimensionless_unscaled
+    bases = set(unit.bases)
+    if bases & set(_COUNT_BASES) and bases <= set(_COUNT_BASES) | {u.s}:
+        return u.DN
+    return unit
 
 
 def validate_profiles(ds: xr.Dataset, source: str | None = None, all_lines: bool = True) -> None:

@@ -6,11 +6,13 @@ import pytest
 
 from radynversion import LINES, air_to_vacuum
 from radynversion.errors import ProfileSchemaError, UnitsError
+from radynversion.lines import HALPHA
 from radynversion.schema import (
     RADIANCE_PER_AA,
     RADIANCE_PER_HZ,
     convert_intensity,
     intensity_unit,
+    parse_intensity_unit,
     profile_dataset,
     to_air_angstrom,
     validate_profiles,
@@ -108,6 +110,30 @@ def test_camera_count_units_read_as_dn_with_the_calibration_hint(name):
     assert all(intensity_unit(ds, ln, "obs.nc") == u.DN for ln in LINES)
     with pytest.raises(UnitsError, match=f"I_halpha has units '{name}'.*not convertible.*calibration"):
         convert_intensity(ds, RADIANCE_PER_HZ, "obs.nc")
+
+
+@pytest.mark.parametrize(("name", "expect"), [
+    ("DN/s", u.DN), ("ct s-1", u.DN), ("counts/s", u.DN), ("DN per second", u.DN), ("1e3 DN", u.DN),
+    ("I/Ic", u.dimensionless_unscaled), ("normalised", u.dimensionless_unscaled), ("%", u.dimensionless_unscaled),
+    ("arb. units", u.dimensionless_unscaled), ("", u.dimensionless_unscaled),
+    ("ph / (s cm2 sr Angstrom)", u.Unit("ph / (s cm2 sr Angstrom)")),  # a calibrated photon radiance
+])
+def test_uncalibrated_rates_and_relative_intensities_are_read_as_such(name, expect):
+    """Count rates are camera counts (DN) and intensities relative to the continuum or in
+    arbitrary units are dimensionless: both uncalibrated, so the per-line variant takes them."""
+    assert parse_intensity_unit(name) == expect
+    ds = make()
+    for ln in LINES:
+        ds[ln.var].attrs["units"] = name
+    assert all(intensity_unit(ds, ln, "obs.nc") == expect for ln in LINES)
+
+
+def test_unparsable_intensity_units_name_the_file_and_variable():
+    ds = make()
+    ds["I_halpha"].attrs["units"] = "furlongs per fortnight squared"
+    with pytest.raises(UnitsError, match=r"obs.nc: variable I_halpha has units 'furlongs per fortnight squared', "
+                                         r"which astropy cannot parse"):
+        intensity_unit(ds, HALPHA, "obs.nc")
 
 
 def test_mismatched_spatial_dims():

@@ -97,7 +97,7 @@ from astropy.wcs import WCS
 
 from ..errors import ConfigError, DataFileError, ProfileSchemaError, UnitsError
 from ..lines import LINES, Line, line_by_key
-from ..schema import DN_NAMES
+from ..schema import DN_NAMES, parse_intensity_unit
 
 __all__ = [
     "LINE_MATCH_HALFWIDTH_A",
@@ -205,15 +205,17 @@ def _parse_bunit(value: Any, source: str) -> tuple[str, str]:
     if value is None or not str(value).strip():
         return "DN", "BUNIT absent: assumed DN (uncalibrated)"
     text = str(value).strip()
-    if text.lower() in DN_NAMES:
-        return "DN", ""
-    for fmt in (None, "fits"):
+    unit = parse_intensity_unit(text)
+    if unit is None:
         try:
-            unit = u.Unit(text, format=fmt) if fmt else u.Unit(text)
+            unit = u.Unit(text, format="fits")
         except ValueError:
-            continue
-        if unit == u.DN:
-            return "DN", ""
+            unit = None
+    if unit == u.DN:
+        return "DN", ""
+    if unit == u.dimensionless_unscaled:
+        return "1", f"BUNIT {text!r}: relative intensities, read as dimensionless (uncalibrated)"
+    if unit is not None:
         return unit.to_string(), ""
     raise UnitsError(f"{source}: BUNIT {text!r} cannot be parsed by astropy; expected e.g. "
                      "'W m^-2 Hz^-1 sr^-1' or 'DN'")

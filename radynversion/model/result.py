@@ -263,10 +263,11 @@ def _peak_unit(profiles: xr.Dataset, net: PosteriorModel) -> str:
     from ..schema import intensity_unit
 
     if getattr(net.config, "normalisation", "joint") in PER_LINE:
-        units = {intensity_unit(profiles, ln) for ln in LINES if ln.var in profiles.data_vars}
-        for un in (u.DN, u.dimensionless_unscaled):
-            if un in units:
-                return "DN" if un == u.DN else "1"
+        for un in (u.DN, u.dimensionless_unscaled):  # the data's own unit string ("DN/s", "I/Ic")
+            for ln in LINES:
+                if ln.var in profiles.data_vars and intensity_unit(profiles, ln) == un:
+                    given = str(profiles[ln.var].attrs.get("units", "")).strip()
+                    return given or ("DN" if un == u.DN else "1")
     return str(net.config.intensity_unit)
 
 
