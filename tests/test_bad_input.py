@@ -272,6 +272,30 @@ def _not_fits(tmp, _):
     return {"inputs": [text, write_fits(tmp / "ca.fits", CA8542)]}
 
 
+def _lapalma_pair(tmp):
+    from radynversion.io import write_lapalma_cube
+
+    scan = good_scan()
+    paths = []
+    for ln in (HALPHA, CA8542):
+        wl = ln.center_air_A + np.linspace(-1.2, 1.2, 13)
+        tag = str(int(round(ln.center_air_A)))
+        paths.append(write_lapalma_cube(tmp / f"crispex.{tag}.icube", scan, ln, wl, gain=4e-12)[0])
+    return paths
+
+
+def _truncated_lapalma(tmp, _):
+    ha, ca = _lapalma_pair(tmp)
+    ha.write_bytes(ha.read_bytes()[:-64])
+    return {"inputs": [ha, ca]}
+
+
+def _lapalma_without_spectfile(tmp, _):
+    ha, ca = _lapalma_pair(tmp)
+    (tmp / "spectfile.8542.idlsave").unlink()
+    return {"inputs": [ha, ca]}
+
+
 def _truncated_nc(tmp, _):
     raw = write_nc(tmp / "whole.nc", good_scan()).read_bytes()
     (tmp / "whole.nc").unlink()
@@ -388,6 +412,9 @@ BAD = {
     "FITS with a degenerate -TAB index": Bad(_degenerate_tab_index, DataFileError,
                                              ("{tmp}/flat_index_ha.fits", "HPLN-INDEX", "strictly monotonic")),
     "not FITS": Bad(_not_fits, DataFileError, ("{tmp}/notes.fits", "FITS")),
+    "truncated La Palma cube": Bad(_truncated_lapalma, DataFileError, ("{tmp}/crispex.6563.icube", "truncated")),
+    "La Palma cube without its spectfile": Bad(_lapalma_without_spectfile, DataFileError,
+                                               ("{tmp}/crispex.8542.icube", "spectfile")),
     "truncated netCDF": Bad(_truncated_nc, DataFileError, ("{tmp}/cut.nc", "netCDF")),
     "not netCDF": Bad(_not_netcdf, DataFileError, ("{tmp}/scan.nc", "not a netCDF file")),
     "Zarr store not in the profile schema": Bad(_foreign_zarr, ProfileSchemaError,
