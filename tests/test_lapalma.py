@@ -10,11 +10,13 @@ import xarray as xr
 from synthetic import TINY_C, training_set
 
 from radynversion.datasets import example_observation
+from radynversion.engine import invert_to_zarr
 from radynversion.errors import DataFileError, ProfileSchemaError
 from radynversion.io import open_observation, read_lapalma_cube, write_lapalma_cube
 from radynversion.io.observation import sniff_format
 from radynversion.lines import CA8542, HALPHA
 from radynversion.model import ConditionalINN
+from radynversion.model.checkpoint import save_checkpoint
 from radynversion.model.invert import invert
 from radynversion.model.preprocess import atmosphere_to_array, normalise_profiles
 from radynversion.schema import wavelengths_air_A
@@ -98,16 +100,21 @@ def test_spectfiles_given_with_the_cubes_absolute_wavelengths_and_float_cubes(tm
         open_observation(paths[0::2])  # spectfiles elsewhere and not given
 
 
-def test_a_crispex_dn_pair_inverts_with_the_per_line_model(lp_pair):
+def test_a_crispex_dn_pair_inverts_with_the_per_line_model_in_memory_and_to_zarr(lp_pair, tmp_path):
     ha, ca, _ = lp_pair
-    ds = open_observation([ha, ca])
     model = ConditionalINN(dataclasses.replace(TINY_C, partial_coverage=True, normalisation="per_line")).eval()
     train = training_set(64)
     y, _ = normalise_profiles(train, normalisation="per_line")
     model.set_standardisation(atmosphere_to_array(train), y)
-    out = invert(ds, model, samples=8)
-    assert out["log_T"].sizes["time"] == 2
+    out = invert(open_observation([ha, ca]), model, samples=8)
+    assert out["log_T"].sizes["time"] == 2  # scans without times, paired by index
     assert np.isfinite(out["log_T"].values).all()
+    path = save_checkpoint(tmp_path / "model.pt", model)
+    invert_to_zarr(open_observation([ha, ca], chunks={"time": 1}), tmp_path / "lp.zarr", model=path, samples=8, batch_size=64,
+                   progress=False)
+    store = xr.open_zarr(tmp_path / "lp.zarr")
+    assert store["log_T"].sizes["time"] == 2 and store.attrs["reader"] == "lapalma"
+    np.testing.assert_array_equal(store["trusted"].values, out["trusted"].values)
 
 
 def test_bad_la_palma_inputs_get_one_line_errors(lp_pair, tmp_path):
