@@ -13,7 +13,7 @@ from radynversion.atmosphere import default_height_grid
 from radynversion.errors import ConfigError, ProfileSchemaError, UnitsError
 from radynversion.instrument import CRISP_PROGRAMS, crisp_tunings
 from radynversion.lines import CA8542, HALPHA, LINES
-from radynversion.model import CINNConfig, ConditionalINN, TrainConfig, load_model, train
+from radynversion.model import CINNConfig, ConditionalINN, TrainConfig, atmosphere_to_array, load_model, train
 from radynversion.model.coverage import (
     CORE_POINTS,
     core_covered,
@@ -334,3 +334,34 @@ def test_one_line_with_a_gap_in_its_tunings_inverts_with_a_partial_model(tmp_pat
     assert not seen.all() and seen[:30].all()  # Ca II 8542's blue core is not observed
     out = invert(gap, load_model(path), samples=16)
     assert np.isfinite(out["log_T"].values).all()
+
+
+def test_nan_tunings_of_one_pixel_are_unobserved_points_for_a_partial_model(tmp_path):
+    """Field edges and bad frames leave NaN at some tunings of some pixels: a partial model
+    inverts such a pixel from the tunings it has (exactly as if its program lacked them), a
+    full-coverage model masks it, and a pixel whose tunings cover no core is masked by both."""
+    ds = _observe(_observe(scan(2, 3), HALPHA, _crisp(HALPHA)), CA8542, _crisp(CA8542))
+    wl = ds[CA8542.dim].values
+    drop = int(np.argmin(np.abs(wl - (CA8542.center_air_A + 0.6))))  # a red-wing tuning
+    holed = ds.copy(deep=True)
+    holed[CA8542.var][0, 1, drop] = np.nan  # pixel (0, 1)
+    holed[HALPHA.var][1, 2, :] = np.nan  # pixel (1, 2): H-alpha lost, Ca II 8542 alone
+    holed[HALPHA.var][1, 0, :] = np.nan  # pixel (1, 0): both lines lost
+    holed[CA8542.var][1, 0, :] = np.nan
+    y, _ = normalise_profiles(holed, partial=True)
+    # pixel (0, 1) is normalised as if the program had no such tuning
+    fewer, _ = normalise_profiles(ds.isel({CA8542.dim: np.delete(np.arange(wl.size), drop)}), partial=True)
+    np.testing.assert_allclose(y[1], fewer[1], rtol=1e-6)
+    assert 0 < np.isnan(y[1]).sum() < 10
+    sl = line_slices()
+    assert np.isnan(y[5, sl["halpha"]]).all() and np.isfinite(y[5, sl["ca8542"]]).all()
+    assert np.isnan(y[3]).all()
+    np.testing.assert_array_equal(y[[0, 2, 4]], normalise_profiles(ds, partial=True)[0][[0, 2, 4]])
+    out = invert(holed, load_model(_tiny_partial(tmp_path)), samples=16)
+    assert out["mask"].values.tolist() == [[False, False, False], [True, False, False]]
+    assert np.isfinite(out["log_T"].values[0, 1]).all() and np.isfinite(out["log_T"].values[1, 2]).all()
+    full = ConditionalINN(TINY_C).eval()
+    tr = _split_information(64, 3)
+    full.set_standardisation(atmosphere_to_array(tr), normalise_profiles(tr)[0])
+    masked = invert(holed, full, samples=16)["mask"].values
+    assert masked.tolist() == [[False, True, False], [True, False, True]]

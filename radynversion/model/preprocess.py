@@ -158,6 +158,11 @@ def _check_covers(wl: np.ndarray, line: Line, source: str) -> None:
             f"{line.label} by more than half a tuning step; expected tunings that cover the whole window")
 
 
+#: distinct per-pixel patterns of NaN tunings resampled exactly (beyond: NaN spreads to the
+#: model points each bad tuning touches)
+_MAX_NAN_PATTERNS = 64
+
+
 def _resample_line(
     ds: xr.Dataset, line: Line, dims: tuple[str, ...], fwhm_A: float, degrade: bool | None, src: str,
     check: bool = True,
@@ -174,8 +179,33 @@ def _resample_line(
     support = np.flatnonzero(np.any(mat != 0.0, axis=0))  # NaNs outside it do not leak in
     cols = slice(support[0], support[-1] + 1)
     arr = ds[line.var].transpose(*dims, line.dim).values
-    arr = np.asarray(arr, dtype=float).reshape(-1, wl.size)[:, cols]
-    return arr @ mat[:, cols].T
+    arr = np.asarray(arr, dtype=float).reshape(-1, wl.size)
+    out = arr[:, cols] @ mat[:, cols].T
+    if check:
+        return out
+    # partial coverage: a pixel with NaN/inf tunings is resampled as if its program lacked
+    # them (interpolated across, masked where observed_points says so), one pattern at a time
+    bad = ~np.isfinite(arr)
+    rows = np.flatnonzero(bad.any(axis=1) & ~bad.all(axis=1))
+    if rows.size == 0:
+        return out
+    patterns, which = np.unique(bad[rows], axis=0, return_inverse=True)
+    if patterns.shape[0] > _MAX_NAN_PATTERNS:  # scattered NaNs: each spoils the points it touches
+        spoilt = (bad[rows].astype(float) @ (mat != 0.0).T) > 0
+        out[rows] = np.where(bad[rows], 0.0, arr[rows]) @ mat.T
+        out[rows] = np.where(spoilt, np.nan, out[rows])
+        return out
+    for k, pattern in enumerate(patterns):
+        keep = ~pattern
+        sub = rows[which.ravel() == k]
+        if keep.sum() < 2:
+            out[sub] = np.nan
+            continue
+        m = resampling_matrix(wl[keep], target, use_fwhm)
+        vals = arr[np.ix_(sub, np.flatnonzero(keep))] @ m.T
+        vals[:, ~observed_points(wl[keep], line)] = np.nan
+        out[sub] = vals
+    return out
 
 
 def _stand_in_lines(ds: xr.Dataset, missing: list[Line], like: Line) -> xr.Dataset:
@@ -295,7 +325,9 @@ def normalise_profiles(
     partial : bool
         The model takes partial coverage (``config.partial_coverage``): either line may be
         absent and points the tunings do not observe are NaN
-        (:func:`observed_program`, :mod:`radynversion.model.coverage`).
+        (:func:`observed_program`, :mod:`radynversion.model.coverage`); so are, per pixel, the
+        points that use a NaN or inf tuning (a pixel is inverted from what it has, as long as
+        one line's core stays covered).
 
     Returns
     -------
@@ -329,7 +361,7 @@ def normalise_profiles(
     parts = [_resample_line(ds, ln, dims, float(fwhm.get(ln.key, 0.0)), degrade, src, check=not partial)
              for ln in LINES]
     full = np.concatenate(parts, axis=1)
-    if seen.all() and not per_line:  # the original joint peak, unchanged
+    if seen.all() and not per_line and not (partial and not np.isfinite(full).all()):  # the original joint peak
         with np.errstate(invalid="ignore"):
             peak = full.max(axis=1)
             bad = ~np.isfinite(peak) | ~(peak > 0)
@@ -339,10 +371,16 @@ def normalise_profiles(
     full[:, ~seen] = np.nan
     obs = full[:, seen]
     with np.errstate(invalid="ignore"):
-        peak = obs.max(axis=1) if obs.shape[1] else np.full(full.shape[0], np.nan)
-        bad = ~np.isfinite(peak) | ~(peak > 0)
         den = line_levels(torch.from_numpy(full), normalisation).numpy()
-        bad |= ~(den[:, seen] > 0).all(axis=1)  # a line with no finite observed point, or a level <= 0
+        if partial:  # per pixel: NaN tunings are unobserved points, like the program's gaps
+            fin = np.isfinite(full)
+            peak = np.where(fin, full, -np.inf).max(axis=1)
+            peak[~fin.any(axis=1)] = np.nan
+            bad = ~np.isfinite(peak) | ~(peak > 0) | ~core_covered(fin) | (fin & ~(den > 0)).any(axis=1)
+        else:
+            peak = obs.max(axis=1) if obs.shape[1] else np.full(full.shape[0], np.nan)
+            bad = ~np.isfinite(peak) | ~(peak > 0)
+            bad |= ~(den[:, seen] > 0).all(axis=1)  # a line with no finite observed point, or a level <= 0
         y = full / den
     y[bad] = np.nan
     return y.astype(np.float32), peak
