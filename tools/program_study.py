@@ -38,13 +38,13 @@ def main() -> None:
     data = training_set()
     data = data.isel(sample=sample_labels(data) < a.first)
     rows, raw = [], {}
+    cases = []  # every case's program read before any evaluation, so a typo costs nothing
     for case in a.case:
         name, spec = case.split("=", 1)
         parts = spec.split(":")
-        model, program, dn = parts[0], None, "dn" in parts[1:]
-        for p in parts[1:]:
-            if p != "dn":
-                program = observing_program(p)
+        programs = [observing_program(p) for p in parts[1:] if p != "dn"]
+        cases.append((name, parts, parts[0], programs[-1] if programs else None, "dn" in parts[1:]))
+    for name, parts, model, program, dn in cases:
         net = load_model(None if model == "default" else model)
         res = evaluate(net, data, EvaluationSettings(samples=a.samples, tunings=program, dn=dn))
         s = res.summary
