@@ -189,7 +189,7 @@ def intensity_unit(ds: xr.Dataset, line: Line, source: str | None = None) -> u.U
     unit = parse_intensity_unit(unit_s)
     if unit is None:
         raise UnitsError(f"{src}: variable {line.var} has units {unit_s!r}, which astropy cannot "
-                         "parse; expected e.g. 'W / (m2 Hz sr)', or 'DN' / '1' for uncalibrated data") from None
+                         "parse; expected e.g. 'W / (m2 Hz sr)', or 'DN' / '1' for uncalibrated data")
     return unit
 
 
