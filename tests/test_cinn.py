@@ -259,6 +259,32 @@ def test_renormalise_noisy_feeds_profiles_peaking_at_one_as_observed_ones_do():
     torch.testing.assert_close(renormed, plain / plain.amax(1, keepdim=True), atol=1e-5, rtol=1e-5)
 
 
+def test_pad_noise_full_coverage_scales_the_noise_of_fully_observed_rows_only():
+    """For a partial-coverage model, pad_noise_full_coverage multiplies the atmosphere noise of
+    the examples that observe every point, from the same draws: factors of 1 change no bit, and
+    with no row cut, factors of 0 are pad_noise_scale 0."""
+    from radynversion.model.cinn import cinn_losses
+
+    net = ConditionalINN(dataclasses.replace(TINY_C, partial_coverage=True)).eval()
+    ds = training_set(16)
+    atm = torch.as_tensor(atmosphere_to_array(ds))
+    y = torch.as_tensor(normalise_profiles(ds, fwhm_A=FAST.fwhm_A())[0])
+    net.set_standardisation(atm.numpy(), y.numpy())
+
+    def nll(**kw: object) -> float:
+        cfg = dataclasses.replace(FAST, noise=0.0, pad_noise=0.5, **kw)
+        with torch.no_grad():
+            return float(cinn_losses(net, atm, y, cfg, torch.Generator().manual_seed(3))["nll"])
+
+    for cut in (0.0, 0.5):
+        assert nll(partial_fraction=cut, pad_noise_full_coverage=(1.0, 1.0, 1.0)) == nll(partial_fraction=cut)
+    assert nll(partial_fraction=0.0, pad_noise_full_coverage=(0.0, 0.0, 0.0)) == nll(
+        partial_fraction=0.0, pad_noise_scale=(0.0, 0.0, 0.0))
+    assert nll(partial_fraction=0.5, pad_noise_full_coverage=(0.5, 0.5, 1.0)) != nll(partial_fraction=0.5)
+    with pytest.raises(ConfigError, match="pad_noise_full_coverage"):
+        TrainConfig(pad_noise_full_coverage=(1.0, 1.0))
+
+
 def test_pad_noise_scale_sets_the_atmosphere_noise_per_variable():
     """pad_noise_scale multiplies the flow's atmosphere noise per variable (log_ne, log_T, v):
     all zero is the noise-free NLL, the default is the plain pad_noise loss."""

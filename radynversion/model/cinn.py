@@ -303,15 +303,23 @@ def cinn_losses(
         return torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
 
     x = model.atmosphere_to_x(atm)
+    eps = None
     if config.pad_noise > 0:  # per variable (log_ne, log_T, v); factors of 1 change no bit
         scale = x.new_tensor(config.pad_noise_scale).repeat_interleave(x.shape[1] // 3)
-        x_in = x + config.pad_noise * (randn_like(x) * scale)
+        eps = randn_like(x) * scale
+        x_in = x + config.pad_noise * eps
     else:
         x_in = x
     y_in = y_obs
     if y_in is None:
         y_in = noisy_profiles(y, config, randn_like(y)) if config.noise > 0 else y
     y_in = _as_observed(model.config, config, y_in, generator)
+    full_factor = tuple(config.pad_noise_full_coverage)
+    if eps is not None and model.config.partial_coverage and full_factor != (1.0, 1.0, 1.0):
+        # the same draws, scaled again on the rows that observe every point (the stream is unchanged)
+        full = torch.isfinite(y_in).all(dim=1, keepdim=True)
+        factor = x.new_tensor(full_factor).repeat_interleave(x.shape[1] // 3)
+        x_in = x + config.pad_noise * eps * torch.where(full, factor, torch.ones_like(factor))
     z, log_jac = model(x_in, model.condition(y_in))
     nll = (0.5 * (z**2).sum(1) - log_jac).mean() / model.n_z
     y_pred = model.emulator(x)

@@ -265,6 +265,10 @@ class TrainConfig:
     #: widens the learnt posterior to ``sqrt(width^2 + noise^2)`` (standardised units), which
     #: matters where the posterior is a few percent of the prior (``log_T`` in the chromosphere)
     pad_noise_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: conditional INN with ``partial_coverage`` only: further factors of the padding noise for
+    #: ``(log_ne, log_T, v)`` on the examples that observe every model point (one noise for all
+    #: coverages left two-line data too wide and one line slightly narrow, docs/history.md)
+    pad_noise_full_coverage: tuple[float, float, float] = (1.0, 1.0, 1.0)
     #: standard deviation of the noise added to the profiles fed to the reverse pass, as a
     #: fraction of the joint peak (0 = none); drawn afresh for every batch
     noise: float = 0.01
@@ -346,9 +350,11 @@ class TrainConfig:
                               "expected 0 < f <= 1")
         if self.fwhm_halpha_A < 0 or self.fwhm_ca8542_A < 0 or self.noise < 0 or self.pad_noise < 0:
             raise ConfigError("TrainConfig: FWHMs and noise levels must be >= 0")
-        if len(self.pad_noise_scale) != 3 or any(not s >= 0 for s in self.pad_noise_scale):
-            raise ConfigError(f"TrainConfig.pad_noise_scale = {self.pad_noise_scale}; expected three "
-                              "factors >= 0 (log_ne, log_T, v)")
+        for name in ("pad_noise_scale", "pad_noise_full_coverage"):
+            factors = getattr(self, name)
+            if len(factors) != 3 or any(not s >= 0 for s in factors):
+                raise ConfigError(f"TrainConfig.{name} = {factors}; expected three "
+                                  "factors >= 0 (log_ne, log_T, v)")
         if not self.mmd_scales_latent or not self.mmd_scales_reverse:
             raise ConfigError("TrainConfig: MMD scales must not be empty")
         if self.keep_best and self.val_fraction <= 0:
