@@ -13,6 +13,7 @@ converted with :func:`astropy.units.spectral_density`, which differs between the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import astropy.units as u
@@ -53,6 +54,9 @@ RELATIVE_NAMES = frozenset({"i/ic", "i/i_c", "i/icont", "i/i_cont", "i/iqs", "i/
                             "continuumunits", "fractionofcontinuum", "quietsununits", "none", "n/a"})
 #: camera counts, optionally per time, with no area or solid angle: uncalibrated
 _COUNT_BASES = (u.DN, u.ct, u.adu, u.ph)
+_DN_KEYS = frozenset(n.replace(" ", "") for n in DN_NAMES)
+#: a count rate written in words astropy cannot parse ("counts/s", "DN per second")
+_RATE = re.compile(r"(.+?)(?:/s|s-1|s\^-1|/sec|/second|persecond)")
 
 RADIANCE_PER_HZ = u.Unit("W / (m2 Hz sr)")
 RADIANCE_PER_AA = u.Unit("erg / (s cm2 sr Angstrom)")
@@ -206,18 +210,15 @@ def parse_intensity_unit(text: object) -> u.UnitBase | None:
     """
     raw = str(text).strip()
     key = raw.lower().replace(" ", "")
-    if raw.lower() in DN_NAMES or key in DN_NAMES:  # camera counts: a calibration away from radiances
+    if key in _DN_KEYS:  # camera counts: a calibration away from radiances
         return u.DN
     if key in RELATIVE_NAMES:
         return u.dimensionless_unscaled
     try:
         unit = u.Unit(raw)
     except ValueError:
-        for counts in sorted(DN_NAMES, key=len, reverse=True):  # 'counts/s', 'DN per second'
-            for rate in ("/s", "s-1", "s^-1", "/sec", "persecond", "/second"):
-                if key == counts.replace(" ", "") + rate:
-                    return u.DN
-        return None
+        rate = _RATE.fullmatch(key)
+        return u.DN if rate and rate.group(1) in _DN_KEYS else None
     if unit.physical_type == "dimensionless":
         return u.dimensionless_unscaled
     bases = set(unit.bases)

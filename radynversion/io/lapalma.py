@@ -37,7 +37,7 @@ from ..lines import LINES, Line
 from .fits import STOKES_CODES, identify_line
 
 __all__ = ["read_lapalma_cube", "read_spectfile", "write_lapalma_cube", "is_lapalma_cube",
-           "is_idl_save", "find_spectfile", "LAPALMA_SUFFIXES"]
+           "is_idl_save", "find_spectfile", "pair_spectfiles", "LAPALMA_SUFFIXES"]
 
 LAPALMA_SUFFIXES = (".icube", ".fcube", ".bcube", ".cube")
 _HEADER_BYTES = 512
@@ -192,6 +192,36 @@ def find_spectfile(cube: str | Path) -> Path:
     raise DataFileError(f"{cube}: no CRISPEX spectfile found beside it ({len(spect)} candidates); expected "
                         "spectfile.6563.idlsave or spectfile.8542.idlsave in its folder, or the spectfile "
                         "given with the cube")
+
+
+def pair_spectfiles(cubes: list[Path], spectfiles: list[Path]) -> dict[Path, Path]:
+    """Each La Palma cube's spectfile among those given with it (matched by the line in the file
+    names; one of each pairs as it is); cubes left out find theirs with :func:`find_spectfile`.
+
+    Raises
+    ------
+    DataFileError
+        A spectfile without a cube, two spectfiles for one line, or one matching no cube.
+    """
+    if spectfiles and not cubes:
+        raise DataFileError(f"{spectfiles[0]}: a CRISPEX spectfile given without a La Palma cube; expected "
+                            "it with its .icube/.fcube")
+    if len(cubes) == 1 and len(spectfiles) == 1:
+        return {cubes[0]: spectfiles[0]}
+    pairs: dict[Path, Path] = {}
+    for cube in cubes:
+        line = _line_named_in(cube.name)
+        match = [s for s in spectfiles if line is not None and _line_named_in(s.name) is line]
+        if len(match) > 1:
+            raise DataFileError(f"{cube}: {len(match)} spectfiles given for its line ({', '.join(map(str, match))}); "
+                                "expected one")
+        if match:
+            pairs[cube] = match[0]
+    unused = [s for s in spectfiles if s not in pairs.values()]
+    if unused:
+        raise DataFileError(f"{unused[0]}: no La Palma cube given names the same line (6563 or 8542); "
+                            "expected the line in both file names, e.g. crispex.6563.icube and spectfile.6563.idlsave")
+    return pairs
 
 
 class _LazyCube:

@@ -44,7 +44,7 @@ from ..errors import ConfigError, DataFileError, ProfileSchemaError
 from ..lines import LINES, Line
 from ..schema import validate_profiles
 from .fits import WAVELENGTH_TOLERANCE_A, read_crispy_fits, read_fits_profiles, read_sstred_cube
-from .lapalma import LAPALMA_SUFFIXES, is_idl_save, is_lapalma_cube, read_lapalma_cube
+from .lapalma import LAPALMA_SUFFIXES, is_idl_save, is_lapalma_cube, pair_spectfiles, read_lapalma_cube
 
 __all__ = ["open_observation", "open_profile_store", "sniff_format", "has_netcdf_signature"]
 
@@ -179,32 +179,6 @@ def _open_one(path: Path, stokes: str, chunks: Any, reader: str | None,
     attrs["reader"] = fmt
     ds.attrs = attrs
     return ds
-
-
-def _pair_spectfiles(cubes: list[Path], spectfiles: list[Path]) -> dict[Path, Path]:
-    """Each La Palma cube's spectfile among those given (matched by the line in the file names;
-    one of each pairs as it is); cubes without one look beside themselves."""
-    from .lapalma import _line_named_in
-
-    if spectfiles and not cubes:
-        raise DataFileError(f"{spectfiles[0]}: a CRISPEX spectfile given without a La Palma cube; expected "
-                            "it with its .icube/.fcube")
-    if len(cubes) == 1 and len(spectfiles) == 1:
-        return {cubes[0]: spectfiles[0]}
-    pairs: dict[Path, Path] = {}
-    for cube in cubes:
-        line = _line_named_in(cube.name)
-        match = [s for s in spectfiles if line is not None and _line_named_in(s.name) is line]
-        if len(match) > 1:
-            raise DataFileError(f"{cube}: {len(match)} spectfiles given for its line ({', '.join(map(str, match))}); "
-                                "expected one")
-        if match:
-            pairs[cube] = match[0]
-    unused = [s for s in spectfiles if s not in pairs.values()]
-    if unused:
-        raise DataFileError(f"{unused[0]}: no La Palma cube given names the same line (6563 or 8542); "
-                            "expected the line in both file names, e.g. crispex.6563.icube and spectfile.6563.idlsave")
-    return pairs
 
 
 def _describe(ds: xr.Dataset) -> str:
@@ -423,10 +397,10 @@ def _combine(paths: list[Path], stokes: str, chunks: Any, reader: str | None, so
     # one Dataset per source; FITS sources grouped by line and joined along time
     by_line: dict[str, list[xr.Dataset]] = {}
     stores: list[tuple[xr.Dataset, list[Line]]] = []
-    spectfiles = [p for p in paths if p.is_file() and sniff_format(p) == "idlsave"]
+    kinds = {p: sniff_format(p) for p in paths if p.is_file()}
+    spectfiles = [p for p in paths if kinds.get(p) == "idlsave"]
     paths = [p for p in paths if p not in spectfiles]
-    cubes = [p for p in paths if p.is_file() and sniff_format(p) == "lapalma"]
-    pairs = _pair_spectfiles(cubes, spectfiles)
+    pairs = pair_spectfiles([p for p in paths if kinds.get(p) == "lapalma"], spectfiles)
     for p in paths:
         ds = _open_one(p, stokes, chunks, reader, pairs.get(p))
         if ds.attrs.get("reader") in ("netcdf", "zarr"):

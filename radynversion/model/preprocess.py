@@ -361,7 +361,7 @@ def normalise_profiles(
     parts = [_resample_line(ds, ln, dims, float(fwhm.get(ln.key, 0.0)), degrade, src, check=not partial)
              for ln in LINES]
     full = np.concatenate(parts, axis=1)
-    if seen.all() and not per_line and not (partial and not np.isfinite(full).all()):  # the original joint peak
+    if seen.all() and not per_line and (not partial or np.isfinite(full).all()):  # the original joint peak
         with np.errstate(invalid="ignore"):
             peak = full.max(axis=1)
             bad = ~np.isfinite(peak) | ~(peak > 0)
@@ -369,7 +369,6 @@ def normalise_profiles(
         y[bad] = np.nan
         return y.astype(np.float32), peak
     full[:, ~seen] = np.nan
-    obs = full[:, seen]
     with np.errstate(invalid="ignore"):
         den = line_levels(torch.from_numpy(full), normalisation).numpy()
         if partial:  # per pixel: NaN tunings are unobserved points, like the program's gaps
@@ -378,6 +377,7 @@ def normalise_profiles(
             peak[~fin.any(axis=1)] = np.nan
             bad = ~np.isfinite(peak) | ~(peak > 0) | ~core_covered(fin) | (fin & ~(den > 0)).any(axis=1)
         else:
+            obs = full[:, seen]
             peak = obs.max(axis=1) if obs.shape[1] else np.full(full.shape[0], np.nan)
             bad = ~np.isfinite(peak) | ~(peak > 0)
             bad |= ~(den[:, seen] > 0).all(axis=1)  # a line with no finite observed point, or a level <= 0
