@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from synthetic import FAST, TINY_C, training_set
 
 from radynversion.datasets import LABEL_STRIDE, training_union
@@ -82,3 +83,26 @@ def test_balanced_populations_draw_each_generator_equally(tmp_path, stores):
     plain = train(u, tmp_path / "plain", TINY_C, dataclasses.replace(FAST, epochs=2), progress=False)
     assert "balanced_populations" not in torch.load(plain.model_path, map_location="cpu",
                                                     weights_only=False)["provenance"]
+
+
+def test_population_weight_counts_a_generators_draws_more(tmp_path, stores):
+    from radynversion.errors import ConfigError
+    from radynversion.model.train import population_weights
+
+    pops = np.array(["prior"] * 30 + ["smooth"] * 10)
+    w = population_weights(pops, {"smooth": 3.0})
+    # 10 smooth draws x 3 against 30 prior draws x 1: half the epoch each
+    assert np.isclose(w.sum(), 1.0) and np.isclose(w[pops == "smooth"].sum(), 0.5)
+    assert np.isclose(w[pops == "smooth"][0] / w[pops == "prior"][0], 3.0)
+    u = training_union({k: str(v) for k, v in stores.items()})
+    tc = dataclasses.replace(FAST, epochs=1, population_weight=(("smooth", 2.0),))
+    res = train(u, tmp_path / "run", TINY_C, tc, progress=False)
+    ckpt = torch.load(res.model_path, map_location="cpu", weights_only=False)
+    shares = ckpt["provenance"]["weighted_populations"]
+    n_p, n_s = shares["prior"]["train_examples"], shares["smooth"]["train_examples"]
+    assert np.isclose(shares["smooth"]["share"], 2 * n_s / (n_p + 2 * n_s))
+    # the weights are a config field: saved in the checkpoint and read back from its TOML
+    assert "population_weight = [[\"smooth\", 2.0]]" in ckpt["train_config"]
+    with pytest.raises(ConfigError, match="population_weight names \\['noneq'\\]"):
+        train(u, tmp_path / "bad", TINY_C, dataclasses.replace(FAST, epochs=1, population_weight=(("noneq", 2.0),)),
+              progress=False)

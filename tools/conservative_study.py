@@ -29,7 +29,8 @@ Inflation factors are chosen on one left-out generator (``--tune-on``) and read 
 tuning on the population scored is not a test.
 
     .venv/bin/python tools/conservative_study.py --first 12000 \\
-        --model v7=default --model ens3=default+runs/ens/seed1/model.pt+runs/ens/seed2/model.pt \\
+        --model v7=runs/default_model/first-12000/model.pt \\
+        --model ens3=runs/default_model/first-12000/model.pt+runs/ens/seed1/model.pt+runs/ens/seed2/model.pt \\
         --population smooth=data/smooth.zarr --population noneq=data/noneq.zarr \\
         --population check=../shared/external/check_v1.nc --scales 1.25 1.5 2 \\
         --adaptive 0.5 1 --npe --out docs/evaluation/trust/conservative_study.json
@@ -236,7 +237,8 @@ def brief(sc):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", action="append", default=[], help="NAME=PATH[+PATH...] ('default' = v7)")
+    ap.add_argument("--model", action="append", default=[],
+                    help="NAME=PATH[+PATH...] ('default' = the packaged model)")
     ap.add_argument("--first", type=int, default=12000)
     ap.add_argument("--population", action="append", default=[], help="NAME=PATH")
     ap.add_argument("--samples", type=int, default=512)

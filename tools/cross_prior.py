@@ -12,7 +12,7 @@ beside the population's own marginal baseline (its per-height median as the answ
 
 Usage (from the repository root)::
 
-    .venv/bin/python tools/cross_prior.py --models v7=default \\
+    .venv/bin/python tools/cross_prior.py --models default=default \\
         --data prior=data/prior.zarr check_v1=../shared/external/check_v1.nc \\
                smooth=data/smooth.zarr \\
         --first 12000 --out docs/evaluation/cross_prior

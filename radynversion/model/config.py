@@ -320,6 +320,12 @@ class TrainConfig:
     #: whatever its number of draws; the epoch keeps its length. False: every draw once an
     #: epoch, so a population counts by its size. The validation loss stays unweighted
     balance_populations: bool = False
+    #: for a union of generators: per-draw weights of some populations against 1 for the others,
+    #: as ``[["noneq", 3.0]]`` (each noneq draw drawn three times as often as any other; the epoch
+    #: keeps its length, examples are drawn with replacement). An alternative to
+    #: ``balance_populations`` between it and plain sizes: a generator of costly draws can count
+    #: for more without the others counting for less per draw. Empty: no weights
+    population_weight: tuple[tuple[str, float], ...] = ()
     #: seed of the split, the batches and the noise
     seed: int = 0
 

@@ -182,27 +182,36 @@ def _best_from_checkpoint(best: dict[str, Any], parts: dict[str, tuple[str, ...]
     return fresh
 
 
-def population_weights(populations: np.ndarray) -> np.ndarray:
-    """Per example, the probability of drawing it when every population counts the same.
+def population_weights(populations: np.ndarray, per_draw: dict[str, float] | None = None) -> np.ndarray:
+    """Per example, the probability of drawing it: every population counting the same, or
+    (``per_draw``) each draw of a named population counting that many times a draw of any other.
 
     Parameters
     ----------
     populations : ndarray, shape ``(N,)``
         The population (union component) of each training example.
+    per_draw : dict, optional
+        Relative weight of one draw per population name (absent names: 1); None: balanced.
 
     Returns
     -------
     ndarray, shape ``(N,)``
-        ``1 / (P n_p)`` for an example of a population with ``n_p`` examples, ``P`` populations:
-        they sum to 1, and to ``1 / P`` over each population.
+        Balanced: ``1 / (P n_p)`` for an example of a population with ``n_p`` examples, ``P``
+        populations, summing to ``1 / P`` over each population. ``per_draw``: ``w_p / sum_q w_q
+        n_q``. Either way they sum to 1.
 
     Example
     -------
     >>> population_weights(np.array(["prior", "prior", "prior", "smooth"])).round(3).tolist()
     [0.167, 0.167, 0.167, 0.5]
+    >>> population_weights(np.array(["prior", "prior", "noneq"]), {"noneq": 2.0}).tolist()
+    [0.25, 0.25, 0.5]
     """
     names, index, counts = np.unique(np.asarray(populations), return_inverse=True, return_counts=True)
-    return 1.0 / (names.size * counts[index].astype(np.float64))
+    if per_draw is None:
+        return 1.0 / (names.size * counts[index].astype(np.float64))
+    w = np.array([float(per_draw.get(str(n), 1.0)) for n in names])[index]
+    return w / w.sum()
 
 
 def _batches(n: int, cfg: TrainConfig, gen: torch.Generator, weights: torch.Tensor | None = None
@@ -328,14 +337,24 @@ def train(
     val_samples = [int(i) for i in labels[keep[val_pos]]]
     train_samples = [int(i) for i in labels[keep[train_pos]]]
     draw_weights = None
-    if tc.balance_populations and "population" in sub.coords:
+    if tc.balance_populations and tc.population_weight:
+        raise ConfigError("train: balance_populations and population_weight both set; expected one of them")
+    if (tc.balance_populations or tc.population_weight) and "population" in sub.coords:
         pops = np.asarray(sub["population"].values)[train_pos]
-        w = population_weights(pops)
+        per_draw = dict(tc.population_weight) if tc.population_weight else None
+        unknown = sorted(set(per_draw or ()) - {str(p) for p in np.unique(pops)})
+        if unknown:
+            raise ConfigError(f"train: population_weight names {unknown}, not populations of {src}; "
+                              f"expected some of {sorted(str(p) for p in np.unique(pops))}")
+        if any(w <= 0 for w in (per_draw or {}).values()):
+            raise ConfigError(f"train: population_weight {tc.population_weight}; expected weights > 0")
+        w = population_weights(pops, per_draw)
         draw_weights = torch.as_tensor(w)
         balance = {str(p): {"train_examples": int((pops == p).sum()), "share": float(w[pops == p].sum())}
                    for p in np.unique(pops)}
     provenance: dict[str, Any] = {
-        **({"balanced_populations": balance} if draw_weights is not None else {}),
+        **({("weighted_populations" if tc.population_weight else "balanced_populations"): balance}
+           if draw_weights is not None else {}),
         "n_input": int(data.sizes["sample"]),
         "n_held_out": int(held_out.sum()),
         "n_usable": int(n),
