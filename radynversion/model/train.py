@@ -339,6 +339,9 @@ def train(
     draw_weights = None
     if tc.balance_populations and tc.population_weight:
         raise ConfigError("train: balance_populations and population_weight both set; expected one of them")
+    if tc.population_weight and "population" not in sub.coords:
+        raise ConfigError(f"train: population_weight {tc.population_weight} for {src}, which is one "
+                          "store; expected a union of generators (radynversion.datasets.training_union)")
     if (tc.balance_populations or tc.population_weight) and "population" in sub.coords:
         pops = np.asarray(sub["population"].values)[train_pos]
         per_draw = dict(tc.population_weight) if tc.population_weight else None
