@@ -106,5 +106,10 @@ def test_population_weight_counts_a_generators_draws_more(tmp_path, stores):
     with pytest.raises(ConfigError, match="population_weight names \\['noneq'\\]"):
         train(u, tmp_path / "bad", TINY_C, dataclasses.replace(FAST, epochs=1, population_weight=(("noneq", 2.0),)),
               progress=False)
+    for bad in ((("smooth", 0.0),), (("smooth", -1.0),)):
+        with pytest.raises(ConfigError, match="expected \\[name, weight\\] pairs with weights > 0"):
+            dataclasses.replace(FAST, population_weight=bad)
+    with pytest.raises(ConfigError, match="both set"):
+        dataclasses.replace(FAST, balance_populations=True, population_weight=(("smooth", 2.0),))
     with pytest.raises(ConfigError, match="expected a union of generators"):
         train(open_training_set(stores["prior"]), tmp_path / "one", TINY_C, tc, progress=False)

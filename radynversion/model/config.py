@@ -361,6 +361,12 @@ class TrainConfig:
             if len(factors) != 3 or any(not s >= 0 for s in factors):
                 raise ConfigError(f"TrainConfig.{name} = {factors}; expected three "
                                   "factors >= 0 (log_ne, log_T, v)")
+        if any(not w > 0 for _, w in self.population_weight):
+            raise ConfigError(f"TrainConfig.population_weight = {self.population_weight}; expected "
+                              "[name, weight] pairs with weights > 0")
+        if self.balance_populations and self.population_weight:
+            raise ConfigError("TrainConfig: balance_populations and population_weight both set; "
+                              "expected one of them")
         if not self.mmd_scales_latent or not self.mmd_scales_reverse:
             raise ConfigError("TrainConfig: MMD scales must not be empty")
         if self.keep_best and self.val_fraction <= 0:

@@ -337,8 +337,6 @@ def train(
     val_samples = [int(i) for i in labels[keep[val_pos]]]
     train_samples = [int(i) for i in labels[keep[train_pos]]]
     draw_weights = None
-    if tc.balance_populations and tc.population_weight:
-        raise ConfigError("train: balance_populations and population_weight both set; expected one of them")
     if tc.population_weight and "population" not in sub.coords:
         raise ConfigError(f"train: population_weight {tc.population_weight} for {src}, which is one "
                           "store; expected a union of generators (radynversion.datasets.training_union)")
@@ -349,8 +347,6 @@ def train(
         if unknown:
             raise ConfigError(f"train: population_weight names {unknown}, not populations of {src}; "
                               f"expected some of {sorted(str(p) for p in np.unique(pops))}")
-        if any(w <= 0 for w in (per_draw or {}).values()):
-            raise ConfigError(f"train: population_weight {tc.population_weight}; expected weights > 0")
         w = population_weights(pops, per_draw)
         draw_weights = torch.as_tensor(w)
         balance = {str(p): {"train_examples": int((pops == p).sum()), "share": float(w[pops == p].sum())}
